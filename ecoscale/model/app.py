@@ -1,0 +1,155 @@
+"""The application model: topology + latency profile + hardware -> p99 and carbon of a placement.
+
+Pure and vectorised over time steps: loads and carbon intensities are arrays, one entry per
+step. This is the one place where a placement's latency and carbon are computed; the
+planner, the replay and the daemon's carbon accounting all call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecoscale.model.carbon import Hardware, operational_g_per_h
+from ecoscale.model.latency import AppProfile, E2EModel, check_profile_covers
+from ecoscale.model.placement import Placement
+from ecoscale.model.topology import Topology
+
+
+@dataclass(frozen=True)
+class CarbonBreakdown:
+    """Carbon over the steps (g per step), split by kind and generation."""
+
+    embodied_g: np.ndarray
+    operational_g: np.ndarray
+    by_generation_g: Mapping[str, np.ndarray]
+
+    @property
+    def total_g(self) -> np.ndarray:
+        return self.embodied_g + self.operational_g
+
+
+class AppModel:
+    """Latency and carbon of placements of one application on one pool's hardware."""
+
+    def __init__(self, topology: Topology, profile: AppProfile, hardware: Hardware):
+        check_profile_covers(profile, topology)
+        for generation in profile.generations:
+            hardware.generation(generation)
+        self.topology = topology
+        self.profile = profile
+        self.hardware = hardware
+        self.services = topology.service_names
+        self.visits = topology.visits_per_request()
+        self.e2e = E2EModel(topology, profile.e2e_calibration)
+        self.evaluations = 0
+        """Count of placement latency evaluations (one per placement x load array)."""
+
+    # ---- latency -------------------------------------------------------------------------
+    def service_load(self, service: str, frontend_qps: np.ndarray | float) -> np.ndarray:
+        """Requests/s reaching ``service`` (all replicas) at front-end load ``frontend_qps``."""
+        return np.asarray(frontend_qps, dtype=float) * self.visits[service]
+
+    def service_p99(
+        self, placement: Placement, frontend_qps: np.ndarray | float
+    ) -> dict[str, np.ndarray]:
+        out = {}
+        for service, placed in placement.items:
+            per_replica = self.service_load(service, frontend_qps) / placed.replicas
+            out[service] = self.profile.curve(service, placed.generation).p99(per_replica)
+        return out
+
+    def e2e_p99(self, placement: Placement, frontend_qps: np.ndarray | float) -> np.ndarray:
+        """End-to-end p99 of the request mix (ms) at each load."""
+        self.evaluations += 1
+        return self.e2e.mix_p99(self.service_p99(placement, frontend_qps))
+
+    def utilisation(
+        self, placement: Placement, frontend_qps: np.ndarray | float
+    ) -> dict[str, np.ndarray]:
+        """CPU utilisation of each replica's slot (0..1), per service."""
+        out = {}
+        for service, placed in placement.items:
+            per_replica = self.service_load(service, frontend_qps) / placed.replicas
+            out[service] = self.profile.curve(service, placed.generation).util(per_replica)
+        return out
+
+    def saturation_qps(self, placement: Placement) -> float:
+        """Front-end load (req/s) at which the first service of ``placement`` saturates."""
+        limits = [
+            self.profile.curve(s, p.generation).saturation_qps * p.replicas / self.visits[s]
+            for s, p in placement.items
+            if self.visits[s] > 0
+        ]
+        return min(limits) if limits else float("inf")
+
+    # ---- carbon --------------------------------------------------------------------------
+    def carbon(
+        self,
+        placement: Placement,
+        frontend_qps: np.ndarray,
+        ci_g_per_kwh: np.ndarray,
+        step_h: float,
+    ) -> CarbonBreakdown:
+        """Carbon (gCO2e per step) of running ``placement`` for steps of ``step_h`` hours."""
+        qps = np.asarray(frontend_qps, dtype=float)
+        ci = np.asarray(ci_g_per_kwh, dtype=float)
+        embodied = np.zeros_like(qps)
+        operational = np.zeros_like(qps)
+        by_generation: dict[str, np.ndarray] = {}
+        util = self.utilisation(placement, qps)
+        for service, placed in placement.items:
+            gen = self.hardware.generation(placed.generation)
+            emb = np.full_like(qps, gen.embodied_g_per_h * placed.replicas * step_h)
+            op = placed.replicas * step_h * operational_g_per_h(
+                gen, util[service], ci, self.hardware.pue
+            )
+            embodied += emb
+            operational += op
+            by_generation[placed.generation] = (
+                by_generation.get(placed.generation, 0.0) + emb + op
+            )
+        return CarbonBreakdown(embodied, operational, by_generation)
+
+    def carbon_rate_g_per_h(
+        self, placement: Placement, frontend_qps: float, ci_g_per_kwh: float
+    ) -> float:
+        """Carbon rate (gCO2e/h) of ``placement`` at one load and intensity."""
+        breakdown = self.carbon(placement, np.array([frontend_qps]), np.array([ci_g_per_kwh]), 1)
+        return float(breakdown.total_g[0])
+
+    # ---- sequences of placements (replay) ------------------------------------------------
+    def evaluate_sequence(
+        self,
+        placements: Sequence[Placement],
+        frontend_qps: np.ndarray,
+        ci_g_per_kwh: np.ndarray,
+        step_h: float,
+    ) -> tuple[np.ndarray, CarbonBreakdown]:
+        """p99 (ms) and carbon per step when step i runs ``placements[i]``.
+
+        Steps are grouped by placement so that each distinct placement is evaluated once,
+        vectorised over its steps.
+        """
+        qps = np.asarray(frontend_qps, dtype=float)
+        ci = np.asarray(ci_g_per_kwh, dtype=float)
+        groups: dict[Placement, list[int]] = {}
+        for index, placement in enumerate(placements):
+            groups.setdefault(placement, []).append(index)
+        p99 = np.empty_like(qps)
+        embodied = np.empty_like(qps)
+        operational = np.empty_like(qps)
+        by_generation: dict[str, np.ndarray] = {
+            g: np.zeros_like(qps) for g in self.hardware.generations
+        }
+        for placement, indices in groups.items():
+            idx = np.asarray(indices)
+            p99[idx] = self.e2e_p99(placement, qps[idx])
+            part = self.carbon(placement, qps[idx], ci[idx], step_h)
+            embodied[idx] = part.embodied_g
+            operational[idx] = part.operational_g
+            for generation, grams in part.by_generation_g.items():
+                by_generation[generation][idx] = grams
+        return p99, CarbonBreakdown(embodied, operational, by_generation)

@@ -1,0 +1,164 @@
+"""Latency model: per-service p99 vs per-replica load, and end-to-end p99 over stages.
+
+A service's curve on a generation is a set of measured (or calibrated) points
+(per-replica load in requests/s, p99 in ms, CPU utilisation of the slot 0..1), interpolated
+linearly between points. Between the last point and the saturation throughput the p99 grows
+like a queue, p99(x) = p_last * (sat - x_last) / (sat - x); at or beyond saturation it is
+unbounded (inf).
+
+End-to-end p99 of an endpoint: a call costs the callee's own p99 plus its sub-path; a stage
+costs the slowest of its parallel calls; a path costs the sum of its stages (the sum of
+stage maxima: conservative, as the papers compose). The mix p99 is the slowest endpoint
+among those that carry at least 1 % of requests (an endpoint with less cannot move the 99th
+percentile of the mix on its own), times a calibration factor fitted to a measured e2e p99.
+
+Pure and vectorised: loads are numpy arrays (one entry per replay step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ecoscale.errors import InputError
+from ecoscale.model.topology import Stage, Topology
+
+MIX_QUANTILE_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class LatencyCurve:
+    """p99 (ms) and CPU utilisation vs per-replica load (req/s) of one service on one generation."""
+
+    load_qps: np.ndarray
+    p99_ms: np.ndarray
+    utilisation: np.ndarray
+    saturation_qps: float
+
+    @classmethod
+    def from_points(
+        cls, points: list[list[float]], saturation_qps: float, where: str = "curve"
+    ) -> LatencyCurve:
+        """Build from rows [load_qps, p99_ms, utilisation]; checks order and ranges."""
+        problems = []
+        rows = np.asarray(points, dtype=float)
+        if rows.ndim != 2 or rows.shape[1] != 3 or len(rows) < 2:
+            raise InputError(where, "points must be at least two rows [load_qps, p99_ms, util]")
+        load, p99, util = rows[:, 0], rows[:, 1], rows[:, 2]
+        if not np.all(np.isfinite(rows)):
+            problems.append("points must be finite numbers")
+        if np.any(np.diff(load) <= 0):
+            problems.append("load_qps must increase strictly from row to row")
+        if np.any(load < 0) or np.any(p99 <= 0):
+            problems.append("load_qps must be >= 0 and p99_ms > 0")
+        if np.any(util < 0) or np.any(util > 1):
+            problems.append("utilisation must lie in 0..1")
+        if not saturation_qps > load[-1]:
+            problems.append(
+                f"saturation_qps ({saturation_qps:g}) must exceed the last load point "
+                f"({load[-1]:g}): no finite p99 can be measured at saturation"
+            )
+        if problems:
+            raise InputError(where, problems)
+        return cls(load, p99, util, float(saturation_qps))
+
+    def p99(self, load_qps: np.ndarray | float) -> np.ndarray:
+        """p99 latency (ms) at per-replica load ``load_qps`` (req/s); inf at saturation."""
+        x = np.asarray(load_qps, dtype=float)
+        inside = np.interp(x, self.load_qps, self.p99_ms)
+        x_last, p_last = self.load_qps[-1], self.p99_ms[-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            queue = p_last * (self.saturation_qps - x_last) / (self.saturation_qps - x)
+        out = np.where(x <= x_last, inside, queue)
+        return np.where(x >= self.saturation_qps, np.inf, out)
+
+    def util(self, load_qps: np.ndarray | float) -> np.ndarray:
+        """CPU utilisation of the slot (0..1) at per-replica load ``load_qps`` (req/s)."""
+        x = np.asarray(load_qps, dtype=float)
+        inside = np.interp(x, self.load_qps, self.utilisation)
+        slope = (self.utilisation[-1] - self.utilisation[-2]) / (
+            self.load_qps[-1] - self.load_qps[-2]
+        )
+        beyond = self.utilisation[-1] + slope * (x - self.load_qps[-1])
+        return np.clip(np.where(x <= self.load_qps[-1], inside, beyond), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class AppProfile:
+    """Per-service latency curves on each generation, with where they came from."""
+
+    app: str
+    name: str
+    kind: str
+    """'calibrated' (fitted to published figures) or 'measured' (profiled on a pool)."""
+    curves: Mapping[str, Mapping[str, LatencyCurve]]
+    """service -> generation -> curve."""
+    e2e_calibration: float = 1.0
+    slo_ms: float | None = None
+    slo_load_fraction: float = 0.75
+    provenance: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def generations(self) -> tuple[str, ...]:
+        first = next(iter(self.curves.values()))
+        return tuple(first)
+
+    def curve(self, service: str, generation: str) -> LatencyCurve:
+        return self.curves[service][generation]
+
+
+def check_profile_covers(profile: AppProfile, topology: Topology) -> None:
+    """Every service of the topology needs a curve on every generation of the profile."""
+    problems = []
+    generations = set(profile.generations)
+    for name in topology.services:
+        if name not in profile.curves:
+            problems.append(f"no curves for service '{name}'")
+            continue
+        missing = generations - set(profile.curves[name])
+        if missing:
+            problems.append(f"service '{name}' lacks generations {sorted(missing)}")
+    for name in profile.curves:
+        if name not in topology.services:
+            problems.append(f"curves for '{name}', which the topology does not have")
+    if problems:
+        raise InputError(f"profile {profile.name} for {profile.app}", problems)
+
+
+class E2EModel:
+    """Composes per-service p99 arrays into end-to-end p99 over the topology's stages."""
+
+    def __init__(self, topology: Topology, calibration: float = 1.0):
+        self.topology = topology
+        self.calibration = calibration
+        self.counted = tuple(
+            e for e in topology.endpoints if e.share >= MIX_QUANTILE_SHARE
+        ) or topology.endpoints
+
+    def endpoint_p99(self, name: str, service_p99: Mapping[str, np.ndarray]) -> np.ndarray:
+        endpoint = next(e for e in self.topology.endpoints if e.name == name)
+        return self.calibration * _path_latency(endpoint.path, service_p99)
+
+    def mix_p99(self, service_p99: Mapping[str, np.ndarray]) -> np.ndarray:
+        """p99 of the request mix (ms): slowest endpoint with >= 1 % of requests."""
+        result = None
+        for endpoint in self.counted:
+            latency = _path_latency(endpoint.path, service_p99)
+            result = latency if result is None else np.maximum(result, latency)
+        assert result is not None
+        return self.calibration * result
+
+
+def _path_latency(path: tuple[Stage, ...], service_p99: Mapping[str, np.ndarray]) -> np.ndarray:
+    total: np.ndarray | float = 0.0
+    for stage in path:
+        slowest: np.ndarray | float = 0.0
+        for call in stage:
+            cost = service_p99[call.service]
+            if call.path:
+                cost = cost + _path_latency(call.path, service_p99)
+            slowest = np.maximum(slowest, cost)
+        total = total + slowest
+    return np.asarray(total, dtype=float)

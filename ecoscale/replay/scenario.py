@@ -1,0 +1,145 @@
+"""Build a replay Scenario from shipped or user files: app, profile, hardware, two traces."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ecoscale.adapters.files import load_hardware, load_profile, load_topology, profile_path
+from ecoscale.adapters.tracefiles import catalog, load_carbon_trace, load_load_trace
+from ecoscale.errors import InputError
+from ecoscale.model.app import AppModel
+from ecoscale.model.placement import Placement
+from ecoscale.model.trace import Trace
+from ecoscale.paths import shown
+from ecoscale.replay.engine import Scenario
+
+_UNITS_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration_s(text: str, what: str = "duration") -> float:
+    """'90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|min|m|h|d|w)?\s*", str(text))
+    if not match:
+        raise InputError(what, f"'{text}' is not a duration; write e.g. 60s, 1m, 24h, 7d")
+    return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    app: str = "socialNetwork"
+    profile: str = "calibrated"
+    hardware: str = "cloudlab"
+    load_trace: str = "worldcup98"
+    load_column: str | None = None
+    carbon_trace: str = "CISO"
+    carbon_column: str | None = None
+    carbon_factors: str | None = None
+    timezone: str | None = None
+    peak_qps: float | None = None
+    step: str = "1m"
+    start: str | None = None
+    duration: str | None = None
+    carbon_start: str | None = None
+    slo_ms: float | None = None
+
+
+def _offset_s(trace: Trace, start: str, what: str) -> float:
+    """An offset ('24h') or an ISO time inside a timestamped trace -> seconds from its start."""
+    try:
+        return parse_duration_s(start, what)
+    except InputError:
+        pass
+    if trace.start is None:
+        raise InputError(what, f"'{start}' is a time, but {trace.name} has no timestamps; give "
+                               "an offset such as 24h")
+    try:
+        wanted = pd.Timestamp(start)
+    except ValueError:
+        raise InputError(what, f"'{start}' is neither an offset (24h) nor an ISO time") from None
+    if wanted.tzinfo is None:
+        wanted = wanted.tz_localize("UTC")
+    return (wanted - pd.Timestamp(trace.start)).total_seconds()
+
+
+def _default_window(trace_name: str) -> tuple[str | None, str | None]:
+    entry = catalog().get("load", {}).get(trace_name, {})
+    window = entry.get("default_window") or {}
+    return window.get("start"), window.get("duration")
+
+
+def build_scenario(options: ReplayOptions) -> Scenario:
+    step_s = parse_duration_s(options.step, "--step")
+    topology = load_topology(options.app)
+    profile = load_profile(options.app, options.profile)
+    hardware = load_hardware(options.hardware)
+    model = AppModel(topology, profile, hardware)
+
+    load_raw = load_load_trace(options.load_trace, options.load_column, options.timezone)
+    default_start, default_duration = _default_window(options.load_trace)
+    start = options.start or default_start or "0s"
+    duration = options.duration or default_duration
+    load_start_s = _offset_s(load_raw, start, "--start")
+    duration_s = parse_duration_s(duration, "--duration") if duration else None
+    load_window = load_raw.window(load_start_s, duration_s)
+    load = load_window.resample(step_s, "linear")
+
+    carbon_raw = load_carbon_trace(options.carbon_trace, options.carbon_factors,
+                                   options.carbon_column, options.timezone)
+    carbon_start_s = _offset_s(carbon_raw, options.carbon_start or "0s", "--carbon-start")
+    carbon = carbon_raw.window(carbon_start_s, load_window.duration_s).resample(step_s, "hold")
+
+    steps = min(len(load.values), len(carbon.values))
+    if steps < 2:
+        raise InputError("replay", "fewer than two steps to replay; lengthen --duration or "
+                                   "shorten --step")
+
+    all_new = Placement.uniform(topology.service_names, "new")
+    saturation = model.saturation_qps(all_new)
+    slo_load = profile.slo_load_fraction * saturation
+    if options.slo_ms is not None:
+        slo_ms, slo_how = float(options.slo_ms), "given by the user (--slo-ms)"
+    elif profile.slo_ms is not None:
+        slo_ms, slo_how = profile.slo_ms, f"from the profile {profile.name}"
+    else:
+        slo_ms = float(model.e2e_p99(all_new, slo_load))
+        slo_how = (f"p99 of the all-new deployment at {profile.slo_load_fraction:.0%} of its "
+                   f"saturation load ({slo_load:.0f} of {saturation:.0f} req/s)")
+    peak = options.peak_qps if options.peak_qps is not None else slo_load
+    if not peak > 0:
+        raise InputError("--peak-qps", f"must be > 0, got {peak:g}")
+    load_scaled = load.scaled_to_peak(peak)
+    provenance = {
+        "app": f"{topology.app} (topology: {topology.source})",
+        "profile": f"{profile.name} ({profile.kind}) from "
+                   f"{shown(profile_path(options.app, options.profile))}",
+        "profile_statement": str(profile.provenance.get("statement", "")),
+        "hardware": f"{hardware.name} from {shown(hardware.source)}",
+        "power_source": "modelled: idle + (peak - idle) x CPU utilisation per slot, from the "
+                        "hardware file (no power measurement in a replay)",
+        "pue": hardware.pue,
+        "carbon_trace": f"{carbon_raw.source}; {'; '.join(carbon_raw.notes)}; window from "
+                        f"+{carbon_start_s / 3600:g} h",
+        "load_trace": f"{load_raw.source}; window from +{load_start_s / 3600:g} h for "
+                      f"{load_window.duration_s / 3600:g} h; normalised to its peak and "
+                      f"scaled to {peak:.0f} req/s",
+        "step": f"{step_s:g} s ({steps} steps)",
+        "slo": f"{slo_ms:.2f} ms end-to-end p99, {slo_how}",
+        "latency_model": "per-service p99 interpolated from the profile; end-to-end = sum of "
+                         "stage maxima, slowest endpoint with >= 1 % of requests",
+    }
+    start_time = None
+    if load_raw.start is not None:
+        start_time = (pd.Timestamp(load_raw.start) + pd.Timedelta(seconds=load_start_s)).isoformat()
+    return Scenario(
+        model=model,
+        load_qps=np.asarray(load_scaled.values[:steps], dtype=float),
+        carbon_g_per_kwh=np.asarray(carbon.values[:steps], dtype=float),
+        step_s=step_s,
+        slo_ms=slo_ms,
+        start=start_time,
+        provenance=provenance,
+    )
