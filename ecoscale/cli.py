@@ -67,8 +67,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from ecoscale.replay.policies import all_policies
     from ecoscale.replay.engine import replay
+    from ecoscale.replay.policies import all_policies
     from ecoscale.replay.report import provenance_lines, table, write_outputs
     from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
