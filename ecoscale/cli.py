@@ -25,15 +25,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="evaluate carbon and SLO of placement policies on traces",
                        description=REPLAY_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--app", default="socialNetwork",
-                   help="shipped app (socialNetwork, hotelReservation, mediaMicroservices) or a "
-                        "topology YAML path (default: %(default)s)")
-    p.add_argument("--profile", default="calibrated",
-                   help="latency profile name under profiles/<app>/ or a YAML path "
-                        "(default: %(default)s)")
-    p.add_argument("--hardware", default="cloudlab",
-                   help="hardware spec under profiles/hardware/ or a YAML path "
-                        "(default: %(default)s)")
+    _add_model_options(p)
+    p.add_argument("--table", type=Path,
+                   help="policy table from `ecoscale plan` for the ecoscale policy "
+                        "(default: planned here for the replayed peak)")
     p.add_argument("--load-trace", default="worldcup98",
                    help="shipped load trace (worldcup98, google2011) or a CSV path "
                         "(default: %(default)s)")
@@ -69,7 +64,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ecoscale.replay.engine import replay
     from ecoscale.replay.policies import all_policies
-    from ecoscale.replay.report import provenance_lines, table, write_outputs
+    from ecoscale.replay.report import provenance_lines, summary_table, write_outputs
     from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
     began = time.monotonic()
@@ -81,7 +76,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         step=args.step, start=args.start, duration=args.duration,
         carbon_start=args.carbon_start, slo_ms=args.slo_ms,
     ))
-    policies = all_policies(scenario)
+    table = None
+    if args.table is not None:
+        from ecoscale.adapters.files import load_table
+
+        table = load_table(args.table)
+        if table.app != scenario.model.topology.app:
+            raise EcoscaleError(f"--table is for {table.app}, the replay is for "
+                                f"{scenario.model.topology.app}")
+    policies = all_policies(scenario, table)
     if args.policies:
         wanted = [name.strip() for name in args.policies.split(",") if name.strip()]
         known = {p.name for p in policies}
@@ -93,11 +96,140 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     result = replay(scenario, policies)
     print(f"ecoscale replay: {scenario.model.topology.app}, {scenario.steps} steps of "
           f"{scenario.step_s:g} s, SLO {scenario.slo_ms:.2f} ms p99\n")
-    print(table(result))
+    print(summary_table(result))
     print("\nWhere the numbers come from:")
     print("\n".join(provenance_lines(result)))
     written = write_outputs(result, args.out, plots=not args.no_plots)
     print(f"\nwrote {len(written)} files to {args.out}/ in {time.monotonic() - began:.1f} s")
+    return 0
+
+
+PLAN_HELP = """\
+Plan placements from a latency profile, the carbon constants and the SLO, and write the
+policy table (YAML) that `ecoscale run` follows and `ecoscale replay --table` evaluates.
+
+The search, as the EcoScale papers describe it: prune the services whose own p99 barely
+rises on old servers at peak (non-critical: they stay on old), rank the rest by how much
+end-to-end p99 rises when each alone runs on old, then per load level NoScale (move the
+most critical to new until the SLO holds) and MinNew (put services back on old with up to
+floor(C) replicas while the SLO holds and carbon falls). --ci-bands plans one ladder per
+grid-intensity band with C at that intensity (C(t)). --oracle compares every level with the
+exact optimum (MILP).
+"""
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--app", default="socialNetwork",
+                   help="shipped app (socialNetwork, hotelReservation, mediaMicroservices) or a "
+                        "topology YAML path (default: %(default)s)")
+    p.add_argument("--profile", default="calibrated",
+                   help="latency profile name under profiles/<app>/ or a YAML path "
+                        "(default: %(default)s)")
+    p.add_argument("--hardware", default="cloudlab",
+                   help="hardware spec under profiles/hardware/ or a YAML path "
+                        "(default: %(default)s)")
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="profiles + carbon constants + SLO -> policy table (YAML)",
+                       description=PLAN_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_options(p)
+    p.add_argument("--slo-ms", type=float,
+                   help="end-to-end p99 SLO in ms (default: from the profile, or p99 of "
+                        "all-new at 75%% of its saturation)")
+    p.add_argument("--peak-qps", type=float,
+                   help="planning peak in req/s (default: the SLO load)")
+    p.add_argument("--levels", default="0.1:1.0:0.05,1.1,1.2",
+                   help="load levels as fractions of the peak: START:STOP:STEP ranges and "
+                        "single values, comma-separated (default: %(default)s)")
+    p.add_argument("--ci-bands",
+                   help="plan a ladder per carbon-intensity band: comma-separated upper "
+                        "limits in gCO2e/kWh, e.g. 150,250,350,inf (default: one ladder, "
+                        "C at the hardware's reference intensity)")
+    p.add_argument("--prune-threshold", type=float, default=0.05,
+                   help="non-critical if own p99 rises less than this fraction of the SLO "
+                        "on old at peak (default: %(default)s)")
+    p.add_argument("--oracle", action="store_true",
+                   help="also solve each level exactly (MILP) and print the greedy's gap")
+    p.add_argument("--out", type=Path, default=Path("policy-table.yaml"),
+                   help="where to write the table (default: %(default)s)")
+    p.set_defaults(func=_cmd_plan)
+
+
+def _parse_levels(text: str) -> list[float]:
+    levels: set[float] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if ":" in part:
+                start, stop, step = (float(x) for x in part.split(":"))
+                if step <= 0 or stop < start:
+                    raise ValueError
+                count = int(round((stop - start) / step)) + 1
+                levels.update(round(start + i * step, 6) for i in range(count))
+            else:
+                levels.add(float(part))
+        except ValueError:
+            raise EcoscaleError(f"--levels: '{part}' is neither a fraction nor "
+                                "START:STOP:STEP") from None
+    if not levels or min(levels) <= 0:
+        raise EcoscaleError("--levels: need at least one fraction > 0")
+    return sorted(levels)
+
+
+def _parse_bands(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        bands = sorted(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise EcoscaleError(f"--ci-bands: '{text}' is not a list of numbers") from None
+    if not bands or bands[0] <= 0:
+        raise EcoscaleError("--ci-bands: limits must be > 0 gCO2e/kWh")
+    if bands[-1] != float("inf"):
+        bands.append(float("inf"))
+    return bands
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from ecoscale.adapters.files import load_hardware, load_profile, load_topology, write_table
+    from ecoscale.model.app import AppModel
+    from ecoscale.model.carbon import carbon_constants
+    from ecoscale.paths import shown
+    from ecoscale.planner.report import plan_text
+    from ecoscale.planner.table import build_table
+    from ecoscale.replay.scenario import default_slo
+
+    began = time.monotonic()
+    topology = load_topology(args.app)
+    profile = load_profile(args.app, args.profile)
+    hardware = load_hardware(args.hardware)
+    model = AppModel(topology, profile, hardware)
+    slo_ms, slo_load, slo_how = default_slo(model, args.slo_ms)
+    peak = args.peak_qps if args.peak_qps is not None else slo_load
+    if not peak > 0:
+        raise EcoscaleError(f"--peak-qps must be > 0, got {peak:g}")
+    constants = carbon_constants(hardware)
+    provenance = {
+        "profile": f"{profile.name} ({profile.kind}): "
+                   f"{profile.provenance.get('statement', '')}".strip(),
+        "hardware": f"{hardware.name} ({shown(hardware.source)}); power modelled from the "
+                    "hardware file's power curve",
+        "carbon_constants": f"C at {constants.ci_g_per_kwh:g} gCO2e/kWh, "
+                            f"{constants.utilisation:.0%} utilisation, PUE {constants.pue:g}: "
+                            + ", ".join(f"C_{g}={c:.3f}" for g, c in constants.ratio.items()),
+        "slo": f"{slo_ms:.3f} ms end-to-end p99, {slo_how}",
+        "ecoscale_version": __version__,
+    }
+    table = build_table(model, slo_ms, peak, _parse_levels(args.levels),
+                        ci_bands=_parse_bands(args.ci_bands),
+                        prune_threshold=args.prune_threshold, provenance=provenance)
+    print(plan_text(model, table, oracle=args.oracle))
+    write_table(args.out, table)
+    print(f"\nwrote {args.out} in {time.monotonic() - began:.1f} s")
     return 0
 
 
@@ -111,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_replay(sub)
+    _add_plan(sub)
     return parser
 
 
@@ -125,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ecoscale {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ def parse_hardware(data: Any, source: str) -> Hardware:
     if not isinstance(data, Mapping) or not isinstance(data.get("generations"), Mapping):
         raise InputError(source, "expected a mapping with 'generations' (name -> spec)")
     generations = {}
-    numeric = ("slots_per_node", "embodied_kg_per_node", "lifetime_years", "idle_w_per_slot",
-               "peak_w_per_slot")
+    curve = _power_curve(data.get("power_curve"), "power_curve", problems)
+    numeric = ("slots_per_node", "embodied_kg_per_node", "lifetime_years", "peak_w_per_slot")
     for name, spec in data["generations"].items():
         where = f"generation '{name}'"
         if not isinstance(spec, Mapping):
@@ -101,8 +101,15 @@ def parse_hardware(data: Any, source: str) -> Hardware:
             problems.append(f"{where}: slots_per_node must be a whole number >= 1")
         if values["lifetime_years"] <= 0:
             problems.append(f"{where}: lifetime_years must be > 0")
-        if values["peak_w_per_slot"] < values["idle_w_per_slot"]:
-            problems.append(f"{where}: peak_w_per_slot must be >= idle_w_per_slot")
+        own_curve = _power_curve(spec.get("power_curve"), f"{where}: power_curve", problems)
+        own_curve = own_curve or curve
+        idle = spec.get("idle_w_per_slot")
+        if own_curve:
+            idle = values["peak_w_per_slot"] * own_curve[0][1]
+        elif not isinstance(idle, int | float) or not 0 <= idle <= values["peak_w_per_slot"]:
+            problems.append(f"{where}: without a power_curve, idle_w_per_slot must be a number "
+                            "in 0..peak_w_per_slot")
+            idle = 0.0
         parts = spec.get("embodied_parts_kg") or {}
         generations[str(name)] = Generation(
             name=str(name),
@@ -111,9 +118,10 @@ def parse_hardware(data: Any, source: str) -> Hardware:
             second_life=bool(spec.get("second_life", False)),
             embodied_kg_per_node=float(values["embodied_kg_per_node"]),
             lifetime_years=float(values["lifetime_years"]),
-            idle_w_per_slot=float(values["idle_w_per_slot"]),
+            idle_w_per_slot=float(idle),
             peak_w_per_slot=float(values["peak_w_per_slot"]),
             embodied_parts_kg={str(k): float(v) for k, v in parts.items()},
+            power_curve=own_curve,
         )
     reference = data.get("reference") or {}
     pue = data.get("pue", 1.0)
@@ -140,6 +148,25 @@ def parse_hardware(data: Any, source: str) -> Hardware:
         newest=newest,
         source=source,
     )
+
+
+def _power_curve(raw: Any, where: str, problems: list[str]) -> tuple[tuple[float, float], ...]:
+    """[[utilisation 0..1, fraction of peak 0..1], ...], utilisation rising from 0 to 1."""
+    if raw is None:
+        return ()
+    try:
+        points = tuple((float(u), float(f)) for u, f in raw)
+    except (TypeError, ValueError):
+        problems.append(f"{where}: expected [[utilisation, fraction of peak], ...]")
+        return ()
+    us = [u for u, _ in points]
+    if len(points) < 2 or us[0] != 0.0 or us[-1] != 1.0 or any(
+        b <= a for a, b in zip(us, us[1:], strict=False)
+    ):
+        problems.append(f"{where}: utilisation must rise strictly from 0 to 1")
+    if any(not 0 <= f <= 1 for _, f in points):
+        problems.append(f"{where}: fractions of peak must lie in 0..1")
+    return points
 
 
 def profile_path(app: str, name: str = DEFAULT_PROFILE) -> Path:
@@ -190,3 +217,23 @@ def parse_profile(data: Any, source: str) -> AppProfile:
         slo_load_fraction=float(data.get("slo_load_fraction", 0.75)),
         provenance=dict(data.get("provenance") or {}),
     )
+
+
+def write_table(path: Path, table: Any) -> None:
+    """Write a policy table (planner.table.PolicyTable) as YAML, atomically."""
+    from ecoscale.planner.table import table_to_data
+
+    header = (
+        f"# ecoscale policy table for {table.app}: written by `ecoscale plan`, read by "
+        "`ecoscale run` and `ecoscale replay --table`.\n"
+        "# Each level: the placement planned to keep the SLO up to max_load_qps (and, when\n"
+        "# ci_aware, up to max_ci_g_per_kwh of grid intensity), with the reason per service.\n"
+    )
+    write_yaml(path, table_to_data(table), header)
+
+
+def load_table(path: str | Path) -> Any:
+    """Read and validate a policy table file."""
+    from ecoscale.planner.table import table_from_data
+
+    return table_from_data(read_yaml(Path(path)), str(path))

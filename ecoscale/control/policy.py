@@ -31,6 +31,8 @@ class Observation:
     """What runs now."""
     utilisation: Mapping[str, float] = field(default_factory=dict)
     """Per-service CPU utilisation of one replica's slot (0..1)."""
+    paused: frozenset[str] = frozenset()
+    """Services an operator paused: never changed."""
 
     @property
     def has_load(self) -> bool:

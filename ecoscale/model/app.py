@@ -14,7 +14,7 @@ import numpy as np
 
 from ecoscale.model.carbon import Hardware, operational_g_per_h
 from ecoscale.model.latency import AppProfile, E2EModel, check_profile_covers
-from ecoscale.model.placement import Placement
+from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Topology
 
 
@@ -112,6 +112,17 @@ class AppModel:
                 by_generation.get(placed.generation, 0.0) + emb + op
             )
         return CarbonBreakdown(embodied, operational, by_generation)
+
+    def service_carbon_g_per_h(
+        self, service: str, placed: ServicePlacement, frontend_qps: float, ci_g_per_kwh: float
+    ) -> float:
+        """Carbon rate (gCO2e/h) of one service's replicas placed as ``placed``."""
+        gen = self.hardware.generation(placed.generation)
+        per_replica = self.visits[service] * frontend_qps / placed.replicas
+        util = self.profile.curve(service, placed.generation).util(per_replica)
+        rate = gen.embodied_g_per_h + operational_g_per_h(gen, util, ci_g_per_kwh,
+                                                          self.hardware.pue)
+        return float(placed.replicas * rate)
 
     def carbon_rate_g_per_h(
         self, placement: Placement, frontend_qps: float, ci_g_per_kwh: float

@@ -48,6 +48,8 @@ class Generation:
     idle_w_per_slot: float
     peak_w_per_slot: float
     embodied_parts_kg: Mapping[str, float] = field(default_factory=dict)
+    power_curve: tuple[tuple[float, float], ...] = ()
+    """(utilisation 0..1, fraction of peak power) points; empty: linear from idle to peak."""
 
     @property
     def embodied_kg_per_slot(self) -> float:
@@ -62,8 +64,12 @@ class Generation:
         return self.embodied_kg_per_slot * 1000.0 / (self.lifetime_years * HOURS_PER_YEAR)
 
     def power_w(self, utilisation: np.ndarray | float) -> np.ndarray:
-        """Power of one slot at CPU utilisation ``utilisation`` (0..1, clipped), W."""
+        """Power of one slot at CPU utilisation ``utilisation`` (0..1, clipped), W: the power
+        curve times the peak when there is a curve, else linear from idle to peak."""
         u = np.clip(np.asarray(utilisation, dtype=float), 0.0, 1.0)
+        if self.power_curve:
+            points, fractions = zip(*self.power_curve, strict=True)
+            return self.peak_w_per_slot * np.interp(u, points, fractions)
         return self.idle_w_per_slot + (self.peak_w_per_slot - self.idle_w_per_slot) * u
 
 

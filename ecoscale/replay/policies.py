@@ -1,14 +1,136 @@
-"""Every policy a replay compares, built for one scenario."""
+"""Every policy a replay compares, built for one scenario.
+
+Baselines (what a user would pick instead): all-new, all-old, hpa-cpu, carbon-ceiling.
+The papers' static plans, planned for the peak: noscale, minnew. ecoscale: the policy table
+driven by the daemon's own decision function; ecoscale-ct: the same with a C(t)-aware table
+(one ladder per carbon-intensity band). oracle: the exact optimum for each step's true load
+and intensity (it sees the future step; no policy can beat it within the model).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
-from ecoscale.replay.baselines import baseline_policies
+import numpy as np
+
+from ecoscale.control.decide import ControlSettings, ControlState, decide
+from ecoscale.control.policy import Decision, Observation, changed_reasons
+from ecoscale.model.placement import Placement
+from ecoscale.planner.oracle import optimal_placement
+from ecoscale.planner.search import carbon_terms, minnew, noscale, prune, rank
+from ecoscale.planner.table import PolicyTable, build_table
+from ecoscale.replay.baselines import StaticPolicy, baseline_policies
 from ecoscale.replay.engine import Scenario
 
+POLICY_NAMES = ("all-new", "all-old", "hpa-cpu", "carbon-ceiling", "noscale", "minnew",
+                "ecoscale", "ecoscale-ct", "oracle")
+CI_BAND_WIDTH_G_PER_KWH = 50.0
 
-def all_policies(scenario: Scenario) -> list[Any]:
-    """The baselines (all-new, all-old, hpa-cpu, carbon-ceiling), in report order."""
+
+@dataclass(frozen=True)
+class EcoscalePolicy:
+    """The daemon's decision function over a policy table."""
+
+    name: str
+    table: PolicyTable
+    settings: ControlSettings = field(default_factory=ControlSettings)
+    feedback: frozenset[str] = frozenset({"p99"})
+
+    def initial_state(self) -> ControlState:
+        return ControlState()
+
+    def decide(self, observation: Observation, state: ControlState) -> tuple[Decision, Any]:
+        return decide(observation, state, self.table, self.settings)
+
+
+class OraclePolicy:
+    """The least-carbon placement that keeps the SLO at each step's true load (MILP).
+
+    Loads are rounded up to ``load_quantum`` of the peak (latency grows with load, so a
+    solution for the bucket's top keeps every step of the bucket feasible) and intensities
+    to the nearest ``ci_quantum_g_per_kwh`` (intensity changes only the objective), so that
+    one MILP serves every step of its bucket.
+    """
+
+    feedback: frozenset[str] = frozenset()
+
+    def __init__(self, scenario: Scenario, name: str = "oracle", load_quantum: float = 0.02,
+                 ci_quantum_g_per_kwh: float = 50.0):
+        self.name = name
+        self.scenario = scenario
+        peak = float(np.max(scenario.load_qps))
+        self.load_step = max(peak * load_quantum, 1e-9)
+        self.ci_step = ci_quantum_g_per_kwh
+        self.solved: dict[tuple[int, int], Placement] = {}
+
+    def initial_state(self) -> None:
+        return None
+
+    def placement_for(self, load_qps: float, ci: float) -> Placement:
+        key = (math.ceil(load_qps / self.load_step - 1e-9), round(ci / self.ci_step))
+        if key not in self.solved:
+            model = self.scenario.model
+            terms = carbon_terms(model, key[1] * self.ci_step)
+            result = optimal_placement(model, key[0] * self.load_step, self.scenario.slo_ms,
+                                       terms)
+            self.solved[key] = result.placement or Placement.uniform(model.services,
+                                                                     terms.newest)
+        return self.solved[key]
+
+    def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
+        step = int(round(observation.now_s / self.scenario.step_s))
+        load = float(self.scenario.load_qps[step])
+        placement = self.placement_for(load, float(self.scenario.carbon_g_per_kwh[step]))
+        return Decision(placement, changed_reasons(observation.current, placement,
+                                                   "exact optimum for this step")), state
+
+
+def planning_peak(scenario: Scenario) -> float:
+    return float(np.max(scenario.load_qps))
+
+
+def static_plans(scenario: Scenario) -> list[StaticPolicy]:
+    """The papers' NoScale and MinNew, planned once for the trace's peak, constant C."""
     model = scenario.model
-    return baseline_policies(model.services, model.profile.generations)
+    peak = planning_peak(scenario)
+    terms = carbon_terms(model)
+    pruning = prune(model, peak, scenario.slo_ms, terms)
+    ranking = [s for s, _ in rank(model, list(pruning.critical), peak, terms)[0]]
+    plan_noscale, _ = noscale(model, peak, scenario.slo_ms, ranking, pruning, terms)
+    plan_minnew = minnew(model, peak, scenario.slo_ms, ranking, pruning, terms)
+    return [StaticPolicy("noscale", plan_noscale.placement),
+            StaticPolicy("minnew", plan_minnew.placement)]
+
+
+def ci_bands(scenario: Scenario, width: float = CI_BAND_WIDTH_G_PER_KWH) -> list[float]:
+    """Upper limits of intensity bands covering the scenario's carbon trace."""
+    low = math.floor(float(np.min(scenario.carbon_g_per_kwh)) / width) * width
+    high = math.ceil(float(np.max(scenario.carbon_g_per_kwh)) / width) * width
+    bands = list(np.arange(low + width, high + width / 2, width))
+    return [float(b) for b in bands] + [math.inf]
+
+
+def all_policies(scenario: Scenario, table: PolicyTable | None = None,
+                 names: tuple[str, ...] = POLICY_NAMES) -> list[Any]:
+    """The policies named in ``names``, in report order."""
+    model = scenario.model
+    wanted = set(names)
+    policies: list[Any] = [
+        p for p in baseline_policies(model.services, model.profile.generations)
+        if p.name in wanted
+    ]
+    if wanted & {"noscale", "minnew"}:
+        policies.extend(p for p in static_plans(scenario) if p.name in wanted)
+    peak = planning_peak(scenario)
+    if "ecoscale" in wanted:
+        table = table or build_table(model, scenario.slo_ms, peak)
+        policies.append(EcoscalePolicy("ecoscale", table))
+    if "ecoscale-ct" in wanted:
+        ct_table = build_table(model, scenario.slo_ms, peak, ci_bands=ci_bands(scenario))
+        policies.append(EcoscalePolicy("ecoscale-ct", ct_table))
+    if "oracle" in wanted:
+        policies.append(OraclePolicy(scenario))
+    order = {name: i for i, name in enumerate(POLICY_NAMES)}
+    return sorted(policies, key=lambda p: order.get(p.name, len(order)))

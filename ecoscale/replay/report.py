@@ -11,7 +11,7 @@ from ecoscale import __version__
 from ecoscale.replay.engine import SUMMARY_COLUMNS, ReplayResult
 
 
-def table(result: ReplayResult) -> str:
+def summary_table(result: ReplayResult) -> str:
     """The summary as an aligned text table, with SLO-violation minutes."""
     summary = result.summary()
     step_min = result.scenario.step_s / 60.0
@@ -70,7 +70,7 @@ def report_markdown(result: ReplayResult, files: list[str]) -> str:
         f"SLO {scenario.slo_ms:.2f} ms end-to-end p99.",
         "",
         "```",
-        table(result),
+        summary_table(result),
         "```",
         "",
         "## Where the numbers come from",

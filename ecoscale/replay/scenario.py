@@ -71,6 +71,25 @@ def _default_window(trace_name: str) -> tuple[str | None, str | None]:
     return window.get("start"), window.get("duration")
 
 
+def default_slo(model: AppModel, slo_ms: float | None = None) -> tuple[float, float, str]:
+    """(SLO ms, SLO load req/s, how it was set): the user's, the profile's, or the papers'
+    definition: p99 of the all-new deployment at 75 % of its saturation load."""
+    profile = model.profile
+    newest = model.hardware.newest
+    all_new = Placement.uniform(model.services, newest)
+    saturation = model.saturation_qps(all_new)
+    slo_load = profile.slo_load_fraction * saturation
+    if slo_ms is not None:
+        if not slo_ms > 0:
+            raise InputError("--slo-ms", f"must be > 0, got {slo_ms:g}")
+        return float(slo_ms), slo_load, "given by the user (--slo-ms)"
+    if profile.slo_ms is not None:
+        return profile.slo_ms, slo_load, f"from the profile {profile.name}"
+    return (float(model.e2e_p99(all_new, slo_load)), slo_load,
+            f"p99 of the all-{newest} deployment at {profile.slo_load_fraction:.0%} of its "
+            f"saturation load ({slo_load:.0f} of {saturation:.0f} req/s)")
+
+
 def build_scenario(options: ReplayOptions) -> Scenario:
     step_s = parse_duration_s(options.step, "--step")
     topology = load_topology(options.app)
@@ -97,17 +116,7 @@ def build_scenario(options: ReplayOptions) -> Scenario:
         raise InputError("replay", "fewer than two steps to replay; lengthen --duration or "
                                    "shorten --step")
 
-    all_new = Placement.uniform(topology.service_names, "new")
-    saturation = model.saturation_qps(all_new)
-    slo_load = profile.slo_load_fraction * saturation
-    if options.slo_ms is not None:
-        slo_ms, slo_how = float(options.slo_ms), "given by the user (--slo-ms)"
-    elif profile.slo_ms is not None:
-        slo_ms, slo_how = profile.slo_ms, f"from the profile {profile.name}"
-    else:
-        slo_ms = float(model.e2e_p99(all_new, slo_load))
-        slo_how = (f"p99 of the all-new deployment at {profile.slo_load_fraction:.0%} of its "
-                   f"saturation load ({slo_load:.0f} of {saturation:.0f} req/s)")
+    slo_ms, slo_load, slo_how = default_slo(model, options.slo_ms)
     peak = options.peak_qps if options.peak_qps is not None else slo_load
     if not peak > 0:
         raise InputError("--peak-qps", f"must be > 0, got {peak:g}")

@@ -41,40 +41,51 @@ def test_carbon_rate_by_hand(gen, u, ci, pue, expected):
     assert float(carbon_rate_g_per_h(gen, u, ci, pue)) == pytest.approx(expected)
 
 
-def hardware(pue):
-    return Hardware("t", {"new": NEW, "old": OLD}, pue=pue, reference_ci_g_per_kwh=257.5,
-                    reference_utilisation=0.3, newest="new")
+def test_power_curve_by_hand(hardware):
+    new = hardware.generations["new"]
+    # 180 W x SPECpower curve: 25 % lies halfway between 0.28 (20 %) and 0.36 (30 %)
+    assert float(new.power_w(0.25)) == pytest.approx(180 * 0.32)
+    assert float(new.power_w(0.0)) == pytest.approx(180 * 0.12) == new.idle_w_per_slot
+    assert float(new.power_w(1.0)) == pytest.approx(180 * 0.95)
 
 
-def test_papers_c_is_three_at_their_conditions():
+def test_papers_c_is_three_at_their_conditions(hardware):
     """The papers: E_new = 432 kgCO2e (ACT; = the c6420's 864.55 kg over its two sockets),
     old servers second-life (E = 0), operational = RAPL power x grid intensity, i.e. no PUE.
-    At 30 % socket utilisation and California's mean intensity (257.5 g/kWh, CISO 2022) our
-    per-socket power model gives C = C_new / C_old = 3.0."""
-    constants = carbon_constants(hardware(pue=1.0))
+    With our per-socket power model at the reference conditions (40 % utilisation,
+    California's mean intensity 257.5 g/kWh of CISO 2022), C = C_new / C_old = 2.96, the
+    papers' 3 to their one-digit precision."""
+    constants = carbon_constants(hardware, pue=1.0)
     assert constants.ratio["old"] == pytest.approx(3.0, abs=0.05)
     assert constants.ratio["new"] == 1.0
+    by_hand = (432275 / 26280 + 180 * 0.44 * 0.2575) / (110 * 0.44 * 0.2575)
+    assert constants.ratio["old"] == pytest.approx(by_hand)
 
 
-def test_default_pue_lowers_c_and_why():
+def test_default_pue_and_utilisation_move_c_and_why(hardware):
     """Our default counts the facility too (PUE 1.12, GreenSKU): operational carbon weighs
-    more against the fixed embodied share, so C drops below the papers' 3 to about 2.86."""
-    c_default = carbon_constants(hardware(pue=1.12)).ratio["old"]
-    assert c_default == pytest.approx(2.86, abs=0.02)
-    assert c_default < carbon_constants(hardware(pue=1.0)).ratio["old"]
+    more against the fixed embodied share, so C drops to 2.81. C also depends on how busy
+    the sockets are: idle power is a smaller share of a busy socket, so C falls from 3.2 at
+    30 % utilisation to 2.7 at 50 % (papers' accounting)."""
+    assert carbon_constants(hardware).ratio["old"] == pytest.approx(2.81, abs=0.01)
+    at = {u: carbon_constants(hardware, utilisation=u, pue=1.0).ratio["old"]
+          for u in (0.3, 0.4, 0.5)}
+    assert at[0.3] > at[0.4] > at[0.5]
+    assert at[0.3] == pytest.approx(3.25, abs=0.01) and at[0.5] == pytest.approx(2.73, abs=0.01)
 
 
-def test_shipped_hardware_defaults(hardware):
-    constants = carbon_constants(hardware)
-    assert constants.ratio["old"] == pytest.approx(2.86, abs=0.02)
+def test_shipped_hardware_embodied_parts(hardware):
     assert hardware.generations["new"].embodied_kg_per_slot == pytest.approx(432.275)
+    assert hardware.generations["old"].embodied_kg_per_slot == 0.0
     parts = hardware.generations["new"].embodied_parts_kg
     assert sum(parts.values()) == pytest.approx(hardware.generations["new"].embodied_kg_per_node)
 
 
 def test_c_falls_when_the_grid_is_dirty():
+    hw = Hardware("t", {"new": NEW, "old": OLD}, pue=1.12, reference_ci_g_per_kwh=257.5,
+                  reference_utilisation=0.3, newest="new")
     ci = np.array([50.0, 250.0, 800.0])
-    c = ratio_over_time(hardware(1.12), "old", ci)
+    c = ratio_over_time(hw, "old", ci)
     assert c[0] > c[1] > c[2]
     # clean grid: embodied dominates and old slots win big; dirty grid: power ratio rules
     assert c[2] == pytest.approx((432275 / 26280 + 79 * 1.12 * 0.8) / (47.5 * 1.12 * 0.8))

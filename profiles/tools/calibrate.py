@@ -1,6 +1,6 @@
-"""Write profiles/socialNetwork/calibrated.yaml: a latency profile CALIBRATED, NOT MEASURED.
+"""Write profiles/<app>/calibrated.yaml: latency profiles CALIBRATED, NOT MEASURED.
 
-Usage: python profiles/tools/calibrate_socialnetwork.py [--check]
+Usage: python profiles/tools/calibrate.py [--check]
 
 Each service on each generation follows a queueing curve
     p99(x) = io_ms + cpu_ms / (1 - x / mu)          (x: per-replica load, req/s)
@@ -20,6 +20,10 @@ characterisation of socialNetwork on old (Ivy Bridge) vs new (Skylake) servers
 - all-old violates the SLO above about 60 % of the SLO load (so ~2/3 of a diurnal day,
   as the papers saw).
 ``--check`` prints these figures from the written file through ecoscale's own model.
+
+hotelReservation and mediaMicroservices have no published old-vs-new characterisation: their
+profiles use the same curve shape with parameters by service kind (KIND_PARAMS below), the
+front end as the bottleneck, and say so in their provenance ("generic by kind").
 """
 
 from __future__ import annotations
@@ -62,6 +66,17 @@ PARAMS: dict[str, tuple[float, float, float, float, float]] = {
 DEFAULT_PARAMS = (3.00, 0.30, 0.30, 1.15, 0.50)   # services that no endpoint of the mix calls
 IDLE_SERVICE_QPS = 50.0                            # their nominal per-replica capacity scale
 
+# Generic parameters by kind (headroom, cpu_ms, io_ms, old slowdown, util at saturation),
+# for apps without a published characterisation; the front end gets headroom 1.0.
+KIND_PARAMS: dict[str, tuple[float, float, float, float, float]] = {
+    "logic": (1.30, 0.60, 0.20, 1.20, 0.90),
+    "memcached": (1.80, 0.20, 0.10, 1.10, 0.80),
+    "redis": (1.80, 0.20, 0.10, 1.10, 0.80),
+    "mongodb": (1.50, 0.40, 1.20, 1.05, 0.50),
+    "infra": (3.00, 0.20, 0.20, 1.00, 0.50),
+}
+APPS = ("socialNetwork", "hotelReservation", "mediaMicroservices")
+
 
 def curve(mu: float, cpu_ms: float, io_ms: float, util_sat: float) -> dict[str, object]:
     rows = []
@@ -72,34 +87,51 @@ def curve(mu: float, cpu_ms: float, io_ms: float, util_sat: float) -> dict[str, 
     return {"saturation_qps": round(mu, 3), "points": rows}
 
 
-def build() -> dict[str, object]:
-    topology = load_topology("socialNetwork")
+def params_for(app: str, name: str, kind: str, frontend: str
+               ) -> tuple[float, float, float, float, float]:
+    if app == "socialNetwork":
+        return PARAMS.get(name, DEFAULT_PARAMS)
+    headroom, cpu_ms, io_ms, slow, util_sat = KIND_PARAMS[kind]
+    return (1.0 if name == frontend else headroom), cpu_ms, io_ms, slow, util_sat
+
+
+def build(app: str) -> dict[str, object]:
+    topology = load_topology(app)
     visits = topology.visits_per_request()
     services: dict[str, object] = {}
-    for name in topology.services:
-        headroom, cpu_ms, io_ms, slow, util_sat = PARAMS.get(name, DEFAULT_PARAMS)
+    for name, service in topology.services.items():
+        headroom, cpu_ms, io_ms, slow, util_sat = params_for(app, name, service.kind,
+                                                             topology.frontend)
         load_share = visits[name] if visits[name] > 0 else IDLE_SERVICE_QPS / APP_SATURATION_QPS
         mu_new = headroom * APP_SATURATION_QPS * load_share
         services[name] = {
             "new": curve(mu_new, cpu_ms, io_ms, util_sat),
             "old": curve(mu_new / slow, cpu_ms * slow, io_ms, util_sat),
         }
+    if app == "socialNetwork":
+        statement = ("CALIBRATED, NOT MEASURED: queueing curves fitted to the published "
+                     "characterisation of socialNetwork on old vs new servers; a profile "
+                     "measured on a pool replaces it (ecoscale profile).")
+        sources = ("Wang, Gupta, Sriraman: HotInfra 2023, NetZero 2023; EcoScale (Wang, Pan, "
+                   "Gupta, Sriraman), YArch 2024")
+    else:
+        statement = (f"CALIBRATED, NOT MEASURED, generic by kind: no published old-vs-new "
+                     f"characterisation of {app} exists; parameters by service kind, the front "
+                     "end as the bottleneck. Profile it on a pool (ecoscale profile) before "
+                     "relying on it.")
+        sources = "none for this app; parameters by kind in profiles/tools/calibrate.py"
     return {
-        "app": "socialNetwork",
+        "app": app,
         "name": "calibrated",
         "kind": "calibrated",
         "provenance": {
-            "statement": "CALIBRATED, NOT MEASURED: queueing curves fitted to the published "
-                         "characterisation of socialNetwork on old vs new servers; a profile "
-                         "measured on a pool replaces it (ecoscale profile).",
-            "method": "profiles/tools/calibrate_socialnetwork.py (parameters and targets "
-                      "in its docstring)",
-            "published_sources": "Wang, Gupta, Sriraman: HotInfra 2023, NetZero 2023; "
-                                 "EcoScale (Wang, Pan, Gupta, Sriraman), YArch 2024",
+            "statement": statement,
+            "method": "profiles/tools/calibrate.py (parameters and targets in its docstring)",
+            "published_sources": sources,
             "hardware": "CloudLab c6420 (new) and c8220 (old), per socket "
                         "(profiles/hardware/cloudlab.yaml)",
             "application_saturation_qps": APP_SATURATION_QPS,
-            "power_source": "modelled (idle/peak per slot x utilisation); no measurement",
+            "power_source": "modelled (power curve per slot x utilisation); no measurement",
         },
         "e2e_calibration": 1.0,
         "slo_load_fraction": 0.75,
@@ -107,13 +139,14 @@ def build() -> dict[str, object]:
     }
 
 
-def check(path: Path) -> None:
+def check(app: str, path: Path) -> None:
     from ecoscale.adapters.files import load_hardware, load_profile
     from ecoscale.model.app import AppModel
     from ecoscale.model.placement import Placement, ServicePlacement
 
-    topology = load_topology("socialNetwork")
-    model = AppModel(topology, load_profile("socialNetwork", str(path)), load_hardware())
+    topology = load_topology(app)
+    model = AppModel(topology, load_profile(app, str(path)), load_hardware())
+    print(f"== {app}")
     all_new = Placement.uniform(topology.service_names, "new")
     all_old = Placement.uniform(topology.service_names, "old")
     sat = model.saturation_qps(all_new)
@@ -139,16 +172,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="print the calibration targets")
     args = parser.parse_args()
-    path = ROOT / "profiles" / "socialNetwork" / "calibrated.yaml"
-    header = (
-        "# socialNetwork latency profile: CALIBRATED, NOT MEASURED.\n"
-        "# Generated by profiles/tools/calibrate_socialnetwork.py; do not edit by hand.\n"
-        "# points: [per-replica load req/s, p99 ms, CPU utilisation of the slot 0..1]\n"
-    )
-    write_yaml(path, build(), header)
-    print(f"wrote {path.relative_to(ROOT)}")
-    if args.check:
-        check(path)
+    for app in APPS:
+        path = ROOT / "profiles" / app / "calibrated.yaml"
+        header = (
+            f"# {app} latency profile: CALIBRATED, NOT MEASURED.\n"
+            "# Generated by profiles/tools/calibrate.py; do not edit by hand.\n"
+            "# points: [per-replica load req/s, p99 ms, CPU utilisation of the slot 0..1]\n"
+        )
+        write_yaml(path, build(app), header)
+        print(f"wrote {path.relative_to(ROOT)}")
+        if args.check:
+            check(app, path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,228 @@
+"""ecoscale's decision: policy table + closed loop + safety rules, as one pure function.
+
+    decide(observation, state, table, settings) -> (Decision, new state)
+
+The daemon calls it once per period with live metrics; the replay calls it once per step
+with modelled ones. The safety rules, in the order they apply:
+
+1. No load data (NaN, missing, stale) is never "fine": hold the placement; after
+   ``no_data_fallback_periods`` such periods, step to the table's top level, and only the
+   moves toward new servers of that step are made (never toward old without data).
+2. Latency SLO beats carbon: measured p99 over the SLO for ``slo_miss_periods`` periods in a
+   row steps one more of the most critical services onto the newest generation, ahead of the
+   table; while the SLO is missed, nothing moves toward old. An escalation steps back one
+   service at a time, after ``escalation_hold_s`` without a miss.
+3. Scale-up beats scale-down: the table level goes up at once when load passes
+   ``up_fraction`` of the current level; it goes down only after load stayed under
+   ``down_fraction`` of a lower level for ``down_stabilisation_s``.
+4. Moves toward old respect a per-service cooldown and a per-decision rate limit; moves
+   toward new do not wait.
+5. min/max replicas bound every service; paused services are never changed.
+
+``resolve`` is the one function that settles conflicting signals (rules 2-5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from ecoscale.control.policy import Decision, Observation
+from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.planner.table import PolicyTable
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    slo_miss_periods: int = 2
+    """Consecutive periods with measured p99 over the SLO before stepping toward new."""
+    escalation_hold_s: float = 600.0
+    """How long an escalation holds after the last miss before it steps back (s)."""
+    cooldown_s: float = 180.0
+    """A service moved less than this long ago (s) is not moved toward old again."""
+    max_old_moves_per_decision: int = 8
+    """At most this many services move toward old in one decision."""
+    no_data_fallback_periods: int = 3
+    """Periods without load data before falling back toward new."""
+    min_replicas: int = 1
+    max_replicas: int = 10
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.slo_miss_periods < 1:
+            out.append("slo_miss_periods must be >= 1")
+        if self.escalation_hold_s < 0 or self.cooldown_s < 0:
+            out.append("escalation_hold_s and cooldown_s must be >= 0")
+        if self.max_old_moves_per_decision < 1:
+            out.append("max_old_moves_per_decision must be >= 1")
+        if self.no_data_fallback_periods < 1:
+            out.append("no_data_fallback_periods must be >= 1")
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            out.append("need 1 <= min_replicas <= max_replicas")
+        return out
+
+
+@dataclass(frozen=True)
+class ControlState:
+    level: int | None = None
+    """Index of the table level in force; None until the first decision."""
+    below_since_s: float | None = None
+    down_target: int | None = None
+    miss_streak: int = 0
+    escalation: int = 0
+    """How many of the most critical services are held on the newest generation."""
+    last_miss_s: float | None = None
+    no_data_streak: int = 0
+    last_move_s: Mapping[str, float] = field(default_factory=dict)
+
+
+def toward_new(before: ServicePlacement, after: ServicePlacement, order: tuple[str, ...]) -> bool:
+    """True when ``after`` gives a service newer hardware or more replicas of the same."""
+    rank_before, rank_after = order.index(before.generation), order.index(after.generation)
+    if rank_after != rank_before:
+        return rank_after < rank_before
+    return after.replicas > before.replicas
+
+
+def _generation_order(table: PolicyTable, current: Placement) -> tuple[str, ...]:
+    """Generations, newest first (the table's order; unknown ones running now go last)."""
+    order = table.generations
+    extra = tuple(sorted({p.generation for _, p in current.items} - set(order)))
+    return order + extra if extra else order
+
+
+def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
+                  missing_slo: bool) -> tuple[int, ControlState, str]:
+    """Table level for the load, with hysteresis (rule 3). Latency misses block going down."""
+    hyst = table.hysteresis
+    band = table.band_of(obs.carbon_g_per_kwh)
+    want = table.index_for(obs.qps, band, hyst.up_fraction)
+    if state.level is None:
+        return want, replace(state, level=want, below_since_s=None, down_target=None), \
+            f"start at level {want + 1} for {obs.qps:.0f} req/s"
+    current = state.level
+    ladder = table.ladder(band)
+    if current not in ladder:   # the intensity band changed: same rung of the new ladder
+        rung = table.ladder(table.levels[current].max_ci_g_per_kwh).index(current)
+        current = ladder[min(rung, len(ladder) - 1)]
+    current_level = table.levels[current]
+    if table.levels[want].max_load_qps > current_level.max_load_qps:
+        return want, replace(state, level=want, below_since_s=None, down_target=None), \
+            f"load {obs.qps:.0f} req/s above {hyst.up_fraction:.0%} of level max " \
+            f"{current_level.max_load_qps:.0f}: up to level {want + 1}"
+    lower = table.index_for(obs.qps, band, hyst.down_fraction)
+    if missing_slo or table.levels[lower].max_load_qps >= current_level.max_load_qps:
+        return current, replace(state, level=current, below_since_s=None, down_target=None), ""
+    since = state.below_since_s if state.below_since_s is not None else obs.now_s
+    target = lower if state.down_target is None else max(lower, state.down_target,
+                                                          key=lambda i: table.levels[i]
+                                                          .max_load_qps)
+    if obs.now_s - since >= hyst.down_stabilisation_s:
+        return target, replace(state, level=target, below_since_s=None, down_target=None), \
+            f"load under {hyst.down_fraction:.0%} of level {target + 1} for " \
+            f"{obs.now_s - since:.0f} s: down to level {target + 1}"
+    return current, replace(state, level=current, below_since_s=since, down_target=target), ""
+
+
+def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,
+                   settings: ControlSettings) -> tuple[ControlState, bool, str]:
+    """Rule 2: count SLO misses, escalate and step back. Returns (state, missing now, why)."""
+    if not obs.has_latency:
+        return state, False, ""   # no data: hold the escalation as it is
+    missing = obs.p99_ms > table.slo_ms
+    if missing:
+        streak = state.miss_streak + 1
+        if streak >= settings.slo_miss_periods and state.escalation < len(table.ranking):
+            escalation = state.escalation + 1
+            return replace(state, miss_streak=0, escalation=escalation, last_miss_s=obs.now_s), \
+                True, f"p99 {obs.p99_ms:.1f} ms > SLO {table.slo_ms:.1f} ms for " \
+                      f"{settings.slo_miss_periods} periods: hold the {escalation} most " \
+                      "critical on new"
+        return replace(state, miss_streak=streak, last_miss_s=obs.now_s), True, ""
+    state = replace(state, miss_streak=0)
+    if (state.escalation > 0 and state.last_miss_s is not None
+            and obs.now_s - state.last_miss_s >= settings.escalation_hold_s):
+        return replace(state, escalation=state.escalation - 1, last_miss_s=obs.now_s), False, \
+            f"SLO met for {settings.escalation_hold_s:.0f} s: step back one escalation"
+    return state, False, ""
+
+
+def target_placement(table: PolicyTable, level: int, escalation: int,
+                     settings: ControlSettings) -> Placement:
+    """The level's placement, the ``escalation`` most critical services on the newest
+    generation, every replica count within min/max."""
+    placement = table.levels[level].placement
+    if escalation == 0 and all(
+        settings.min_replicas <= p.replicas <= settings.max_replicas for _, p in placement.items
+    ):
+        return placement
+    held = set(table.most_critical[:escalation])
+    items = []
+    for service, placed in placement.items:
+        if service in held and placed.generation != table.newest:
+            placed = ServicePlacement(table.newest, 1)
+        replicas = min(max(placed.replicas, settings.min_replicas), settings.max_replicas)
+        items.append((service, ServicePlacement(placed.generation, replicas)))
+    return Placement(tuple(items))
+
+
+def resolve(current: Placement, target: Placement, obs: Observation, state: ControlState,
+            order: tuple[str, ...], settings: ControlSettings, missing_slo: bool,
+            only_toward_new: bool, why: str) -> tuple[Placement, dict[str, str], ControlState]:
+    """Settle what actually moves now: every move toward new; moves toward old unless the
+    SLO is missed, the service cooled down too recently, the rate limit is reached, or data
+    is missing; nothing for paused services."""
+    moved: dict[str, ServicePlacement] = {}
+    reasons: dict[str, str] = {}
+    old_moves = 0
+    last = dict(state.last_move_s)
+    for service, before, after in current.changes(target):
+        if service in obs.paused:
+            continue
+        up = toward_new(before, after, order)
+        if not up:
+            if only_toward_new or missing_slo:
+                continue
+            if obs.now_s - last.get(service, -math.inf) < settings.cooldown_s:
+                continue
+            if old_moves >= settings.max_old_moves_per_decision:
+                continue
+            old_moves += 1
+        moved[service] = after
+        last[service] = obs.now_s
+        reasons[service] = f"{service}: {before} -> {after}: {why}"
+    if not moved:
+        return current, reasons, replace(state, last_move_s=last)
+    placement = Placement(tuple((s, moved.get(s, p)) for s, p in current.items))
+    return placement, reasons, replace(state, last_move_s=last)
+
+
+def decide(obs: Observation, state: ControlState, table: PolicyTable,
+           settings: ControlSettings) -> tuple[Decision, ControlState]:
+    """One decision. Pure: the same inputs give the same outputs; ``obs.now_s`` is the clock."""
+    order = _generation_order(table, obs.current)
+    if not obs.has_load:
+        streak = state.no_data_streak + 1
+        state = replace(state, no_data_streak=streak)
+        if streak < settings.no_data_fallback_periods:
+            return Decision(obs.current, note=f"no load data ({streak} periods): hold"), state
+        top = table.ladder(table.bands[-1])[-1]
+        target = target_placement(table, top, state.escalation, settings)
+        why = f"no load data for {streak} periods: fall back toward new (top level)"
+        placement, reasons, state = resolve(obs.current, target, obs, state, order, settings,
+                                            missing_slo=False, only_toward_new=True, why=why)
+        return Decision(placement, reasons, note=why), state
+    state = replace(state, no_data_streak=0)
+    state, missing, latency_why = _track_latency(obs, state, table, settings)
+    level, state, level_why = _select_level(obs, state, table, missing)
+    target = target_placement(table, level, state.escalation, settings)
+    why = "; ".join(w for w in (latency_why, level_why) if w) or (
+        f"table level {level + 1} (<= {table.levels[level].max_load_qps:.0f} req/s) at "
+        f"{obs.qps:.0f} req/s"
+    )
+    placement, reasons, state = resolve(obs.current, target, obs, state, order, settings,
+                                        missing, only_toward_new=False, why=why)
+    note = f"level {level + 1}, escalation {state.escalation}" + (
+        ", SLO missed" if missing else "")
+    return Decision(placement, reasons, note=note), state

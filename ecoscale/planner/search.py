@@ -1,0 +1,274 @@
+"""The papers' search, step by step: prune, rank, NoScale, MinNew.
+
+1. Pruner: in the all-old sweep, a service whose own p99 rises by less than
+   ``threshold x SLO`` from low load to peak is non-critical: it stays on old servers and
+   leaves the search (2^N placements become 2^K, K = critical services).
+2. Ranking: the rise of end-to-end p99 when a critical service alone runs on old.
+3. NoScale: everything on old; move the most critical service to new until the SLO holds.
+4. MinNew: the least critical service still on new tries old with 1, 2, ... up to floor(C)
+   replicas; it stays there if the SLO holds and its carbon does not grow; then the next.
+
+Beyond the papers: any number of generations (a service may land on any generation cheaper
+than the newest, with up to floor(C_g) replicas, C_g = R_newest / R_g), and C from the
+carbon intensity of the moment (C(t)) when the caller passes it.
+
+Pure: an AppModel and numbers in, plans out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ecoscale.model.app import AppModel
+from ecoscale.model.carbon import carbon_constants
+from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.planner.evaluator import IncrementalEvaluator
+
+SLO_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class CarbonTerms:
+    """What the search needs of the carbon model at one grid intensity."""
+
+    ci_g_per_kwh: float
+    ratio: Mapping[str, float]
+    """C_g per generation (newest: 1)."""
+    order: tuple[str, ...]
+    """Generations from the most to the least carbon per slot (newest first)."""
+    max_new_replicas: int = 1
+
+    @property
+    def newest(self) -> str:
+        return self.order[0]
+
+    @property
+    def cheapest(self) -> str:
+        return self.order[-1]
+
+    def max_replicas(self, generation: str) -> int:
+        """floor(C_g): how many replicas of g may replace one newest replica."""
+        if generation == self.newest:
+            return self.max_new_replicas
+        return max(1, int(math.floor(self.ratio[generation] + 1e-9)))
+
+
+def carbon_terms(model: AppModel, ci_g_per_kwh: float | None = None,
+                 max_new_replicas: int = 1) -> CarbonTerms:
+    """C_g at the hardware's reference conditions, or at ``ci_g_per_kwh`` (C(t))."""
+    constants = carbon_constants(model.hardware, ci_g_per_kwh)
+    generations = [g for g in model.profile.generations if g in constants.rate_g_per_h]
+    order = tuple(sorted(generations, key=lambda g: -constants.rate_g_per_h[g]))
+    return CarbonTerms(constants.ci_g_per_kwh, dict(constants.ratio), order, max_new_replicas)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    critical: Mapping[str, float]
+    """Critical services -> rise of their own p99 on old from low load to peak (ms)."""
+    non_critical: Mapping[str, float]
+    threshold_ms: float
+    evaluations: int
+
+    @property
+    def search_space(self) -> tuple[int, int]:
+        """(N, K): the search has 2^N placements before pruning and 2^K after."""
+        return len(self.critical) + len(self.non_critical), len(self.critical)
+
+
+def prune(model: AppModel, peak_qps: float, slo_ms: float, terms: CarbonTerms,
+          threshold: float = 0.05, low_fraction: float = 0.05) -> Pruning:
+    """Split services into critical and non-critical by their all-old p99 rise at peak."""
+    critical, non_critical = {}, {}
+    for service in model.services:
+        curve = model.profile.curve(service, terms.cheapest)
+        load = model.visits[service] * peak_qps
+        rise = float(curve.p99(load)) - float(curve.p99(load * low_fraction))
+        (non_critical if rise < threshold * slo_ms else critical)[service] = rise
+    return Pruning(critical, non_critical, threshold * slo_ms, len(model.services))
+
+
+def rank(model: AppModel, services: Sequence[str], peak_qps: float,
+         terms: CarbonTerms) -> tuple[list[tuple[str, float]], int]:
+    """Critical services, most critical first: e2e p99 rise (ms) when alone on the cheapest
+    generation at peak. Returns the ranking and the latency evaluations spent."""
+    all_new = Placement.uniform(model.services, terms.newest)
+    evaluator = IncrementalEvaluator(model, peak_qps, all_new)
+    base = evaluator.p99_ms
+    rises = [
+        (s, evaluator.try_change(s, ServicePlacement(terms.cheapest, 1)) - base) for s in services
+    ]
+    rises.sort(key=lambda item: (-item[1], item[0]))
+    return rises, evaluator.evaluations
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A placement for one load level, why each service is where it is, and what it costs."""
+
+    load_qps: float
+    placement: Placement
+    p99_ms: float
+    feasible: bool
+    carbon_g_per_h: float
+    reasons: Mapping[str, str]
+    evaluations: int
+    ci_g_per_kwh: float
+    note: str = ""
+    ratio: Mapping[str, float] = field(default_factory=dict)
+
+
+def _ok(p99: float, slo_ms: float) -> bool:
+    return p99 <= slo_ms * (1 + SLO_TOLERANCE)
+
+
+def noscale(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[str],
+            pruning: Pruning, terms: CarbonTerms) -> tuple[Plan, IncrementalEvaluator]:
+    """Greedy without scaling: all on the cheapest generation, then the most critical
+    services to the newest one until the SLO holds at ``load_qps``."""
+    start = Placement.uniform(model.services, terms.cheapest)
+    evaluator = IncrementalEvaluator(model, load_qps, start)
+    reasons = {s: f"non-critical: own p99 rises {rise:.2f} ms on {terms.cheapest} at peak "
+                  f"(< {pruning.threshold_ms:.2f} ms)" for s, rise in pruning.non_critical.items()}
+    for s in ranking:
+        reasons[s] = f"critical, tolerates {terms.cheapest}: SLO holds with it there"
+    fallback = sorted(pruning.non_critical, key=lambda s: -pruning.non_critical[s])
+    newest = ServicePlacement(terms.newest, 1)
+    evaluator.evaluations += 1
+    p99 = evaluator.p99_ms
+    order = list(ranking) + fallback
+    for position, service in enumerate(order):
+        if _ok(p99, slo_ms):
+            break
+        evaluator.apply(service, newest)
+        p99 = evaluator.p99_ms
+        label = "critical" if service in pruning.critical else "un-pruned (critical ones did " \
+                                                               "not suffice)"
+        reasons[service] = (f"{label} #{position + 1}: moved to {terms.newest}, SLO missed "
+                            f"with it on {terms.cheapest}")
+    note = "" if _ok(p99, slo_ms) else "SLO cannot hold at this load even with all on new"
+    plan = Plan(load_qps, evaluator.placement, p99, _ok(p99, slo_ms),
+                model.carbon_rate_g_per_h(evaluator.placement, load_qps, terms.ci_g_per_kwh),
+                reasons, evaluator.evaluations, terms.ci_g_per_kwh, note, dict(terms.ratio))
+    return plan, evaluator
+
+
+def _options(model: AppModel, service: str, load_qps: float,
+             terms: CarbonTerms) -> list[tuple[float, ServicePlacement]]:
+    """(carbon gCO2e/h, option) of every option of ``service``, cheapest first."""
+    out = []
+    for generation in terms.order:
+        for replicas in range(1, terms.max_replicas(generation) + 1):
+            option = ServicePlacement(generation, replicas)
+            out.append((model.service_carbon_g_per_h(service, option, load_qps,
+                                                     terms.ci_g_per_kwh), option))
+    return sorted(out, key=lambda item: item[0])
+
+
+def _rescue(evaluator: IncrementalEvaluator, order: Sequence[str], slo_ms: float,
+            options: dict[str, list[tuple[float, ServicePlacement]]],
+            reasons: dict[str, str]) -> None:
+    """When even the newest generation misses the SLO (load above the all-new SLO load),
+    give the most critical services their fastest option (more replicas) until it holds."""
+    for service in order:
+        if _ok(evaluator.p99_ms, slo_ms):
+            return
+        fastest = min(options[service],
+                      key=lambda item: (evaluator.service_p99(service, item[1]), item[0]))[1]
+        if evaluator.service_p99(service, fastest) < evaluator.service_p99(
+            service, evaluator.placed(service)
+        ):
+            evaluator.apply(service, fastest)
+            reasons[service] = f"scaled out to {fastest}: the SLO misses even on the newest"
+
+
+def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[str],
+           pruning: Pruning, terms: CarbonTerms, max_passes: int = 6,
+           pair_budget: int | None = None) -> Plan:
+    """Carbon-aware scaling on top of NoScale at ``load_qps``.
+
+    The papers' single pass moves each service still on new (least critical first) to old
+    with the fewest replicas (up to floor(C)) that keep the SLO. Beyond the papers:
+    - the pass repeats (also trying fewer replicas for services already on old), since each
+      move to several old replicas frees latency budget for the services tried before it;
+    - when a pass changes nothing, pair moves: a service goes to a cheaper option while a
+      service that shares an endpoint with it scales out, when the two together save carbon
+      (bounded by ``pair_budget`` evaluations, default 20 per service);
+    - above the all-new SLO load, scaling out rescues the SLO before carbon is minimised.
+    """
+    base, evaluator = noscale(model, load_qps, slo_ms, ranking, pruning, terms)
+    reasons = dict(base.reasons)
+    ci = terms.ci_g_per_kwh
+    by_rise = sorted(pruning.non_critical, key=lambda s: -pruning.non_critical[s])
+    most_critical_first = list(ranking) + by_rise
+    order = list(reversed(most_critical_first))
+    options = {s: _options(model, s, load_qps, terms) for s in model.services}
+    if not base.feasible:
+        _rescue(evaluator, most_critical_first, slo_ms, options, reasons)
+        if not _ok(evaluator.p99_ms, slo_ms):
+            return base
+    budget = pair_budget if pair_budget is not None else 20 * len(model.services)
+    cost = {s: dict((o, c) for c, o in options[s]) for s in model.services}
+
+    def accept(service: str, option: ServicePlacement, why: str) -> None:
+        current = evaluator.placed(service)
+        evaluator.apply(service, option)
+        c = terms.ratio[option.generation]
+        reasons[service] = (f"{option} keeps the SLO at {load_qps:.0f} req/s ({why}); "
+                            f"{option.replicas} <= floor(C={c:.2f}); {cost[service][option]:.1f}"
+                            f" < {cost[service][current]:.1f} gCO2e/h as {current}")
+
+    def single_pass() -> bool:
+        changed = False
+        for service in order:   # least critical first
+            current = evaluator.placed(service)
+            for price, option in options[service]:
+                if price >= cost[service][current]:
+                    break
+                if _ok(evaluator.try_change(service, option), slo_ms):
+                    accept(service, option, "scaling")
+                    changed = True
+                    break
+        return changed
+
+    def pair_pass(spent: int) -> tuple[bool, int]:
+        for service in sorted(model.services, key=lambda s: -cost[s][evaluator.placed(s)]):
+            current = evaluator.placed(service)
+            partners = evaluator.neighbours(service)
+            for price, option in options[service]:
+                if price >= cost[service][current]:
+                    break
+                saving = cost[service][current] - price
+                for partner in partners:
+                    held = evaluator.placed(partner)
+                    held_p99 = evaluator.service_p99(partner, held)
+                    for partner_price, faster in options[partner]:
+                        if (partner_price - cost[partner][held] >= saving
+                                or evaluator.service_p99(partner, faster) >= held_p99):
+                            continue
+                        if spent >= budget:
+                            return False, spent
+                        spent += 1
+                        evaluator.apply(partner, faster)
+                        if _ok(evaluator.try_change(service, option), slo_ms):
+                            accept(partner, faster, f"makes room for {service}")
+                            accept(service, option, f"with {partner} as {faster}")
+                            return True, spent
+                        evaluator.apply(partner, held)
+        return False, spent
+
+    spent = 0
+    for _ in range(max_passes):
+        if single_pass():
+            continue
+        changed, spent = pair_pass(spent)
+        if not changed:
+            break
+    placement = evaluator.placement
+    p99 = evaluator.p99_ms
+    return Plan(load_qps, placement, p99, _ok(p99, slo_ms),
+                model.carbon_rate_g_per_h(placement, load_qps, ci), reasons,
+                evaluator.evaluations, ci, base.note if not _ok(p99, slo_ms) else "",
+                dict(terms.ratio))

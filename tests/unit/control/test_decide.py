@@ -1,0 +1,170 @@
+"""decide(): the safety rules, table-driven, on a small hand-made policy table."""
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from ecoscale.control.decide import ControlSettings, ControlState, decide, toward_new
+from ecoscale.control.policy import Observation
+from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
+
+NEW1 = ServicePlacement("new", 1)
+OLD1, OLD2 = ServicePlacement("old", 1), ServicePlacement("old", 2)
+
+
+def placement(**placed):
+    return Placement(tuple(placed.items()))
+
+
+LOW = placement(a=OLD1, b=OLD1, c=OLD1)
+MID = placement(a=OLD2, b=OLD1, c=OLD1)
+HIGH = placement(a=NEW1, b=OLD2, c=OLD1)
+TABLE = PolicyTable(
+    app="toy", slo_ms=10.0, peak_qps=300.0, newest="new",
+    levels=tuple(TableLevel(load, math.inf, p, {}, 5.0, 1.0, True)
+                 for load, p in ((100.0, LOW), (200.0, MID), (300.0, HIGH))),
+    ranking=(("a", 3.0), ("b", 1.0)), non_critical={"c": 0.0}, critical={"a": 3, "b": 1},
+    hysteresis=Hysteresis(0.95, 0.85, 300.0), carbon_ratio={"new": 1.0, "old": 2.8},
+)
+SETTINGS = ControlSettings(slo_miss_periods=2, escalation_hold_s=600, cooldown_s=180,
+                           max_old_moves_per_decision=8, no_data_fallback_periods=3)
+
+
+def obs(now, qps, p99=5.0, current=LOW, ci=200.0, paused=frozenset()):
+    return Observation(now_s=now, qps=qps, p99_ms=p99, carbon_g_per_kwh=ci, current=current,
+                       paused=paused)
+
+
+def run(steps, state=None, current=LOW, settings=SETTINGS):
+    """Feed (now, qps, p99) steps through decide, applying each decision; return the trail."""
+    state = state or ControlState()
+    trail = []
+    for now, qps, p99 in steps:
+        decision, state = decide(obs(now, qps, p99, current), state, TABLE, settings)
+        current = decision.placement
+        trail.append((current, state, decision))
+    return trail
+
+
+@pytest.mark.parametrize("qps,expected", [(50, LOW), (94, LOW), (96, MID), (250, HIGH),
+                                          (1000, HIGH)], ids=lambda v: str(v)[:8])
+def test_first_decision_picks_the_level_with_headroom(qps, expected):
+    (placed, state, _), = run([(0, qps, 5.0)], current=expected)
+    assert placed == expected
+
+
+CASES = [
+    pytest.param([(0, 50, 5), (60, 150, 5)], MID, "up at once", id="scale-up-is-immediate"),
+    pytest.param([(0, 250, 5), (60, 50, 5), (120, 50, 5), (300, 50, 5)], HIGH, "",
+                 id="down-waits-for-stabilisation"),
+    pytest.param([(0, 250, 5), (60, 50, 5), (200, 50, 5), (360, 50, 5)], LOW, "down",
+                 id="down-after-stabilisation"),
+    pytest.param([(0, 250, 5), (60, 50, 5), (200, 160, 5), (400, 50, 5)], MID, "down",
+                 id="down-to-the-highest-level-seen-in-the-window"),
+    pytest.param([(0, 250, 5), (60, 50, 5), (200, 190, 5), (400, 50, 5)], HIGH, "",
+                 id="load-back-above-the-band-restarts-the-window"),
+    pytest.param([(0, 250, 5), (60, 50, 20), (120, 50, 5), (360, 50, 5)], HIGH, "",
+                 id="a-slo-miss-blocks-going-down"),
+]
+
+
+@pytest.mark.parametrize("steps,expected,_why", CASES)
+def test_hysteresis(steps, expected, _why):
+    first = TABLE.levels[TABLE.index_for(steps[0][1], math.inf, 0.95)].placement
+    trail = run(steps, current=first)
+    assert trail[-1][0] == expected
+
+
+def test_two_misses_escalate_the_most_critical_to_new():
+    trail = run([(0, 50, 5), (60, 50, 20), (120, 50, 20)])
+    placed, state, decision = trail[-1]
+    assert state.escalation == 1 and placed["a"] == NEW1 and placed["b"] == OLD1
+    assert "a" in decision.reasons and "SLO" in decision.reasons["a"]
+    trail = run([(180, 50, 20), (240, 50, 20)], state=state, current=placed)
+    assert trail[-1][1].escalation == 2 and trail[-1][0]["b"] == NEW1
+
+
+def test_one_miss_is_not_enough():
+    trail = run([(0, 50, 5), (60, 50, 20), (120, 50, 5), (180, 50, 20)])
+    assert trail[-1][1].escalation == 0 and trail[-1][0] == LOW
+
+
+def test_escalation_steps_back_after_the_hold_without_misses():
+    trail = run([(0, 50, 5), (60, 50, 20), (120, 50, 20)])
+    placed, state, _ = trail[-1]
+    held = run([(300, 50, 5), (600, 50, 5)], state=state, current=placed)
+    assert held[-1][1].escalation == 1 and held[-1][0]["a"] == NEW1
+    back = run([(721, 50, 5)], state=held[-1][1], current=held[-1][0])
+    assert back[-1][1].escalation == 0 and back[-1][0]["a"] == OLD1
+
+
+@pytest.mark.parametrize("p99", [math.nan, -1.0], ids=["nan", "negative"])
+def test_missing_latency_is_no_data_not_slo_met(p99):
+    trail = run([(0, 50, 5), (60, 50, 20), (120, 50, 20)])
+    placed, state, _ = trail[-1]
+    later = run([(5000, 50, p99), (6000, 50, p99)], state=state, current=placed)
+    assert later[-1][1].escalation == 1   # held: NaN never counts as "SLO met"
+
+
+def test_missing_load_holds_then_falls_back_toward_new_only():
+    state = run([(0, 50, 5)])[-1][1]
+    trail = run([(60, math.nan, 5), (120, math.nan, 5)], state=state)
+    assert all(placed == LOW for placed, _, _ in trail)
+    trail = run([(180, math.nan, 5)], state=trail[-1][1])
+    assert trail[-1][0] == placement(a=NEW1, b=OLD2, c=OLD1)   # the top level, toward new
+    # from a placement with more old replicas than the top level: nothing moves toward old
+    richer = placement(a=NEW1, b=ServicePlacement("old", 3), c=OLD2)
+    state = replace(trail[-1][1], no_data_streak=5)
+    decision, _ = decide(obs(240, math.nan, 5, richer), state, TABLE, SETTINGS)
+    assert decision.placement == richer
+
+
+def test_cooldown_blocks_moves_toward_old_but_not_toward_new():
+    trail = run([(0, 50, 5), (60, 150, 5)])    # a: old1 -> old2 at t=60
+    state = trail[-1][1]
+    assert state.last_move_s["a"] == 60
+    settings = replace(SETTINGS, cooldown_s=10_000)
+    down = run([(100, 50, 5), (500, 50, 5)], state=state, current=MID, settings=settings)
+    assert down[-1][0] == MID                  # would go down, cooling down
+    up = run([(600, 290, 5)], state=down[-1][1], current=MID, settings=settings)
+    assert up[-1][0] == HIGH                   # toward new: no wait
+
+
+def test_rate_limit_on_moves_toward_old():
+    settings = replace(SETTINGS, max_old_moves_per_decision=1)
+    trail = run([(0, 250, 5), (60, 50, 5), (400, 50, 5)], current=HIGH, settings=settings)
+    moved = [s for s, p in trail[-1][0].items if p != HIGH[s]]
+    assert len(moved) == 1
+
+
+def test_paused_services_never_change():
+    state = run([(0, 50, 5)])[-1][1]
+    decision, _ = decide(obs(60, 250, 5, LOW, paused=frozenset({"a"})), state, TABLE, SETTINGS)
+    assert decision.placement["a"] == OLD1 and decision.placement["b"] == OLD2
+
+
+@pytest.mark.parametrize("low,high,expected", [(1, 1, 1), (3, 5, 3), (1, 10, 2)])
+def test_min_and_max_replicas_bound_the_table(low, high, expected):
+    settings = replace(SETTINGS, min_replicas=low, max_replicas=high)
+    trail = run([(0, 150, 5)], current=MID, settings=settings)
+    assert trail[-1][0]["a"].replicas == expected
+
+
+def test_toward_new_ordering():
+    order = ("new", "old")
+    assert toward_new(OLD1, NEW1, order) and toward_new(OLD1, OLD2, order)
+    assert not toward_new(NEW1, OLD2, order) and not toward_new(OLD2, OLD1, order)
+
+
+def test_decisions_are_pure():
+    state = ControlState()
+    first = decide(obs(0, 150, 5), state, TABLE, SETTINGS)
+    second = decide(obs(0, 150, 5), state, TABLE, SETTINGS)
+    assert first == second and state == ControlState()
+
+
+def test_settings_validation():
+    bad = ControlSettings(slo_miss_periods=0, min_replicas=3, max_replicas=2)
+    assert len(bad.problems()) == 2

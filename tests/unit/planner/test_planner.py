@@ -1,0 +1,207 @@
+import math
+
+import pytest
+
+from ecoscale.adapters.files import load_hardware, load_profile, load_topology
+from ecoscale.errors import InputError
+from ecoscale.model.app import AppModel
+from ecoscale.model.carbon import Generation, Hardware
+from ecoscale.model.latency import AppProfile, LatencyCurve
+from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.model.topology import parse_topology
+from ecoscale.planner.oracle import exhaustive_placement, optimal_placement
+from ecoscale.planner.search import carbon_terms, minnew, noscale, prune, rank
+from ecoscale.planner.table import build_table, table_from_data, table_to_data
+from ecoscale.replay.scenario import default_slo
+
+APPS = ["socialNetwork", "hotelReservation", "mediaMicroservices"]
+
+
+def queue_curve(mu, cpu_ms, io_ms=0.2, util_sat=0.9):
+    rows = [[r * mu, io_ms + cpu_ms / (1 - r), util_sat * r]
+            for r in (0, .2, .4, .6, .7, .8, .9, .95)]
+    return LatencyCurve.from_points(rows, mu)
+
+
+def toy_model(generations=("new", "old")):
+    """fe -> [a || b] -> db; 'a' is CPU-heavy and busy, 'b' light, 'db' I/O-bound."""
+    topology = parse_topology({
+        "app": "toy", "frontend": "fe",
+        "services": {"fe": {"kind": "logic", "calls": ["a", "b"]},
+                     "a": {"kind": "logic", "calls": ["db"]}, "b": {"kind": "logic"},
+                     "db": {"kind": "mongodb"}},
+        "endpoints": {"only": {"share": 1.0, "http": "GET /", "path": [["fe"], ["a", "b"],
+                                                                      ["db"]]}},
+    }, "toy")
+    params = {  # service: (mu on new, cpu ms, slowdown per older generation)
+        "fe": (1000, 0.5, 1.1), "a": (900, 1.0, 1.5), "b": (3000, 0.3, 1.2),
+        "db": (1500, 0.2, 1.02),
+    }
+    curves = {}
+    for service, (mu, cpu, slow) in params.items():
+        curves[service] = {}
+        for age, generation in enumerate(generations):
+            factor = slow ** age
+            curves[service][generation] = queue_curve(mu / factor, cpu * factor)
+    profile = AppProfile("toy", "toy", "calibrated", curves)
+    gens = {}
+    for age, generation in enumerate(generations):
+        gens[generation] = Generation(generation, generation, 2, second_life=age > 0,
+                                      embodied_kg_per_node=864.55, lifetime_years=3,
+                                      idle_w_per_slot=22 - 4 * age, peak_w_per_slot=180 - 35 * age)
+    hardware = Hardware("toy", gens, 1.12, 257.5, 0.4, generations[0])
+    return AppModel(topology, profile, hardware)
+
+
+def test_pruner_keeps_busy_cpu_services_critical():
+    model = toy_model()
+    terms = carbon_terms(model)
+    pruning = prune(model, 700, slo_ms=6.0, terms=terms, threshold=0.05)
+    assert "a" in pruning.critical and "fe" in pruning.critical
+    assert "db" in pruning.non_critical
+    assert pruning.search_space == (4, len(pruning.critical))
+
+
+def test_ranking_orders_by_e2e_rise():
+    model = toy_model()
+    terms = carbon_terms(model)
+    ranking, evaluations = rank(model, ["fe", "a", "b"], 700, terms)
+    assert [s for s, _ in ranking][0] == "a"
+    assert all(r1 >= r2 for (_, r1), (_, r2) in zip(ranking, ranking[1:], strict=False))
+    assert evaluations == 3
+
+
+def test_noscale_moves_most_critical_first_until_slo_holds():
+    model = toy_model()
+    terms = carbon_terms(model)
+    all_new = Placement.uniform(model.services, "new")
+    slo = float(model.e2e_p99(all_new, 675))   # 75 % of the fe's saturation
+    pruning = prune(model, 675, slo, terms)
+    ranking = [s for s, _ in rank(model, list(pruning.critical), 675, terms)[0]]
+    plan, _ = noscale(model, 675, slo, ranking, pruning, terms)
+    assert plan.feasible and plan.p99_ms <= slo
+    moved = {s for s, p in plan.placement.items if p.generation == "new"}
+    critical_moved = [s for s in ranking if s in moved]
+    assert critical_moved == ranking[:len(critical_moved)] and critical_moved  # most critical
+    if moved - set(ranking):   # a pruned service moves only when every critical one did
+        assert critical_moved == ranking
+    low, _ = noscale(model, 50, slo, ranking, pruning, terms)
+    assert all(p.generation == "old" for _, p in low.placement.items)
+
+
+def test_minnew_scales_on_old_and_saves_carbon():
+    model = toy_model()
+    terms = carbon_terms(model)
+    slo = float(model.e2e_p99(Placement.uniform(model.services, "new"), 675))
+    pruning = prune(model, 675, slo, terms)
+    ranking = [s for s, _ in rank(model, list(pruning.critical), 675, terms)[0]]
+    base, _ = noscale(model, 675, slo, ranking, pruning, terms)
+    plan = minnew(model, 675, slo, ranking, pruning, terms)
+    assert plan.feasible and plan.carbon_g_per_h < base.carbon_g_per_h
+    assert any(p.generation == "old" and p.replicas > 1 for _, p in plan.placement.items)
+    assert all(p.replicas <= terms.max_replicas(p.generation) for _, p in plan.placement.items)
+    assert all(reason for reason in plan.reasons.values())
+
+
+def test_oracle_matches_exhaustive_search_on_a_tiny_app():
+    model = toy_model()
+    terms = carbon_terms(model)
+    slo = float(model.e2e_p99(Placement.uniform(model.services, "new"), 675))
+    for load in (100, 400, 675, 720):
+        ilp = optimal_placement(model, load, slo, terms)
+        brute = exhaustive_placement(model, load, slo, terms)
+        assert ilp.status == brute.status
+        if brute.placement is not None:
+            assert ilp.carbon_g_per_h == pytest.approx(brute.carbon_g_per_h, rel=1e-9)
+            assert ilp.p99_ms <= slo * (1 + 1e-9)
+
+
+def test_three_generations():
+    model = toy_model(("new", "mid", "old"))
+    terms = carbon_terms(model)
+    assert terms.order == ("new", "mid", "old")
+    slo = float(model.e2e_p99(Placement.uniform(model.services, "new"), 675))
+    table = build_table(model, slo, 675, fractions=(0.2, 0.6, 1.0))
+    assert len(table.levels) == 3
+    used = {p.generation for level in table.levels for _, p in level.placement.items}
+    assert "old" in used
+    for level in table.levels:
+        best = optimal_placement(model, level.max_load_qps, slo, terms)
+        assert level.carbon_g_per_h <= best.carbon_g_per_h * 1.02
+
+
+@pytest.fixture(scope="module", params=APPS)
+def shipped(request):
+    model = AppModel(load_topology(request.param), load_profile(request.param), load_hardware())
+    slo, slo_load, _ = default_slo(model)
+    return model, slo, slo_load
+
+
+def test_greedy_within_two_percent_of_the_oracle_at_every_level(shipped):
+    model, slo, peak = shipped
+    table = build_table(model, slo, peak)
+    terms = carbon_terms(model)
+    for level in table.levels:
+        best = optimal_placement(model, level.max_load_qps, slo, terms)
+        assert best.status == "optimal"
+        assert level.feasible
+        assert level.carbon_g_per_h <= 1.02 * best.carbon_g_per_h, (
+            f"{model.topology.app} at {level.max_load_qps:.0f} req/s: greedy "
+            f"{level.carbon_g_per_h:.1f} vs optimum {best.carbon_g_per_h:.1f} gCO2e/h")
+        assert level.p99_ms <= slo * (1 + 1e-9)
+
+
+def test_ci_aware_table_uses_fewer_old_replicas_on_a_dirty_grid(shipped):
+    model, slo, peak = shipped
+    table = build_table(model, slo, peak, ci_bands=[100, 600, math.inf])
+    clean = table.levels[table.index_for(peak, 100)]
+    dirty = table.levels[table.index_for(peak, 600)]
+    assert table.ci_aware and len(table.bands) == 3
+    assert clean.carbon_g_per_h < dirty.carbon_g_per_h
+
+    def most_old_replicas(level):
+        return max(p.replicas for _, p in level.placement.items if p.generation == "old")
+
+    assert most_old_replicas(dirty) <= most_old_replicas(clean)
+
+
+def test_table_round_trips_through_plain_data(shipped):
+    model, slo, peak = shipped
+    table = build_table(model, slo, peak, fractions=(0.5, 1.0))
+    again = table_from_data(table_to_data(table), "t.yaml")
+    assert [lv.placement for lv in again.levels] == [lv.placement for lv in table.levels]
+    assert again.ranking == tuple((s, round(r, 4)) for s, r in table.ranking)
+    assert again.slo_ms == pytest.approx(table.slo_ms, abs=1e-3)
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (lambda d: d.pop("slo_ms"), "slo_ms must be a number"),
+    (lambda d: d.__setitem__("ecoscale_policy_table", 99), "re-run `ecoscale plan`"),
+    (lambda d: d["levels"][0]["placement"]["fe"].__setitem__("replicas", 0), "replicas must"),
+    (lambda d: d["levels"][1]["placement"].pop("db"), "other services than level 1"),
+    (lambda d: d["hysteresis"].__setitem__("down_fraction", 0.99), "down_fraction < up"),
+    (lambda d: d["ranking"].append({"service": "ghost"}), "ghost"),
+])
+def test_bad_tables_report_every_problem(change, fragment):
+    model = toy_model()
+    slo = float(model.e2e_p99(Placement.uniform(model.services, "new"), 675))
+    data = table_to_data(build_table(model, slo, 675, fractions=(0.5, 1.0)))
+    change(data)
+    with pytest.raises(InputError, match=fragment):
+        table_from_data(data, "bad.yaml")
+
+
+def test_evaluations_are_counted():
+    model = toy_model()
+    slo = float(model.e2e_p99(Placement.uniform(model.services, "new"), 675))
+    table = build_table(model, slo, 675, fractions=(0.5, 1.0))
+    assert table.search["latency_evaluations"] > 0
+    assert table.search["space_before"] == "2^4"
+
+
+def test_placement_option_costs_are_consistent(social_model):
+    placed = ServicePlacement("old", 2)
+    single = social_model.service_carbon_g_per_h("nginx-thrift", placed, 1000, 300)
+    whole = social_model.carbon_rate_g_per_h(
+        Placement.uniform(["nginx-thrift"], "old", 2), 1000, 300)
+    assert single == pytest.approx(whole)
