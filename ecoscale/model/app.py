@@ -119,17 +119,16 @@ class AppModel:
         """Carbon rate (gCO2e/h) of one service's replicas placed as ``placed``."""
         gen = self.hardware.generation(placed.generation)
         per_replica = self.visits[service] * frontend_qps / placed.replicas
-        util = self.profile.curve(service, placed.generation).util(per_replica)
-        rate = gen.embodied_g_per_h + operational_g_per_h(gen, util, ci_g_per_kwh,
-                                                          self.hardware.pue)
-        return float(placed.replicas * rate)
+        util = self.profile.curve(service, placed.generation).util_at(per_replica)
+        operational = gen.power_w_at(util) * self.hardware.pue * ci_g_per_kwh / 1000.0
+        return placed.replicas * (gen.embodied_g_per_h + operational)
 
     def carbon_rate_g_per_h(
         self, placement: Placement, frontend_qps: float, ci_g_per_kwh: float
     ) -> float:
         """Carbon rate (gCO2e/h) of ``placement`` at one load and intensity."""
-        breakdown = self.carbon(placement, np.array([frontend_qps]), np.array([ci_g_per_kwh]), 1)
-        return float(breakdown.total_g[0])
+        return sum(self.service_carbon_g_per_h(s, p, frontend_qps, ci_g_per_kwh)
+                   for s, p in placement.items)
 
     # ---- sequences of placements (replay) ------------------------------------------------
     def evaluate_sequence(

@@ -72,6 +72,16 @@ class Generation:
             return self.peak_w_per_slot * np.interp(u, points, fractions)
         return self.idle_w_per_slot + (self.peak_w_per_slot - self.idle_w_per_slot) * u
 
+    def power_w_at(self, utilisation: float) -> float:
+        """``power_w`` for one utilisation, without numpy overhead (W)."""
+        u = min(max(utilisation, 0.0), 1.0)
+        if not self.power_curve:
+            return self.idle_w_per_slot + (self.peak_w_per_slot - self.idle_w_per_slot) * u
+        for (u0, f0), (u1, f1) in zip(self.power_curve, self.power_curve[1:], strict=False):
+            if u <= u1:
+                return self.peak_w_per_slot * (f0 + (f1 - f0) * (u - u0) / (u1 - u0))
+        return self.peak_w_per_slot * self.power_curve[-1][1]
+
 
 @dataclass(frozen=True)
 class Hardware:

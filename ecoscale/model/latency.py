@@ -17,8 +17,11 @@ Pure and vectorised: loads are numpy arrays (one entry per replay step).
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -74,6 +77,28 @@ class LatencyCurve:
         out = np.where(x <= x_last, inside, queue)
         return np.where(x >= self.saturation_qps, np.inf, out)
 
+    @cached_property
+    def _lists(self) -> tuple[list[float], list[float], list[float]]:
+        return (self.load_qps.tolist(), self.p99_ms.tolist(), self.utilisation.tolist())
+
+    def p99_at(self, load_qps: float) -> float:
+        """p99 (ms) at one load (req/s): the same curve as ``p99``, without numpy overhead."""
+        xs, ys, _ = self._lists
+        if load_qps >= self.saturation_qps:
+            return math.inf
+        if load_qps > xs[-1]:
+            return ys[-1] * (self.saturation_qps - xs[-1]) / (self.saturation_qps - load_qps)
+        return _interp(xs, ys, load_qps)
+
+    def util_at(self, load_qps: float) -> float:
+        """Slot utilisation (0..1) at one load (req/s), as ``util`` without numpy overhead."""
+        xs, _, us = self._lists
+        if load_qps > xs[-1]:
+            value = us[-1] + (us[-1] - us[-2]) / (xs[-1] - xs[-2]) * (load_qps - xs[-1])
+        else:
+            value = _interp(xs, us, load_qps)
+        return min(max(value, 0.0), 1.0)
+
     def util(self, load_qps: np.ndarray | float) -> np.ndarray:
         """CPU utilisation of the slot (0..1) at per-replica load ``load_qps`` (req/s)."""
         x = np.asarray(load_qps, dtype=float)
@@ -83,6 +108,17 @@ class LatencyCurve:
         )
         beyond = self.utilisation[-1] + slope * (x - self.load_qps[-1])
         return np.clip(np.where(x <= self.load_qps[-1], inside, beyond), 0.0, 1.0)
+
+
+def _interp(xs: list[float], ys: list[float], x: float) -> float:
+    """Linear interpolation in sorted ``xs``, clamped at both ends (as np.interp)."""
+    if x <= xs[0]:
+        return ys[0]
+    i = bisect.bisect_right(xs, x)
+    if i >= len(xs):
+        return ys[-1]
+    x0, x1 = xs[i - 1], xs[i]
+    return ys[i - 1] + (ys[i] - ys[i - 1]) * (x - x0) / (x1 - x0)
 
 
 @dataclass(frozen=True)

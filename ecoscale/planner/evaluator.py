@@ -36,13 +36,18 @@ class IncrementalEvaluator:
         counted = model.e2e.counted
         self._paths = [e.path for e in counted]
         self._endpoints_of: dict[str, list[int]] = {s: [] for s in model.services}
+        self._members: list[set[str]] = []
         for index, path in enumerate(self._paths):
-            for service in _services_in(path):
+            members = _services_in(path)
+            self._members.append(members)
+            for service in members:
                 self._endpoints_of[service].append(index)
+        self._neighbours: dict[str, list[str]] = {}
         self._p99_cache: dict[tuple[str, ServicePlacement], float] = {}
         self.evaluations = 0
         self._placed = placement.as_dict()
         self._order = tuple(placement)
+        self._position = {s: i for i, s in enumerate(self._order)}
         self._service_p99 = {s: self.service_p99(s, p) for s, p in placement.items}
         self._endpoint_ms = np.array([self._path_ms(p) for p in self._paths])
 
@@ -52,7 +57,7 @@ class IncrementalEvaluator:
         value = self._p99_cache.get(key)
         if value is None:
             load = self.model.visits[service] * self.load_qps / placed.replicas
-            value = float(self.model.profile.curve(service, placed.generation).p99(load))
+            value = self.model.profile.curve(service, placed.generation).p99_at(load)
             self._p99_cache[key] = value
         return value
 
@@ -72,9 +77,13 @@ class IncrementalEvaluator:
 
     def neighbours(self, service: str) -> list[str]:
         """Services that share a counted endpoint with ``service`` (in topology order)."""
-        endpoints = set(self._endpoints_of[service])
-        return [s for s in self._order
-                if s != service and endpoints.intersection(self._endpoints_of[s])]
+        if service not in self._neighbours:
+            near: set[str] = set()
+            for index in self._endpoints_of[service]:
+                near |= self._members[index]
+            near.discard(service)
+            self._neighbours[service] = sorted(near, key=self._position.__getitem__)
+        return self._neighbours[service]
 
     @property
     def placement(self) -> Placement:

@@ -18,7 +18,7 @@ Pure: an AppModel and numbers in, plans out.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ecoscale.model.app import AppModel
@@ -168,14 +168,14 @@ def _options(model: AppModel, service: str, load_qps: float,
 
 
 def _rescue(evaluator: IncrementalEvaluator, order: Sequence[str], slo_ms: float,
-            options: dict[str, list[tuple[float, ServicePlacement]]],
+            options: Callable[[str], list[tuple[float, ServicePlacement]]],
             reasons: dict[str, str]) -> None:
     """When even the newest generation misses the SLO (load above the all-new SLO load),
     give the most critical services their fastest option (more replicas) until it holds."""
     for service in order:
         if _ok(evaluator.p99_ms, slo_ms):
             return
-        fastest = min(options[service],
+        fastest = min(options(service),
                       key=lambda item: (evaluator.service_p99(service, item[1]), item[0]))[1]
         if evaluator.service_p99(service, fastest) < evaluator.service_p99(
             service, evaluator.placed(service)
@@ -201,16 +201,25 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
     base, evaluator = noscale(model, load_qps, slo_ms, ranking, pruning, terms)
     reasons = dict(base.reasons)
     ci = terms.ci_g_per_kwh
+    cheapest_single = ServicePlacement(terms.cheapest, 1)
     by_rise = sorted(pruning.non_critical, key=lambda s: -pruning.non_critical[s])
     most_critical_first = list(ranking) + by_rise
     order = list(reversed(most_critical_first))
-    options = {s: _options(model, s, load_qps, terms) for s in model.services}
+    known: dict[str, list[tuple[float, ServicePlacement]]] = {}
+    cost: dict[str, dict[ServicePlacement, float]] = {}
+
+    def options(service: str) -> list[tuple[float, ServicePlacement]]:
+        """The service's options with their carbon, cheapest first (computed on first use)."""
+        if service not in known:
+            known[service] = _options(model, service, load_qps, terms)
+            cost[service] = {o: c for c, o in known[service]}
+        return known[service]
+
     if not base.feasible:
         _rescue(evaluator, most_critical_first, slo_ms, options, reasons)
         if not _ok(evaluator.p99_ms, slo_ms):
             return base
     budget = pair_budget if pair_budget is not None else 20 * len(model.services)
-    cost = {s: dict((o, c) for c, o in options[s]) for s in model.services}
 
     def accept(service: str, option: ServicePlacement, why: str) -> None:
         current = evaluator.placed(service)
@@ -224,7 +233,9 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
         changed = False
         for service in order:   # least critical first
             current = evaluator.placed(service)
-            for price, option in options[service]:
+            if current == cheapest_single:
+                continue
+            for price, option in options(service):
                 if price >= cost[service][current]:
                     break
                 if _ok(evaluator.try_change(service, option), slo_ms):
@@ -234,17 +245,20 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
         return changed
 
     def pair_pass(spent: int) -> tuple[bool, int]:
-        for service in sorted(model.services, key=lambda s: -cost[s][evaluator.placed(s)]):
+        movable = [s for s in model.services if evaluator.placed(s) != cheapest_single]
+        for s in movable:
+            options(s)
+        for service in sorted(movable, key=lambda s: -cost[s][evaluator.placed(s)]):
             current = evaluator.placed(service)
             partners = evaluator.neighbours(service)
-            for price, option in options[service]:
+            for price, option in options(service):
                 if price >= cost[service][current]:
                     break
                 saving = cost[service][current] - price
                 for partner in partners:
                     held = evaluator.placed(partner)
                     held_p99 = evaluator.service_p99(partner, held)
-                    for partner_price, faster in options[partner]:
+                    for partner_price, faster in options(partner):
                         if (partner_price - cost[partner][held] >= saving
                                 or evaluator.service_p99(partner, faster) >= held_p99):
                             continue
