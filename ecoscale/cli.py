@@ -233,6 +233,46 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_HELP = """\
+Run the daemon: every interval, read load and end-to-end p99 from Prometheus (the PromQL
+queries your config names), the managed services from Docker Swarm (label
+ecoscale.managed=true) and the grid carbon intensity; decide with the policy table from
+`ecoscale plan` and the safety rules (latency SLO beats carbon; scale-up beats scale-down;
+cooldowns; no data means hold); move and scale services with start-first updates.
+
+Own metrics and health on http://127.0.0.1:9464/metrics and /healthz (configurable).
+SIGTERM finishes the action in flight and exits 0; SIGHUP reloads the config and table (a
+bad new config keeps the old one). A file at `pause_file` pauses all actions; the service
+label ecoscale.paused=true pauses one service. Example config: deploy/daemon/ecoscale.yaml.
+"""
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the long-running daemon that reschedules Swarm services",
+                       description=RUN_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, type=Path, help="daemon config (YAML)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="decide and log, never change the Swarm")
+    p.add_argument("--once", action="store_true",
+                   help="one observe-decide-act loop, then exit (1 if a source was missing)")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config and table, print a summary, exit")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ecoscale.daemon.main import load_all, run
+
+    if args.check:
+        config, table, _ = load_all(str(args.config))
+        print(f"config ok: app {config.app}, table {config.table} ({len(table.levels)} levels, "
+              f"SLO {table.slo_ms:.2f} ms), prometheus {config.prometheus.url}, interval "
+              f"{config.interval_s:g} s, dry-run {config.dry_run}")
+        return 0
+    return run(str(args.config), dry_run=args.dry_run, once=args.once)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecoscale",
@@ -244,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_replay(sub)
     _add_plan(sub)
+    _add_run(sub)
     return parser
 
 

@@ -99,8 +99,12 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
     band = table.band_of(obs.carbon_g_per_kwh)
     want = table.index_for(obs.qps, band, hyst.up_fraction)
     if state.level is None:
-        return want, replace(state, level=want, below_since_s=None, down_target=None), \
-            f"start at level {want + 1} for {obs.qps:.0f} req/s"
+        running = next((i for i in table.ladder(band)
+                        if table.levels[i].placement == obs.current), None)
+        if running is None:   # a placement the table does not know: follow the load
+            return want, replace(state, level=want, below_since_s=None, down_target=None), \
+                f"start at level {want + 1} for {obs.qps:.0f} req/s"
+        state = replace(state, level=running)   # reconcile: what runs is a level of ours
     current = state.level
     ladder = table.ladder(band)
     if current not in ladder:   # the intensity band changed: same rung of the new ladder

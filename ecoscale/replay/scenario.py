@@ -47,7 +47,7 @@ class ReplayOptions:
     slo_ms: float | None = None
 
 
-def _offset_s(trace: Trace, start: str, what: str) -> float:
+def trace_offset_s(trace: Trace, start: str, what: str) -> float:
     """An offset ('24h') or an ISO time inside a timestamped trace -> seconds from its start."""
     try:
         return parse_duration_s(start, what)
@@ -101,14 +101,14 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     default_start, default_duration = _default_window(options.load_trace)
     start = options.start or default_start or "0s"
     duration = options.duration or default_duration
-    load_start_s = _offset_s(load_raw, start, "--start")
+    load_start_s = trace_offset_s(load_raw, start, "--start")
     duration_s = parse_duration_s(duration, "--duration") if duration else None
     load_window = load_raw.window(load_start_s, duration_s)
     load = load_window.resample(step_s, "linear")
 
     carbon_raw = load_carbon_trace(options.carbon_trace, options.carbon_factors,
                                    options.carbon_column, options.timezone)
-    carbon_start_s = _offset_s(carbon_raw, options.carbon_start or "0s", "--carbon-start")
+    carbon_start_s = trace_offset_s(carbon_raw, options.carbon_start or "0s", "--carbon-start")
     carbon = carbon_raw.window(carbon_start_s, load_window.duration_s).resample(step_s, "hold")
 
     steps = min(len(load.values), len(carbon.values))

@@ -1,0 +1,116 @@
+"""Prometheus: instant PromQL queries named by the configuration (the user's metric names).
+
+Every value is checked for freshness: a sample older than ``stale_after_s`` (by the
+sample's own timestamp), NaN, +-Inf or an empty result is "no data" (NaN), never a number
+that could pass for "SLO met".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+
+from ecoscale.config import PrometheusConfig
+from ecoscale.ports import Metrics, SourceUnavailable
+
+
+class PrometheusClient:
+    """The HTTP API's instant query (GET /api/v1/query)."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0, session: requests.Session | None = None):
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+
+    def query(self, promql: str, at_s: float | None = None) -> list[tuple[dict[str, str],
+                                                                          float, float]]:
+        """[(labels, sample time s, value)] for a vector or scalar result."""
+        params: dict[str, Any] = {"query": promql}
+        if at_s is not None:
+            params["time"] = f"{at_s:.3f}"
+        try:
+            reply = self.session.get(f"{self.url}/api/v1/query", params=params,
+                                     timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise SourceUnavailable(f"prometheus at {self.url}: {exc.__class__.__name__}: "
+                                    f"{exc}") from None
+        try:
+            body = reply.json()
+        except ValueError:
+            raise SourceUnavailable(f"prometheus at {self.url}: HTTP {reply.status_code}, "
+                                    "not JSON") from None
+        return parse_reply(body, promql)
+
+
+def parse_reply(body: Mapping[str, Any], promql: str) -> list[tuple[dict[str, str], float,
+                                                                    float]]:
+    """Samples of an instant-query reply; an error reply raises SourceUnavailable."""
+    if body.get("status") != "success":
+        raise SourceUnavailable(f"query {promql!r} failed: {body.get('errorType', '')} "
+                                f"{body.get('error', '')}".strip())
+    data = body.get("data") or {}
+    kind = data.get("resultType")
+    result = data.get("result")
+    if kind == "scalar":
+        stamp, value = result
+        return [({}, float(stamp), _number(value))]
+    if kind == "vector":
+        return [(dict(item.get("metric") or {}), float(item["value"][0]),
+                 _number(item["value"][1])) for item in result]
+    raise SourceUnavailable(f"query {promql!r}: result type {kind!r}; write an instant "
+                            "query that returns a scalar or a vector")
+
+
+def _number(text: Any) -> float:
+    try:
+        return float(text)   # Prometheus sends "NaN", "+Inf", "-Inf" as strings
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class PromQLMetrics:
+    """MetricsSource over the configured queries."""
+
+    def __init__(self, config: PrometheusConfig, client: PrometheusClient | None = None):
+        self.config = config
+        self.client = client or PrometheusClient(config.url, config.timeout_s)
+
+    def _scalar(self, promql: str, now_s: float, what: str,
+                problems: list[str]) -> float:
+        samples = self.client.query(promql)
+        if not samples:
+            problems.append(f"{what}: empty result")
+            return math.nan
+        if len(samples) > 1:
+            problems.append(f"{what}: {len(samples)} series; aggregate them (sum, max) in "
+                            "the query")
+            return math.nan
+        _, stamp, value = samples[0]
+        return self._fresh(value, stamp, now_s, what, problems)
+
+    def _fresh(self, value: float, stamp: float, now_s: float, what: str,
+               problems: list[str]) -> float:
+        if not math.isfinite(value):
+            problems.append(f"{what}: {value}")
+            return math.nan
+        if now_s - stamp > self.config.stale_after_s:
+            problems.append(f"{what}: stale ({now_s - stamp:.0f} s old)")
+            return math.nan
+        return value
+
+    def read(self, now_s: float) -> Metrics:
+        problems: list[str] = []
+        qps = self._scalar(self.config.qps, now_s, "qps", problems)
+        p99 = self._scalar(self.config.p99_ms, now_s, "p99_ms", problems)
+        utilisation: dict[str, float] = {}
+        if self.config.service_utilisation:
+            for labels, stamp, value in self.client.query(self.config.service_utilisation):
+                service = labels.get("service")
+                if service:
+                    utilisation[service] = self._fresh(value, stamp, now_s,
+                                                       f"utilisation of {service}", problems)
+        return Metrics(qps=qps, p99_ms=p99, service_utilisation=utilisation,
+                       problems=tuple(problems))

@@ -1,0 +1,184 @@
+"""Docker Swarm through docker-py: read the managed services, move and scale them.
+
+A move rewrites only the generation constraint (``node.labels.<generation label>==<gen>``)
+and the replica count; every other part of the service spec is kept as it is (docker-py
+replaces the whole Placement when constraints are passed, so the other constraints,
+preferences and platforms are carried over explicitly). Updates are start-first, so a new
+task runs before an old one stops, and each update re-reads the service first and retries
+on "update out of sequence".
+
+The spec transformations are pure functions, tested against recorded API replies.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ecoscale.config import LabelConfig
+from ecoscale.model.placement import ServicePlacement
+from ecoscale.ports import ManagedService, SourceUnavailable, SwarmState
+
+OUT_OF_SEQUENCE = "update out of sequence"
+MAX_ATTEMPTS = 5
+
+
+class ActionFailed(Exception):
+    """The Docker API refused an update (not a connectivity problem)."""
+
+
+def _constraint_pattern(label: str) -> re.Pattern[str]:
+    return re.compile(rf"^\s*node\.labels\.{re.escape(label)}\s*==\s*(\S+)\s*$")
+
+
+def generation_of(spec: Mapping[str, Any], label: str) -> str | None:
+    """The generation a service is constrained to, from its spec; None if unconstrained."""
+    pattern = _constraint_pattern(label)
+    placement = (spec.get("TaskTemplate") or {}).get("Placement") or {}
+    for constraint in placement.get("Constraints") or []:
+        match = pattern.match(constraint)
+        if match:
+            return match.group(1)
+    return None
+
+
+def replicas_of(spec: Mapping[str, Any]) -> int | None:
+    replicated = (spec.get("Mode") or {}).get("Replicated")
+    return int(replicated.get("Replicas", 1)) if replicated is not None else None
+
+
+def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
+                 label: str) -> dict[str, Any]:
+    """The service spec with the generation constraint and replicas of ``placed``, a
+    start-first update order, and everything else unchanged."""
+    new = copy.deepcopy(dict(spec))
+    template = new.setdefault("TaskTemplate", {})
+    placement = dict(template.get("Placement") or {})
+    pattern = _constraint_pattern(label)
+    constraints = [c for c in placement.get("Constraints") or [] if not pattern.match(c)]
+    constraints.append(f"node.labels.{label}=={placed.generation}")
+    placement["Constraints"] = constraints
+    template["Placement"] = placement
+    new["Mode"] = {"Replicated": {"Replicas": int(placed.replicas)}}
+    update = dict(new.get("UpdateConfig") or {})
+    update["Order"] = "start-first"
+    update.setdefault("Parallelism", 1)
+    new["UpdateConfig"] = update
+    return new
+
+
+def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
+                    node_generation: Mapping[str, str], labels: LabelConfig) -> ManagedService:
+    """A ManagedService from an inspect reply and the service's tasks."""
+    spec = service["Spec"]
+    service_labels = spec.get("Labels") or {}
+    generation = generation_of(spec, labels.generation)
+    replicas = replicas_of(spec)
+    running: dict[str, int] = {}
+    for task in tasks:
+        if (task.get("Status") or {}).get("State") != "running":
+            continue
+        gen = node_generation.get(task.get("NodeID", ""), "unlabelled")
+        running[gen] = running.get(gen, 0) + 1
+    if generation is None and running:
+        generation = max(running, key=running.get)   # where most tasks run
+    placed = (ServicePlacement(generation, replicas)
+              if generation is not None and replicas is not None else None)
+    return ManagedService(
+        name=service_labels.get(labels.service) or spec["Name"],
+        swarm_id=service["ID"],
+        swarm_name=spec["Name"],
+        placement=placed,
+        running=running,
+        paused=str(service_labels.get(labels.paused, "")).lower() in ("true", "1", "yes"),
+    )
+
+
+class DockerSwarm:
+    """SwarmControl over the Docker API of a Swarm manager."""
+
+    def __init__(self, docker_host: str = "", labels: LabelConfig | None = None,
+                 timeout_s: float = 30.0, client: Any = None):
+        import docker
+
+        self.labels = labels or LabelConfig()
+        self._docker = docker
+        if client is not None:
+            self.client = client
+        elif docker_host:
+            self.client = docker.DockerClient(base_url=docker_host, timeout=timeout_s)
+        else:
+            self.client = docker.from_env(timeout=timeout_s)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call the API; connectivity problems become SourceUnavailable, API errors pass."""
+        import requests
+
+        try:
+            return fn(*args, **kwargs)
+        except (requests.RequestException, ConnectionError, OSError) as exc:
+            raise SourceUnavailable(f"docker API ({what}): {exc}") from None
+
+    def _read_call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._call(what, fn, *args, **kwargs)
+        except self._docker.errors.APIError as exc:
+            raise SourceUnavailable(f"docker API ({what}): {exc}") from None
+
+    def read(self) -> SwarmState:
+        api = self.client.api
+        info = self._read_call("info", api.info)
+        swarm = info.get("Swarm") or {}
+        is_manager = bool(swarm.get("ControlAvailable"))
+        if not is_manager:
+            return SwarmState(False, {}, ())
+        nodes = self._read_call("nodes", api.nodes)
+        node_generation = {}
+        generations = set()
+        for node in nodes:
+            gen = ((node.get("Spec") or {}).get("Labels") or {}).get(self.labels.generation)
+            if gen:
+                node_generation[node["ID"]] = gen
+                if (node.get("Status") or {}).get("State") == "ready":
+                    generations.add(gen)
+        services = self._read_call("services", api.services,
+                              filters={"label": f"{self.labels.managed}=true"})
+        tasks = self._read_call("tasks", api.tasks, filters={"desired-state": "running"})
+        by_service: dict[str, list[Mapping[str, Any]]] = {}
+        for task in tasks:
+            by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        managed = {}
+        for service in services:
+            item = managed_service(service, by_service.get(service["ID"], []), node_generation,
+                                   self.labels)
+            managed[item.name] = item
+        return SwarmState(True, managed, tuple(sorted(generations)))
+
+    def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
+        api = self.client.api
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            current = self._read_call("inspect", api.inspect_service, service.swarm_id)
+            labels = (current["Spec"].get("Labels") or {})
+            if str(labels.get(self.labels.managed, "")).lower() != "true":
+                raise ActionFailed(f"{service.swarm_name} is no longer labelled "
+                                   f"{self.labels.managed}=true; not touching it")
+            spec = updated_spec(current["Spec"], placed, self.labels.generation)
+            try:
+                self._call(
+                    "update", api.update_service, service.swarm_id,
+                    version=current["Version"]["Index"],
+                    task_template=spec["TaskTemplate"], name=spec["Name"],
+                    labels=spec.get("Labels"), mode=spec["Mode"],
+                    update_config=spec["UpdateConfig"],
+                    rollback_config=spec.get("RollbackConfig"),
+                    networks=spec.get("TaskTemplate", {}).get("Networks"),
+                    endpoint_spec=spec.get("EndpointSpec"),
+                    fetch_current_spec=True,
+                )
+                return
+            except self._docker.errors.APIError as exc:
+                if OUT_OF_SEQUENCE in str(exc) and attempt < MAX_ATTEMPTS:
+                    continue
+                raise ActionFailed(f"{service.swarm_name}: {exc}") from None

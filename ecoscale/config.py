@@ -1,0 +1,185 @@
+"""The daemon's configuration: nested frozen dataclasses, validated with every error at once.
+
+Example (deploy/daemon/ecoscale.yaml has a complete, commented one):
+
+    app: socialNetwork
+    table: policy-table.yaml
+    interval_s: 15
+    prometheus:
+      url: http://127.0.0.1:9090
+      queries: {qps: "...", p99_ms: "..."}
+    carbon: {trace: CISO}
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ecoscale.control.decide import ControlSettings
+from ecoscale.errors import InputError
+
+DEFAULT_LISTEN_PORT = 9464
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    url: str = "http://127.0.0.1:9090"
+    timeout_s: float = 5.0
+    stale_after_s: float = 60.0
+    """A sample older than this is no data."""
+    qps: str = ""
+    """PromQL: front-end requests per second (a scalar or a one-element vector)."""
+    p99_ms: str = ""
+    """PromQL: end-to-end p99 in milliseconds."""
+    service_utilisation: str = ""
+    """PromQL (optional): per-replica CPU utilisation (0..1) by the label ``service``."""
+
+
+@dataclass(frozen=True)
+class CarbonConfig:
+    trace: str = "CISO"
+    """A shipped carbon trace name or a CSV path (see `ecoscale replay --help`)."""
+    start: str = "0h"
+    """Where in the trace the daemon's start falls: an offset or an ISO time."""
+    speedup: float = 1.0
+    """Trace seconds per wall-clock second (>1 replays a trace compressed in time)."""
+    factors: str | None = None
+    url: str = ""
+    """A live intensity API returning JSON; when set it is used instead of the trace."""
+    json_field: str = "carbonIntensity"
+    fallback_g_per_kwh: float | None = None
+    """Used when the source has no value; None: no data (the carbon metrics are NaN)."""
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    managed: str = "ecoscale.managed"
+    service: str = "ecoscale.service"
+    generation: str = "ecoscale.generation"
+    paused: str = "ecoscale.paused"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    app: str
+    table: str
+    """Policy table written by `ecoscale plan`."""
+    profile: str = "calibrated"
+    """Latency profile of the app (for the live carbon accounting's utilisation model)."""
+    hardware: str = "cloudlab"
+    interval_s: float = 15.0
+    max_backoff_s: float = 300.0
+    dry_run: bool = False
+    docker_host: str = ""
+    """Docker API endpoint; empty: DOCKER_HOST or the local socket."""
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    carbon: CarbonConfig = field(default_factory=CarbonConfig)
+    control: ControlSettings = field(default_factory=lambda: ControlSettings(
+        no_data_fallback_periods=10))
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    pause_file: str = ""
+    """If this file exists, the daemon observes and decides but does not act."""
+    state_file: str = ""
+    """Where the control state survives restarts (cooldowns, escalation); empty: memory."""
+    listen_address: str = "127.0.0.1"
+    listen_port: int = DEFAULT_LISTEN_PORT
+    """Own /metrics and /healthz; port 0 disables them."""
+    source: str = ""
+
+
+def _section(raw: Mapping[str, Any], name: str, problems: list[str]) -> Mapping[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, Mapping):
+        problems.append(f"{name}: expected a mapping")
+        return {}
+    return value
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -> Any:
+    """Instantiate a flat dataclass from ``raw``, checking names and types."""
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{where}{key}: unknown setting{hint}; known: {', '.join(known)}")
+            continue
+        default = known[key].default
+        expected = None if default is MISSING or default is None else type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is not None and (not isinstance(value, expected) or (
+                expected is not bool and isinstance(value, bool))):
+            problems.append(f"{where}{key}: expected {expected.__name__}, got {value!r}")
+            continue
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        problems.append(f"{where}{exc}")
+        return None
+
+
+def parse_config(raw: Any, source: str) -> DaemonConfig:
+    """Validate a daemon config, reporting every problem at once (InputError)."""
+    if not isinstance(raw, Mapping):
+        raise InputError(source, "expected a mapping with at least 'app' and 'table'")
+    problems: list[str] = []
+    for key in ("app", "table"):
+        if not raw.get(key):
+            problems.append(f"{key}: required")
+    prometheus = _build(PrometheusConfig, _section(raw, "prometheus", problems), "prometheus.",
+                        problems)
+    carbon = _build(CarbonConfig, _section(raw, "carbon", problems), "carbon.", problems)
+    labels = _build(LabelConfig, _section(raw, "labels", problems), "labels.", problems)
+    control_raw = dict(_section(raw, "control", problems))
+    control_raw.setdefault("no_data_fallback_periods", 10)
+    control = _build(ControlSettings, control_raw, "control.", problems)
+    if control is not None:
+        problems.extend(f"control.{p}" for p in control.problems())
+    top = {k: v for k, v in raw.items() if k not in ("prometheus", "carbon", "labels",
+                                                      "control")}
+    top.setdefault("app", "")
+    top.setdefault("table", "")
+    config = _build(DaemonConfig, top, "", problems)
+    if prometheus is not None:
+        if not prometheus.url.startswith(("http://", "https://")):
+            problems.append(f"prometheus.url: '{prometheus.url}' must start with http:// or "
+                            "https://")
+        for name in ("qps", "p99_ms"):
+            if not getattr(prometheus, name).strip():
+                problems.append(f"prometheus.{name}: required (a PromQL query)")
+        if prometheus.timeout_s <= 0 or prometheus.stale_after_s <= 0:
+            problems.append("prometheus.timeout_s and stale_after_s must be > 0")
+    if carbon is not None and carbon.speedup <= 0:
+        problems.append("carbon.speedup must be > 0")
+    if config is not None:
+        if config.interval_s <= 0:
+            problems.append("interval_s must be > 0")
+        if config.max_backoff_s < config.interval_s:
+            problems.append("max_backoff_s must be >= interval_s")
+        if not 0 <= config.listen_port <= 65535:
+            problems.append("listen_port must be in 0..65535")
+    if problems:
+        raise InputError(source, problems)
+    return DaemonConfig(**{
+        **{f.name: getattr(config, f.name) for f in fields(DaemonConfig)},
+        "prometheus": prometheus, "carbon": carbon, "labels": labels, "control": control,
+        "source": source,
+    })
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    from ecoscale.adapters.files import read_yaml
+
+    config = parse_config(read_yaml(Path(path)), str(path))
+    table = Path(config.table)
+    if not table.is_absolute():   # relative to the config file's folder
+        table = Path(path).resolve().parent / table
+    return DaemonConfig(**{**{f.name: getattr(config, f.name) for f in fields(DaemonConfig)},
+                           "table": str(table)})

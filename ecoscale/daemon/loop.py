@@ -1,0 +1,355 @@
+"""The daemon: observe -> decide -> act, once per interval.
+
+``run_once`` is one iteration (tests call it directly with fakes and a fake clock);
+``run_forever`` repeats it with back-off, signal handling and its own HTTP endpoints.
+Reconcile first: every loop reads the Swarm before deciding, so a restarted daemon picks
+up where the Swarm is and never repeats an action that already took effect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecoscale.config import DaemonConfig
+from ecoscale.control.decide import ControlState, decide, toward_new
+from ecoscale.control.policy import Observation
+from ecoscale.daemon.telemetry import Health, Log, Telemetry
+from ecoscale.model.app import AppModel
+from ecoscale.model.placement import ServicePlacement
+from ecoscale.planner.table import PolicyTable
+from ecoscale.ports import (
+    CarbonSource,
+    Clock,
+    ManagedService,
+    Metrics,
+    MetricsSource,
+    SourceUnavailable,
+    SwarmControl,
+    SwarmState,
+)
+
+
+class SystemClock:
+    """Wall-clock time; ``sleep`` wakes early when ``wake`` is set (SIGTERM, SIGHUP)."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        self.wake.wait(max(0.0, seconds))
+        self.wake.clear()
+
+
+@dataclass(frozen=True)
+class Action:
+    service: str
+    before: ServicePlacement
+    after: ServicePlacement
+    reason: str
+    applied: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TickReport:
+    now_s: float
+    healthy: bool
+    problems: tuple[str, ...]
+    actions: tuple[Action, ...] = ()
+    note: str = ""
+
+
+def table_digest(table: PolicyTable) -> str:
+    text = json.dumps([(lv.max_load_qps, lv.max_ci_g_per_kwh, lv.placement.items)
+                       for lv in table.levels], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_state(path: str, state: ControlState, digest: str) -> None:
+    """Write the control state atomically (a crash leaves the old file or the new one)."""
+    if not path:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"table": digest, "state": asdict(state)}), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def load_state(path: str, digest: str) -> ControlState:
+    """The saved state; with another table, only the per-service cooldowns are kept."""
+    if not path or not Path(path).exists():
+        return ControlState()
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        saved = ControlState(**{**data["state"],
+                                "last_move_s": dict(data["state"].get("last_move_s", {}))})
+    except (ValueError, KeyError, TypeError):
+        return ControlState()
+    if data.get("table") != digest:
+        return ControlState(last_move_s=saved.last_move_s)
+    return saved
+
+
+@dataclass
+class Daemon:
+    config: DaemonConfig
+    table: PolicyTable
+    swarm: SwarmControl
+    metrics: MetricsSource
+    carbon: CarbonSource
+    clock: Clock
+    model: AppModel | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    health: Health = field(default_factory=Health)
+    log: Log = field(default_factory=Log)
+    state: ControlState | None = None
+    stop_requested: bool = False
+    _last_carbon_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.digest = table_digest(self.table)
+        if self.state is None:
+            self.state = load_state(self.config.state_file, self.digest)
+        self.health.max_age_s = max(60.0, 4 * self.config.interval_s)
+        self.telemetry.slo.set(self.table.slo_ms)
+
+    # ---- observe ---------------------------------------------------------------------------
+    def _observe(self, now: float) -> tuple[SwarmState | None, Metrics, float, list[str]]:
+        problems: list[str] = []
+        try:
+            swarm = self.swarm.read()
+        except SourceUnavailable as exc:
+            problems.append(str(exc))
+            self.telemetry.errors.labels("docker").inc()
+            swarm = None
+        try:
+            metrics = self.metrics.read(now)
+        except SourceUnavailable as exc:
+            problems.append(str(exc))
+            self.telemetry.errors.labels("prometheus").inc()
+            metrics = Metrics(problems=(str(exc),))
+        ci = self.carbon.intensity(now)
+        if not math.isfinite(ci):
+            self.telemetry.errors.labels("carbon").inc()
+        return swarm, metrics, ci, problems
+
+    def paused_globally(self) -> bool:
+        return bool(self.config.pause_file) and Path(self.config.pause_file).exists()
+
+    # ---- one loop ------------------------------------------------------------------------
+    def run_once(self) -> TickReport:
+        began = time.perf_counter()
+        now = self.clock.now()
+        swarm, metrics, ci, problems = self._observe(now)
+        self.telemetry.intensity.set(ci)
+        self.telemetry.load.set(metrics.qps)
+        self.telemetry.p99.set(metrics.p99_ms)
+        self.telemetry.slo_met.set(math.nan if not math.isfinite(metrics.p99_ms)
+                                   else float(metrics.p99_ms <= self.table.slo_ms))
+        if swarm is None:
+            return self._finish(now, began, problems, (), "docker API unreachable: no action")
+        if not swarm.is_manager:
+            problems.append("this engine is not a Swarm manager: only a manager acts")
+            return self._finish(now, began, problems, (), "not a manager: no action")
+        services = tuple(s for s, _ in self.table.levels[0].placement.items
+                         if s in swarm.services and swarm.services[s].placement is not None)
+        current = swarm.placement(services)
+        self._account_carbon(now, swarm, metrics, ci)
+        paused = frozenset(s for s in services if swarm.services[s].paused)
+        observation = Observation(now_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
+                                  carbon_g_per_kwh=ci, current=current,
+                                  utilisation=metrics.service_utilisation, paused=paused)
+        decision, state = decide(observation, self.state or ControlState(), self.table,
+                                 self.config.control)
+        self.telemetry.decisions.inc()
+        if metrics.problems:
+            problems.extend(f"metrics: {p}" for p in metrics.problems)
+        hold = self.config.dry_run or self.paused_globally()
+        self.telemetry.paused.set(float(self.paused_globally()))
+        changes = current.changes(decision.placement)
+        order = self.table.generations
+        changes.sort(key=lambda c: not toward_new(c[1], c[2], order))  # toward new first
+        actions = []
+        for service, before, after in changes:
+            reason = decision.reasons.get(service, decision.note)
+            if hold:
+                actions.append(Action(service, before, after, reason, applied=False))
+                continue
+            if self.stop_requested:
+                # SIGTERM: the action in flight finished; the rest waits for the next daemon
+                state = _forget_move(state, service, self.state)
+                continue
+            actions.append(self._act(swarm.services[service], before, after, reason))
+            if not actions[-1].applied:
+                state = _forget_move(state, service, self.state)
+        if hold:
+            state = ControlState(**{**asdict(state),
+                                    "last_move_s": dict((self.state or state).last_move_s)})
+        self.state = state
+        save_state(self.config.state_file, state, self.digest)
+        self.telemetry.level.set((state.level or 0) + 1)
+        self.telemetry.escalation.set(state.escalation)
+        for action in actions:
+            self.log("action", service=action.service, change=f"{action.before} -> "
+                     f"{action.after}", reason=action.reason, applied=action.applied,
+                     dry_run=self.config.dry_run, paused=self.paused_globally() and not
+                     self.config.dry_run, error=action.error or None)
+        return self._finish(now, began, problems, tuple(actions), decision.note)
+
+    def _act(self, managed: ManagedService, before: ServicePlacement, after: ServicePlacement,
+             reason: str) -> Action:
+        from ecoscale.adapters.swarm import ActionFailed
+
+        direction = "new" if toward_new(before, after, self.table.generations) else "old"
+        kind = ("slo" if "SLO" in reason else "no-data" if "no load data" in reason
+                else "table")
+        try:
+            self.swarm.apply(managed, after)
+        except (SourceUnavailable, ActionFailed) as exc:
+            self.telemetry.action_failures.labels(managed.name).inc()
+            return Action(managed.name, before, after, reason, applied=False, error=str(exc))
+        self.telemetry.actions.labels(direction, kind, "false").inc()
+        return Action(managed.name, before, after, reason, applied=True)
+
+    def _finish(self, now: float, began: float, problems: list[str],
+                actions: tuple[Action, ...], note: str) -> TickReport:
+        healthy = not problems
+        self.telemetry.healthy.set(float(healthy))
+        self.telemetry.loop_seconds.observe(time.perf_counter() - began)
+        details = {"level": (self.state.level or 0) + 1 if self.state else None,
+                   "escalation": self.state.escalation if self.state else 0,
+                   "dry_run": self.config.dry_run, "paused": self.paused_globally(),
+                   "note": note}
+        self.health.update(problems, time.time(), details)
+        if problems:
+            self.log("unhealthy", level="warning", problems=problems)
+        return TickReport(now, healthy, tuple(problems), actions, note)
+
+    # ---- live carbon accounting ----------------------------------------------------------
+    def _account_carbon(self, now: float, swarm: SwarmState, metrics: Metrics,
+                        ci: float) -> None:
+        """Carbon rate of the running tasks (gCO2e/h) per generation, and its integral.
+
+        Power: the hardware model at each service's utilisation, measured when the metrics
+        carry it, else modelled from the profile at the measured load."""
+        if self.model is None:
+            return
+        hardware = self.model.hardware
+        rates: dict[tuple[str, str], float] = {}
+        running_by_gen: dict[str, int] = {}
+        for name, managed in swarm.services.items():
+            replicas = sum(managed.running.values())
+            for generation, count in managed.running.items():
+                running_by_gen[generation] = running_by_gen.get(generation, 0) + count
+                if generation not in hardware.generations or name not in self.model.visits:
+                    continue
+                gen = hardware.generation(generation)
+                util = metrics.service_utilisation.get(name, math.nan)
+                if not math.isfinite(util) and math.isfinite(metrics.qps) and replicas:
+                    per_replica = self.model.visits[name] * metrics.qps / replicas
+                    util = self.model.profile.curve(name, generation).util_at(per_replica)
+                if not math.isfinite(util):
+                    util = 0.0
+                embodied = count * gen.embodied_g_per_h
+                operational = count * gen.power_w_at(util) * hardware.pue * ci / 1000
+                for kind, value in (("embodied", embodied), ("operational", operational)):
+                    rates[(generation, kind)] = rates.get((generation, kind), 0.0) + value
+        for generation, count in running_by_gen.items():
+            self.telemetry.running.labels(generation).set(count)
+        for name, managed in swarm.services.items():
+            if managed.placement is not None:
+                self.telemetry.replicas.labels(name, managed.placement.generation).set(
+                    managed.placement.replicas)
+        for (generation, kind), rate in rates.items():
+            self.telemetry.carbon_rate.labels(generation, kind).set(rate)
+            if self._last_carbon_s is not None and math.isfinite(rate):
+                hours = max(0.0, now - self._last_carbon_s) / 3600
+                self.telemetry.carbon_total.labels(generation, kind).inc(rate * hours)
+        self._last_carbon_s = now
+
+    # ---- forever -----------------------------------------------------------------------
+    def run_forever(self, reload: Any = None) -> int:
+        """Loop until SIGTERM/SIGINT; SIGHUP calls ``reload()`` (which returns a new
+        (config, table) or raises to keep the old). Returns the exit code."""
+        wake = getattr(self.clock, "wake", None)
+        reload_requested = threading.Event()
+
+        def on_stop(signum: int, _frame: Any) -> None:
+            self.stop_requested = True
+            self.log("stopping", signal=signal.Signals(signum).name)
+            if wake is not None:
+                wake.set()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            reload_requested.set()
+            if wake is not None:
+                wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        failures = 0
+        self.log("started", app=self.config.app, table=self.config.table,
+                 dry_run=self.config.dry_run, interval_s=self.config.interval_s,
+                 carbon=self.carbon.describe())
+        while not self.stop_requested:
+            if reload_requested.is_set():
+                reload_requested.clear()
+                self._reload(reload)
+            report = self.run_once()
+            if self.stop_requested:
+                break
+            failures = 0 if report.healthy else failures + 1
+            self.clock.sleep(backoff_s(failures, self.config.interval_s,
+                                       self.config.max_backoff_s))
+        self.log("stopped")
+        return 0
+
+    def _reload(self, reload: Any) -> None:
+        if reload is None:
+            return
+        try:
+            config, table = reload()
+        except Exception as exc:   # a bad new config keeps the old one running
+            self.log("reload-rejected", level="error", error=str(exc))
+            return
+        self.config = config
+        if table_digest(table) != self.digest:
+            self.table = table
+            self.digest = table_digest(table)
+            self.state = ControlState(last_move_s=(self.state or ControlState()).last_move_s)
+        self.telemetry.slo.set(self.table.slo_ms)
+        self.log("reloaded", table=config.table)
+
+
+def backoff_s(failures: int, interval_s: float, max_backoff_s: float) -> float:
+    """The wait before the next loop: the interval, doubled per failed loop after the first,
+    at most ``max_backoff_s``."""
+    if failures <= 1:
+        return interval_s
+    return min(interval_s * 2 ** min(failures - 1, 20), max_backoff_s)
+
+
+def _forget_move(state: ControlState, service: str, before: ControlState | None) -> ControlState:
+    """A move that did not happen must not start a cooldown."""
+    last = dict(state.last_move_s)
+    previous = (before.last_move_s if before else {}).get(service)
+    if previous is None:
+        last.pop(service, None)
+    else:
+        last[service] = previous
+    return ControlState(**{**asdict(state), "last_move_s": last})
+

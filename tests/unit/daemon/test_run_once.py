@@ -1,0 +1,274 @@
+"""run_once() with in-memory ports and a fake clock: the daemon's rules, table-driven."""
+
+import io
+import json
+import math
+import urllib.request
+from dataclasses import replace
+
+import pytest
+
+from ecoscale.config import DaemonConfig
+from ecoscale.control.decide import ControlSettings
+from ecoscale.daemon.loop import Daemon, backoff_s
+from ecoscale.daemon.telemetry import Health, Log, Telemetry, serve
+from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
+from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm
+
+NEW1 = ServicePlacement("new", 1)
+OLD1, OLD2 = ServicePlacement("old", 1), ServicePlacement("old", 2)
+
+
+def placement(**placed):
+    return Placement(tuple(placed.items()))
+
+
+LOW = placement(a=OLD1, b=OLD1, c=OLD1)
+MID = placement(a=OLD2, b=OLD1, c=OLD1)
+HIGH = placement(a=NEW1, b=OLD2, c=OLD1)
+TABLE = PolicyTable(
+    app="toy", slo_ms=10.0, peak_qps=300.0, newest="new",
+    levels=tuple(TableLevel(load, math.inf, p, {}, 5.0, 1.0, True)
+                 for load, p in ((100.0, LOW), (200.0, MID), (300.0, HIGH))),
+    ranking=(("a", 3.0), ("b", 1.0)), non_critical={"c": 0.0}, critical={"a": 3, "b": 1},
+    hysteresis=Hysteresis(0.95, 0.85, 300.0), carbon_ratio={"new": 1.0, "old": 2.8},
+)
+CONTROL = ControlSettings(slo_miss_periods=2, escalation_hold_s=600, cooldown_s=180,
+                          no_data_fallback_periods=3)
+
+
+def make(start=LOW, qps=50.0, p99=5.0, tmp_path=None, **config):
+    settings = {"app": "toy", "table": "t.yaml", "interval_s": 60.0, "control": CONTROL}
+    if tmp_path is not None:
+        settings["state_file"] = str(tmp_path / "state.json")
+    settings.update(config)
+    log_stream = io.StringIO()
+    daemon = Daemon(config=DaemonConfig(**settings), table=TABLE,
+                    swarm=RecordingSwarm.of(start), metrics=InMemoryMetrics(qps, p99),
+                    carbon=FixedCarbon(), clock=FakeClock(), log=Log(log_stream))
+    return daemon, log_stream
+
+
+def tick(daemon, qps=None, p99=None, advance=60.0):
+    if qps is not None:
+        daemon.metrics.qps = qps
+    if p99 is not None:
+        daemon.metrics.p99_ms = p99
+    report = daemon.run_once()
+    daemon.clock.advance(advance)
+    return report
+
+
+def test_load_step_up_moves_toward_new_with_one_log_line_per_action():
+    daemon, log = make()
+    tick(daemon)
+    report = tick(daemon, qps=290)
+    assert daemon.swarm.placement() == HIGH
+    assert {a.service for a in report.actions} == {"a", "b"} and all(a.applied for a in
+                                                                     report.actions)
+    lines = [json.loads(x) for x in log.getvalue().splitlines()]
+    actions = [x for x in lines if x["event"] == "action"]
+    assert len(actions) == 2
+    first = actions[0]
+    assert first["service"] == "a" and first["change"] == "1xold -> 1xnew" and first["reason"]
+
+
+CASES = [
+    pytest.param(dict(start=HIGH), [(50, 5), (50, 5), (50, 5), (50, 5), (50, 5), (50, 5)],
+                 LOW, id="step-down-after-stabilisation"),
+    pytest.param(dict(start=HIGH), [(50, 5), (50, 5)], HIGH, id="down-waits"),
+    pytest.param(dict(start=HIGH), [(50, 5), (50, 30), (50, 5), (50, 5), (50, 5), (50, 5)],
+                 HIGH, id="latency-miss-blocks-down"),
+    pytest.param(dict(start=LOW), [(50, 30), (50, 30)], placement(a=NEW1, b=OLD1, c=OLD1),
+                 id="closed-loop-escalates-on-misses"),
+    pytest.param(dict(start=LOW), [(50, math.nan), (50, math.nan), (50, math.nan)], LOW,
+                 id="nan-latency-holds"),
+    pytest.param(dict(start=LOW), [(math.nan, 5), (math.nan, 5)], LOW, id="nan-load-holds"),
+    pytest.param(dict(start=LOW, dry_run=True), [(290, 5), (290, 5)], LOW, id="dry-run"),
+    pytest.param(dict(start=MID, control=replace(CONTROL, max_replicas=1)), [(150, 5)],
+                 LOW, id="max-replicas"),
+]
+
+
+@pytest.mark.parametrize("setup,steps,expected", CASES)
+def test_rules(setup, steps, expected):
+    daemon, _ = make(**setup)
+    for qps, p99 in steps:
+        tick(daemon, qps=qps, p99=p99)
+    assert daemon.swarm.placement() == expected
+
+
+def test_dry_run_logs_what_it_would_do():
+    daemon, log = make(dry_run=True)
+    report = tick(daemon, qps=290)
+    assert report.actions and not any(a.applied for a in report.actions)
+    assert daemon.swarm.applied == []
+    assert all(json.loads(x)["dry_run"] for x in log.getvalue().splitlines()
+               if '"action"' in x)
+
+
+def test_pause_file_holds_every_action(tmp_path):
+    pause = tmp_path / "pause"
+    daemon, _ = make(pause_file=str(pause))
+    pause.touch()
+    tick(daemon, qps=290)
+    assert daemon.swarm.applied == []
+    pause.unlink()
+    tick(daemon, qps=290)
+    assert daemon.swarm.placement() == HIGH
+
+
+def test_paused_label_holds_one_service():
+    daemon, _ = make()
+    daemon.swarm.pause("a")
+    tick(daemon, qps=290)
+    placed = daemon.swarm.placement()
+    assert placed["a"] == OLD1 and placed["b"] == OLD2
+
+
+def test_prometheus_outage_holds_and_reports_unhealthy_then_recovers():
+    daemon, _ = make()
+    tick(daemon)
+    daemon.metrics.down = True
+    report = tick(daemon, qps=290)
+    assert not report.healthy and any("prometheus" in p for p in report.problems)
+    assert daemon.swarm.applied == []
+    ok, body = daemon.health.report(daemon.clock.now())
+    assert not ok and body["problems"]
+    daemon.metrics.down = False
+    report = tick(daemon, qps=290)
+    assert report.healthy and daemon.swarm.placement() == HIGH
+
+
+@pytest.mark.parametrize("broken", ["down", "not-manager"])
+def test_no_swarm_or_not_a_manager_means_no_action(broken):
+    daemon, _ = make()
+    if broken == "down":
+        daemon.swarm.down = True
+    else:
+        daemon.swarm.is_manager = False
+    report = tick(daemon, qps=290)
+    assert not report.healthy and daemon.swarm.applied == []
+
+
+def test_services_outside_the_swarm_are_ignored():
+    daemon, _ = make()
+    del daemon.swarm.services["b"]
+    tick(daemon, qps=290)
+    assert [name for name, _ in daemon.swarm.applied] == ["a"]
+
+
+def test_refused_action_is_retried_and_starts_no_cooldown():
+    daemon, _ = make(start=HIGH)
+    daemon.swarm.refuse.add("a")
+    for _ in range(7):
+        tick(daemon, qps=50)
+    assert daemon.swarm.placement()["a"] == NEW1   # refused every time
+    assert "a" not in daemon.state.last_move_s
+    daemon.swarm.refuse.clear()
+    tick(daemon, qps=50)
+    assert daemon.swarm.placement()["a"] == OLD1
+
+
+def test_restart_with_saved_state_does_nothing_twice(tmp_path):
+    daemon, _ = make(tmp_path=tmp_path)
+    tick(daemon)
+    tick(daemon, qps=290)
+    applied = list(daemon.swarm.applied)
+    again = Daemon(config=daemon.config, table=TABLE, swarm=daemon.swarm,
+                   metrics=daemon.metrics, carbon=FixedCarbon(), clock=daemon.clock,
+                   log=Log(io.StringIO()))
+    assert again.state == daemon.state
+    tick(again, qps=290)
+    assert daemon.swarm.applied == applied   # nothing repeated
+    tick(again, qps=50)                      # cooldown from before the restart still holds
+    assert daemon.swarm.applied == applied
+
+
+def test_sigterm_finishes_the_action_in_flight_and_leaves_the_rest():
+    daemon, _ = make()
+    tick(daemon)
+    original = daemon.swarm.apply
+
+    def apply_then_stop(service, placed):
+        original(service, placed)
+        daemon.stop_requested = True
+
+    daemon.swarm.apply = apply_then_stop
+    report = tick(daemon, qps=290)
+    assert len(daemon.swarm.applied) == 1 and len([a for a in report.actions if a.applied]) == 1
+    assert daemon.state.last_move_s.keys() == {daemon.swarm.applied[0][0]}
+
+
+def test_run_forever_stops_cleanly(monkeypatch):
+    daemon, _ = make()
+    calls = []
+
+    def fake_once():
+        calls.append(1)
+        if len(calls) == 3:
+            daemon.stop_requested = True
+        return daemon.__class__.run_once(daemon)
+
+    monkeypatch.setattr(daemon, "run_once", fake_once)
+    assert daemon.run_forever() == 0 and len(calls) == 3
+
+
+@pytest.mark.parametrize("failures,expected", [(0, 15), (1, 15), (2, 30), (3, 60), (9, 300)])
+def test_backoff(failures, expected):
+    assert backoff_s(failures, 15, 300) == expected
+
+
+def test_reload_rejects_a_bad_config_and_keeps_running():
+    daemon, log = make()
+
+    def bad():
+        raise ValueError("bad config")
+
+    daemon._reload(bad)
+    assert daemon.config.app == "toy" and "reload-rejected" in log.getvalue()
+
+
+def test_own_metrics_and_healthz_are_served():
+    telemetry, health = Telemetry(), Health()
+    server = serve(telemetry, health, "127.0.0.1", 0)
+    try:
+        port = server.server_address[1]
+        telemetry.decisions.inc()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert "ecoscale_decisions_total 1.0" in body
+        assert "ecoscale_loop_duration_seconds_bucket" in body
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz")
+        assert info.value.code == 503
+        health.update([], 1e12, {"level": 1})
+        health.last_loop_s = __import__("time").time()
+        reply = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
+        assert reply["healthy"] is True
+    finally:
+        server.shutdown()
+
+
+def test_live_carbon_accounting(social_model):
+    services = social_model.services
+    start = Placement.uniform(services, "old")
+    table = PolicyTable(app="socialNetwork", slo_ms=20.0, peak_qps=3000.0, newest="new",
+                        levels=(TableLevel(3000.0, math.inf, start, {}, 5.0, 1.0, True),),
+                        ranking=(), non_critical={}, critical={},
+                        carbon_ratio={"new": 1.0, "old": 2.8})
+    daemon = Daemon(config=DaemonConfig(app="socialNetwork", table="t.yaml"), table=table,
+                    swarm=RecordingSwarm.of(start), metrics=InMemoryMetrics(1000.0, 5.0),
+                    carbon=FixedCarbon(300.0), clock=FakeClock(), model=social_model,
+                    log=Log(io.StringIO()))
+    tick(daemon, advance=3600)
+    tick(daemon, advance=3600)
+    registry = daemon.telemetry.registry
+    rate = registry.get_sample_value("ecoscale_carbon_rate_grams_per_hour",
+                                     {"generation": "old", "kind": "operational"})
+    expected = social_model.carbon_rate_g_per_h(start, 1000.0, 300.0)
+    assert rate == pytest.approx(expected, rel=1e-6)
+    total = registry.get_sample_value("ecoscale_carbon_grams_total",
+                                      {"generation": "old", "kind": "operational"})
+    assert total == pytest.approx(expected, rel=1e-6)      # one hour at that rate
+    assert registry.get_sample_value("ecoscale_running_tasks", {"generation": "old"}) == 26
