@@ -273,6 +273,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run(str(args.config), dry_run=args.dry_run, once=args.once)
 
 
+PROFILE_HELP = """\
+Characterise an application's services on each server generation of a pool, and write the
+profile the planner reads (profiles/<app>/<pool>.yaml, raw measurements beside it as CSV).
+
+The papers' sweeps: all-new (finds the saturation and sets the SLO at 75 % of it), all-old
+(per-service p99 for the pruner), then each critical service alone on old at the SLO load
+(criticality). Services move by their placement constraint; load is open-loop (Poisson).
+Resumable: finished points are kept and not re-run. Ctrl-C puts the services back where
+they were. --pool lab profiles the running `ecoscale lab`.
+"""
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="measure services on a pool's generations -> profile",
+                       description=PROFILE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--app", default="socialNetwork", help="app (default: %(default)s)")
+    p.add_argument("--pool", required=True,
+                   help="pool config YAML (frontend_url, prometheus_url, docker_host, "
+                        "generations, slot_cpus, loads_qps, warmup_s, measure_s, emulation), "
+                        "or 'lab' for the running ecoscale lab")
+    p.add_argument("--loads", help="comma-separated front-end loads in req/s (overrides the "
+                                   "pool's loads_qps)")
+    p.add_argument("--warmup-s", type=float, help="warm-up before each window (s)")
+    p.add_argument("--measure-s", type=float, help="measured window per point (s)")
+    p.add_argument("--prune-threshold", type=float, default=0.05,
+                   help="non-critical if own p99 rises less than this fraction of the SLO "
+                        "on old (default: %(default)s)")
+    p.add_argument("--out", type=Path,
+                   help="profile file (default: profiles/<app>/<pool name>.yaml)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the experiment plan and its duration, run nothing")
+    p.set_defaults(func=_cmd_profile)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from ecoscale.profiler.main import pool_overrides, run_profile
+
+    return run_profile(args.app, args.pool, args.out, args.dry_run, pool_overrides(args),
+                       args.prune_threshold)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecoscale",
@@ -285,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     _add_plan(sub)
     _add_run(sub)
+    _add_profile(sub)
     return parser
 
 

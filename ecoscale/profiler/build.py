@@ -1,0 +1,185 @@
+"""From raw measurements to a profile file the planner reads (pure apart from the clock
+reading the caller passes in as ``created``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ecoscale import __version__
+from ecoscale.model.app import AppModel
+from ecoscale.model.carbon import Hardware, carbon_constants
+from ecoscale.model.latency import AppProfile, LatencyCurve
+from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.model.topology import Topology
+from ecoscale.profiler.fit import (
+    Point,
+    SweepPoint,
+    criticality,
+    fit_curve,
+    saturation_and_slo,
+)
+from ecoscale.profiler.plan import PoolConfig
+from ecoscale.profiler.store import E2E, Row, by_point
+
+IDLE_SERVICE_P99_MS = 1.0
+IDLE_SERVICE_SATURATION_QPS = 1e6
+
+
+def sweep_points(rows: Iterable[Row], experiment: str) -> list[SweepPoint]:
+    return [SweepPoint(r.offered_qps, r.achieved_qps, r.errors, r.p99_ms)
+            for r in rows if r.experiment == experiment and r.service == E2E]
+
+
+def service_points(rows: Iterable[Row], topology: Topology) -> dict[str, dict[str, list[Point]]]:
+    """service -> generation -> measured points (per-replica load, p99, utilisation)."""
+    visits = topology.visits_per_request()
+    out: dict[str, dict[str, list[Point]]] = {s: {} for s in topology.services}
+    for row in rows:
+        if row.service == E2E or row.service not in out:
+            continue
+        load = visits[row.service] * row.achieved_qps / max(row.replicas, 1)
+        out[row.service].setdefault(row.generation, []).append(
+            Point(load, row.p99_ms, row.cpu_utilisation))
+    return out
+
+
+def prune_measured(rows: list[Row], slo_ms: float, threshold: float, oldest: str
+                   ) -> tuple[dict[str, float], dict[str, float]]:
+    """(critical, non-critical) by each service's measured p99 rise in the all-old sweep from
+    its lowest to its highest load, against threshold x SLO."""
+    per_service: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.experiment == "all-old" and row.service != E2E and row.generation == oldest:
+            per_service.setdefault(row.service, []).append(row)
+    critical, non_critical = {}, {}
+    for service, measured in per_service.items():
+        measured.sort(key=lambda r: r.offered_qps)
+        finite = [r.p99_ms for r in measured if math.isfinite(r.p99_ms)]
+        rise = (finite[-1] - finite[0]) if len(finite) >= 2 else 0.0
+        (critical if rise >= threshold * slo_ms else non_critical)[service] = rise
+    return critical, non_critical
+
+
+def ranking_measured(rows: list[Row], critical: Iterable[str], slo_load_qps: float
+                     ) -> list[tuple[str, float]]:
+    """Measured e2e p99 rise at the SLO load with each critical service alone on old."""
+    all_new = sorted(sweep_points(rows, "all-new"), key=lambda p: p.offered_qps)
+    base = float(np.interp(slo_load_qps, [p.achieved_qps for p in all_new],
+                           np.maximum.accumulate([p.e2e_p99_ms for p in all_new])))
+    rises = {}
+    for service in critical:
+        alone = sweep_points(rows, f"alone-old:{service}")
+        if alone:
+            rises[service] = alone[-1].e2e_p99_ms - base
+    return criticality(rises)
+
+
+def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool: PoolConfig,
+                  created: str, raw_csv_name: str, prune_threshold: float = 0.05,
+                  power_source: str = "modelled") -> dict[str, Any]:
+    """The profile document (profiles/<app>/<pool>.yaml)."""
+    saturation, slo_load, slo_ms = saturation_and_slo(sweep_points(rows, "all-new"))
+    points = service_points(rows, topology)
+    services: dict[str, dict[str, Any]] = {}
+    fits: dict[str, dict[str, Any]] = {}
+    for service in topology.services:
+        services[service] = {}
+        for generation in pool.generations:
+            measured = [p for p in points[service].get(generation, [])
+                        if math.isfinite(p.p99_ms) and p.load_qps > 0]
+            if measured:
+                curve = fit_curve(measured)
+                services[service][generation] = {"saturation_qps": round(curve.saturation_qps, 3),
+                                                 "points": [[round(v, 4) for v in row]
+                                                            for row in curve.points]}
+                fits.setdefault(service, {})[generation] = {
+                    "queue_fit_a_ms": round(curve.fit_a_ms, 4),
+                    "queue_fit_b_ms": round(curve.fit_b_ms, 4),
+                    "rms_ms": round(curve.residual_ms, 4)}
+            else:   # no request reached it in the sweeps (no endpoint of the mix calls it)
+                util = [p.utilisation for p in points[service].get(generation, [])
+                        if math.isfinite(p.utilisation)]
+                idle = float(np.median(util)) if util else 0.0
+                services[service][generation] = {
+                    "saturation_qps": IDLE_SERVICE_SATURATION_QPS,
+                    "points": [[0.0, IDLE_SERVICE_P99_MS, round(idle, 4)],
+                               [1.0, IDLE_SERVICE_P99_MS, round(idle, 4)]]}
+    critical, non_critical = prune_measured(rows, slo_ms, prune_threshold, pool.oldest)
+    ranking = ranking_measured(rows, critical, slo_load)
+    document: dict[str, Any] = {
+        "app": topology.app,
+        "name": pool.name,
+        "kind": "measured",
+        "provenance": {
+            "statement": f"MEASURED on pool '{pool.name}' by `ecoscale profile` "
+                         f"(ecoscale {__version__}), {created}.",
+            "pool": pool.name,
+            "created": created,
+            "emulation": pool.emulation or "none: real server generations",
+            "power_source": power_source,
+            "raw_measurements": raw_csv_name,
+            "loads_qps": list(pool.loads_qps),
+            "warmup_s": pool.warmup_s,
+            "measure_s": pool.measure_s,
+            "hardware_model": pool.hardware,
+            "software": f"ecoscale {__version__}",
+        },
+        "slo_ms": round(slo_ms, 4),
+        "slo_load_fraction": 0.75,
+        "measured": {
+            "saturation_qps": round(saturation, 3),
+            "slo_load_qps": round(slo_load, 3),
+            "slo_ms": round(slo_ms, 4),
+            "slo_definition": "server-side end-to-end p99 of all-new at 75 % of the highest "
+                              "load it served (achieved >= 95 % of offered, errors < 1 %)",
+            "non_critical": {s: round(r, 4) for s, r in non_critical.items()},
+            "critical": {s: round(r, 4) for s, r in critical.items()},
+            "ranking": [{"service": s, "e2e_rise_ms": round(r, 4)} for s, r in ranking],
+            "queue_fits": fits,
+        },
+        "e2e_calibration": 1.0,
+        "services": services,
+    }
+    document["e2e_calibration"] = round(calibration(document, rows, topology, hardware, pool,
+                                                    slo_load), 4)
+    constants = carbon_constants(hardware)
+    document["measured"]["carbon_constants"] = {
+        "C": {g: round(c, 4) for g, c in constants.ratio.items()},
+        "at": f"{constants.ci_g_per_kwh:g} gCO2e/kWh, {constants.utilisation:.0%} "
+              f"utilisation, PUE {constants.pue:g} ({hardware.name}, modelled power)",
+    }
+    return document
+
+
+def calibration(document: Mapping[str, Any], rows: list[Row], topology: Topology,
+                hardware: Hardware, pool: PoolConfig, slo_load: float) -> float:
+    """Measured / modelled end-to-end p99 of all-new, median over the points up to the SLO
+    load: the factor that maps the stage composition onto what the pool measures."""
+    profile = AppProfile(
+        app=topology.app, name=pool.name, kind="measured",
+        curves={s: {g: LatencyCurve.from_points(c["points"], c["saturation_qps"])
+                    for g, c in per_gen.items()}
+                for s, per_gen in document["services"].items()})
+    sliced = Hardware(hardware.name, {g: hardware.generations[g] for g in pool.generations
+                                      if g in hardware.generations},
+                      hardware.pue, hardware.reference_ci_g_per_kwh,
+                      hardware.reference_utilisation, pool.newest)
+    model = AppModel(topology, profile, sliced)
+    all_new = Placement.uniform(topology.service_names, pool.newest)
+    ratios = []
+    for point in by_point(rows).values():
+        e2e = next((r for r in point if r.service == E2E and r.experiment == "all-new"), None)
+        if e2e is None or not math.isfinite(e2e.p99_ms) or e2e.achieved_qps > slo_load * 1.05:
+            continue
+        modelled = float(model.e2e_p99(all_new, e2e.achieved_qps))
+        if math.isfinite(modelled) and modelled > 0:
+            ratios.append(e2e.p99_ms / modelled)
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def placement_all(topology: Topology, generation: str) -> dict[str, ServicePlacement]:
+    return {s: ServicePlacement(generation, 1) for s in topology.services}

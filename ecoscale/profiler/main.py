@@ -1,0 +1,166 @@
+"""`ecoscale profile`: plan the experiments, run them (resumably), fit and write the profile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from ecoscale.adapters.files import load_hardware, load_topology, read_yaml, write_yaml
+from ecoscale.adapters.prometheus import PrometheusClient
+from ecoscale.adapters.swarm import DockerSwarm
+from ecoscale.errors import EcoscaleError
+from ecoscale.model.topology import Topology
+from ecoscale.paths import profiles_dir
+from ecoscale.profiler.build import build_profile, prune_measured, sweep_points
+from ecoscale.profiler.fit import saturation_and_slo
+from ecoscale.profiler.plan import (
+    PoolConfig,
+    criticality_plan,
+    estimate_s,
+    parse_pool,
+    point_seconds,
+    sweep_plan,
+)
+from ecoscale.profiler.runner import Progress, Runner, loadgen_driver
+from ecoscale.profiler.store import compact, complete_rows, read_rows
+
+
+def power_source() -> str:
+    """RAPL when the machine exposes it, else the hardware file's model."""
+    rapl = Path("/sys/class/powercap")
+    if rapl.is_dir() and any(p.name.startswith("intel-rapl") for p in rapl.iterdir()):
+        return ("RAPL present on the profiling host (not read per service: lab services "
+                "share it); power modelled from the hardware file")
+    return "modelled: no RAPL on the profiling host; idle/peak power curve of the hardware file"
+
+
+def lab_pool(overrides: dict[str, Any]) -> PoolConfig:
+    """The pool of a running `ecoscale lab`."""
+    from ecoscale.lab import Lab
+
+    lab = Lab()
+    status = lab.status()
+    emulation = status.get("emulation") if isinstance(status, dict) else None
+    raw: dict[str, Any] = {
+        "name": "lab",
+        "frontend_url": lab.frontend_url,
+        "prometheus_url": lab.prometheus_url,
+        "docker_host": lab.docker_host,
+        "generations": ["new", "old"],
+        "slot_cpus": lab_slot_cpus(emulation),
+        "emulation": lab_emulation_text(emulation),
+    }
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_pool(raw, "ecoscale lab")
+
+
+def lab_slot_cpus(emulation: Any) -> dict[str, float]:
+    """CPUs one replica may use per generation, from the lab's emulation record."""
+    out = {}
+    if isinstance(emulation, dict):
+        for generation, spec in emulation.items():
+            cpus = spec.get("cpus_per_node") if isinstance(spec, dict) else None
+            if isinstance(cpus, int | float) and cpus > 0:
+                out[str(generation)] = float(cpus)
+    return out
+
+
+def lab_emulation_text(emulation: Any) -> str:
+    if not emulation:
+        return "ecoscale lab: old/new emulated on one machine (see `ecoscale lab status`)"
+    parts = []
+    for generation, spec in emulation.items():
+        parts.append(f"{generation}: {spec}")
+    return "ecoscale lab, emulated on one machine: " + "; ".join(parts)
+
+
+def load_pool(pool: str, overrides: dict[str, Any]) -> PoolConfig:
+    if pool == "lab":
+        return lab_pool(overrides)
+    raw = read_yaml(Path(pool))
+    if not isinstance(raw, dict):
+        raise EcoscaleError(f"{pool}: a pool config is a YAML mapping")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_pool(raw, pool)
+
+
+def describe_plan(pool: PoolConfig, topology: Topology) -> str:
+    sweeps = sweep_plan(pool, topology.service_names)
+    guess_critical = max(3, len(topology.services) // 4)
+    critical = criticality_plan(topology.service_names[:guess_critical], pool.loads_qps[-1])
+    seconds = estimate_s(pool, sweeps + critical, moves=2 * len(topology.services)
+                         + 2 * guess_critical)
+    lines = [f"ecoscale profile: {topology.app} on pool '{pool.name}' "
+             f"(generations {', '.join(pool.generations)}, newest first)"]
+    for experiment in sweeps:
+        loads = ", ".join(f"{q:g}" for q in experiment.loads_qps)
+        lines.append(f"  {experiment.name:<10} loads {loads} req/s, each {pool.warmup_s:g} s "
+                     f"warm-up + {pool.measure_s:g} s window")
+    lines.append(f"  then one critical service at a time on {pool.oldest} at the SLO load "
+                 f"(about {guess_critical} services; the all-old sweep decides which)")
+    lines.append(f"  expected duration: about {seconds / 60:.0f} min "
+                 f"({point_seconds(pool):g} s per point, ~20 s per placement change)")
+    if pool.emulation:
+        lines.append(f"  emulation: {pool.emulation}")
+    return "\n".join(lines)
+
+
+def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
+                overrides: dict[str, Any], prune_threshold: float = 0.05) -> int:
+    topology = load_topology(app)
+    pool = load_pool(pool_name, overrides)
+    hardware = load_hardware(pool.hardware)
+    out = out or profiles_dir() / topology.app / f"{pool.name}.yaml"
+    raw_csv = out.with_suffix(".csv")
+    print(describe_plan(pool, topology))
+    if dry_run:
+        return 0
+    finished = compact(raw_csv) if raw_csv.exists() else 0
+    if finished:
+        print(f"resuming: {finished} points of {raw_csv} are done and will not be re-run")
+    swarm = DockerSwarm(pool.docker_host)
+    runner = Runner(pool, topology, swarm, PrometheusClient(pool.prometheus_url),
+                    loadgen_driver(pool.frontend_url, topology), raw_csv)
+    runner.remember()
+    try:
+        sweeps = sweep_plan(pool, topology.service_names)
+        progress = Progress(sum(len(e.loads_qps) for e in sweeps), point_seconds(pool))
+        runner.run(sweeps, progress)
+        rows = complete_rows(read_rows(raw_csv))
+        _, slo_load, slo_ms = saturation_and_slo(sweep_points(rows, "all-new"))
+        critical, _ = prune_measured(rows, slo_ms, prune_threshold, pool.oldest)
+        print(f"SLO {slo_ms:.2f} ms at {slo_load:.0f} req/s; critical on {pool.oldest}: "
+              f"{', '.join(critical) or 'none'}")
+        plan = criticality_plan(tuple(critical), round(slo_load, 3))
+        runner.run(plan, Progress(len(plan), point_seconds(pool)))
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished points are kept; run the same command to resume",
+              file=sys.stderr)
+        raise
+    finally:
+        runner.restore()
+    rows = complete_rows(read_rows(raw_csv))
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    document = build_profile(rows, topology, hardware, pool, created, raw_csv.name,
+                             prune_threshold, power_source())
+    header = (f"# {topology.app} latency profile MEASURED on pool '{pool.name}' by "
+              f"`ecoscale profile`.\n# Raw measurements: {raw_csv.name} (beside this file).\n"
+              "# points: [per-replica load req/s, p99 ms, CPU utilisation of the slot 0..1]\n")
+    write_yaml(out, document, header)
+    print(f"wrote {out} (raw measurements: {raw_csv})")
+    return 0
+
+
+def pool_overrides(args: Any) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "loads", None):
+        overrides["loads_qps"] = [float(x) for x in args.loads.split(",")]
+    for name in ("warmup_s", "measure_s"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return overrides
+
+

@@ -1,0 +1,129 @@
+"""The profiler's pool configuration and experiment plan (pure).
+
+A pool is a set of Swarm nodes labelled by generation, a Prometheus that scrapes the app, and
+a front-end URL to drive load at. The plan follows the papers: an all-new sweep (finds the
+saturation and the SLO at 75 % of it), an all-old sweep (per-service p99 for the pruner),
+then one critical service at a time on old at the SLO load (the criticality ranking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecoscale.errors import InputError
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    frontend_url: str
+    prometheus_url: str
+    docker_host: str = ""
+    generations: tuple[str, ...] = ("new", "old")
+    """Newest first; the node label ecoscale.generation carries these names."""
+    slot_cpus: Mapping[str, float] = field(default_factory=dict)
+    """CPUs of one slot per generation: CPU seconds per second that make utilisation 1."""
+    loads_qps: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0, 100.0)
+    """Front-end loads of the sweeps, req/s, ascending."""
+    warmup_s: float = 10.0
+    measure_s: float = 30.0
+    settle_timeout_s: float = 300.0
+    """How long a placement change may take to converge."""
+    emulation: str = ""
+    """How old/new differ when they are emulated (stated in every profile), else empty."""
+    hardware: str = "cloudlab"
+    seed: int = 1
+
+    @property
+    def newest(self) -> str:
+        return self.generations[0]
+
+    @property
+    def oldest(self) -> str:
+        return self.generations[-1]
+
+
+def parse_pool(raw: Any, source: str) -> PoolConfig:
+    """Validate a pool config (YAML mapping), every problem at once."""
+    if not isinstance(raw, Mapping):
+        raise InputError(source, "expected a mapping with frontend_url and prometheus_url")
+    problems = []
+    for key in ("frontend_url", "prometheus_url"):
+        value = str(raw.get(key, ""))
+        if not value.startswith(("http://", "https://")):
+            problems.append(f"{key}: required, an http:// URL (got {value!r})")
+    generations = tuple(str(g) for g in raw.get("generations", ("new", "old")))
+    if len(generations) < 2 or len(set(generations)) != len(generations):
+        problems.append("generations: at least two distinct names, newest first")
+    loads = raw.get("loads_qps", PoolConfig.loads_qps)
+    try:
+        loads = tuple(float(x) for x in loads)
+        if not loads or any(x <= 0 for x in loads) or list(loads) != sorted(set(loads)):
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append("loads_qps: a list of distinct loads > 0 in ascending order")
+        loads = PoolConfig.loads_qps
+    numbers = {}
+    for key in ("warmup_s", "measure_s", "settle_timeout_s"):
+        value = raw.get(key, getattr(PoolConfig, key))
+        if not isinstance(value, int | float) or value < 0 or (key != "warmup_s" and value == 0):
+            problems.append(f"{key}: a number of seconds > 0")
+            value = getattr(PoolConfig, key)
+        numbers[key] = float(value)
+    slot_cpus = raw.get("slot_cpus") or {}
+    if not isinstance(slot_cpus, Mapping) or any(
+        not isinstance(v, int | float) or v <= 0 for v in slot_cpus.values()
+    ):
+        problems.append("slot_cpus: generation -> CPUs per slot (> 0)")
+        slot_cpus = {}
+    if problems:
+        raise InputError(source, problems)
+    return PoolConfig(
+        name=str(raw.get("name", "pool")),
+        frontend_url=str(raw["frontend_url"]),
+        prometheus_url=str(raw["prometheus_url"]),
+        docker_host=str(raw.get("docker_host", "")),
+        generations=generations,
+        slot_cpus={str(k): float(v) for k, v in slot_cpus.items()},
+        loads_qps=loads,
+        emulation=str(raw.get("emulation", "")),
+        hardware=str(raw.get("hardware", "cloudlab")),
+        seed=int(raw.get("seed", 1)),
+        **numbers,
+    )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One placement and the loads to measure it at."""
+
+    name: str
+    """'all-new', 'all-old' or 'alone-old:<service>'."""
+    on_old: tuple[str, ...]
+    """Services on the oldest generation; the rest on the newest."""
+    loads_qps: tuple[float, ...]
+
+
+def sweep_plan(pool: PoolConfig, services: tuple[str, ...]) -> list[Experiment]:
+    """The first two sweeps; the criticality experiments need their results first."""
+    return [
+        Experiment("all-new", (), pool.loads_qps),
+        Experiment("all-old", services, pool.loads_qps),
+    ]
+
+
+def criticality_plan(critical: tuple[str, ...], slo_load_qps: float) -> list[Experiment]:
+    return [Experiment(f"alone-old:{s}", (s,), (slo_load_qps,)) for s in critical]
+
+
+def point_seconds(pool: PoolConfig) -> float:
+    return pool.warmup_s + pool.measure_s
+
+
+def estimate_s(pool: PoolConfig, experiments: list[Experiment], moves: int,
+               move_s: float = 20.0) -> float:
+    """Expected duration: every point's warm-up and window, plus placement changes."""
+    points = sum(len(e.loads_qps) for e in experiments)
+    return points * point_seconds(pool) + moves * move_s

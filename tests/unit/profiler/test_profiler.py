@@ -1,0 +1,103 @@
+import math
+
+import numpy as np
+import pytest
+
+from ecoscale.adapters.files import parse_profile
+from ecoscale.errors import InputError
+from ecoscale.model.placement import Placement
+from ecoscale.profiler.build import build_profile
+from ecoscale.profiler.fit import Point, SweepPoint, fit_curve, saturation_and_slo
+from ecoscale.profiler.plan import parse_pool
+from ecoscale.profiler.store import E2E, Row, append_rows, compact, finished_points, read_rows
+
+
+def test_fit_recovers_a_queue():
+    mu = 500.0
+    loads = np.array([50, 100, 200, 300, 400, 450])
+    p99 = 0.3 + 1.0 / (1 - loads / mu)
+    curve = fit_curve([Point(x, y, 0.9 * x / mu) for x, y in zip(loads, p99, strict=True)])
+    assert curve.saturation_qps == pytest.approx(mu, rel=0.05)
+    assert curve.points[0][0] == 0.0 and curve.points[-1][0] == 450
+    assert curve.points[-1][2] == pytest.approx(0.81, abs=0.01)
+
+
+def test_fit_makes_p99_non_decreasing_and_flat_curves_unsaturated():
+    curve = fit_curve([Point(10, 2.0, 0.1), Point(20, 1.5, 0.2), Point(30, 2.1, 0.3)])
+    ys = [row[1] for row in curve.points]
+    assert ys == sorted(ys)
+    flat = fit_curve([Point(x, 1.0, 0.0) for x in (10, 20, 30)])
+    assert flat.saturation_qps >= 30 * 10
+
+
+def test_saturation_is_the_last_load_served():
+    points = [SweepPoint(100, 100, 0, 5), SweepPoint(200, 199, 0, 6), SweepPoint(300, 290, 0, 9),
+              SweepPoint(400, 320, 0.03, 80)]
+    saturation, slo_load, slo_ms = saturation_and_slo(points)
+    assert saturation == 290 and slo_load == pytest.approx(217.5)
+    assert 6 < slo_ms < 9
+    with pytest.raises(ValueError, match="served none"):
+        saturation_and_slo([SweepPoint(100, 10, 0.5, 5)])
+
+
+def test_pool_config_reports_every_problem():
+    with pytest.raises(InputError) as info:
+        parse_pool({"frontend_url": "x", "loads_qps": [30, 10], "measure_s": 0,
+                    "generations": ["new"]}, "pool.yaml")
+    assert len(info.value.problems) == 5
+
+
+def rows_from_model(model, loads, experiment, on_old, replicas=1):
+    """Rows as the profiler would record them, from a model standing in for a pool."""
+    placement = Placement(tuple(
+        (s, __import__("ecoscale.model.placement", fromlist=["x"]).ServicePlacement(
+            "old" if s in on_old else "new", replicas)) for s in model.services))
+    out = []
+    for q in loads:
+        per_service = model.service_p99(placement, q)
+        util = model.utilisation(placement, q)
+        for s, placed in placement.items:
+            out.append(Row(experiment, q, s, placed.generation, placed.replicas, q, 0.0,
+                           math.nan, math.nan, float(per_service[s]),
+                           cpu_utilisation=float(util[s])))
+        p99 = float(model.e2e_p99(placement, q))
+        achieved = q if math.isfinite(p99) else q * 0.7
+        out.append(Row(experiment, q, E2E, "", 0, achieved, 0.0, math.nan, math.nan, p99))
+    return out
+
+
+def test_build_profile_from_model_measurements(social_model, hardware):
+    services = social_model.services
+    loads = [500, 1000, 2000, 3000, 3600, 3900, 4200]
+    rows = rows_from_model(social_model, loads, "all-new", ())
+    rows += rows_from_model(social_model, loads[:5], "all-old", services)
+    for s in ("user-timeline-service", "media-service"):
+        rows += rows_from_model(social_model, [2925.0], f"alone-old:{s}", (s,))
+    pool = parse_pool({"name": "sim", "frontend_url": "http://a", "prometheus_url": "http://b",
+                       "loads_qps": loads}, "sim")
+    document = build_profile(rows, social_model.topology, hardware, pool, "2026-01-01T00:00Z",
+                             "sim.csv")
+    profile = parse_profile(document, "sim.yaml")
+    measured = document["measured"]
+    assert measured["saturation_qps"] == 3900
+    assert measured["slo_ms"] < 50 and document["slo_ms"] == measured["slo_ms"]
+    assert "user-timeline-service" in measured["critical"]
+    assert "media-service" in measured["non_critical"]
+    ranking = [r["service"] for r in measured["ranking"]]
+    assert ranking[0] == "user-timeline-service"
+    assert 0.9 < document["e2e_calibration"] < 1.1
+    assert profile.kind == "measured" and "pool 'sim'" in profile.provenance["statement"]
+    assert document["provenance"]["power_source"]
+
+
+def test_store_resumes_and_drops_unfinished_points(tmp_path):
+    path = tmp_path / "raw.csv"
+    a = [Row("all-new", 10, "svc", "new", 1, 10, 0, 1, 2, 3), Row("all-new", 10, E2E, "", 0,
+                                                                 10, 0, 1, 2, 3)]
+    partial = [Row("all-new", 20, "svc", "new", 1, 20, 0, 1, 2, 3)]
+    append_rows(path, a + partial)
+    with path.open("a") as handle:
+        handle.write("all-new,30,svc,new,1,30")     # a line cut by an interruption
+    assert finished_points(read_rows(path)) == {("all-new", 10.0)}
+    assert compact(path) == 1
+    assert len(read_rows(path)) == 2
