@@ -105,12 +105,25 @@ class DockerSwarm:
 
         self.labels = labels or LabelConfig()
         self._docker = docker
-        if client is not None:
-            self.client = client
-        elif docker_host:
-            self.client = docker.DockerClient(base_url=docker_host, timeout=timeout_s)
-        else:
-            self.client = docker.from_env(timeout=timeout_s)
+        self.docker_host = docker_host
+        self.timeout_s = timeout_s
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The Docker client, connected on first use (an engine that is down now may be up
+        at the next loop)."""
+        if self._client is None:
+            try:
+                if self.docker_host:
+                    self._client = self._docker.DockerClient(base_url=self.docker_host,
+                                                             timeout=self.timeout_s)
+                else:
+                    self._client = self._docker.from_env(timeout=self.timeout_s)
+            except self._docker.errors.DockerException as exc:
+                raise SourceUnavailable(f"docker API at {self.docker_host or 'DOCKER_HOST'}: "
+                                        f"{exc}") from None
+        return self._client
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call the API; connectivity problems become SourceUnavailable, API errors pass."""
@@ -118,6 +131,8 @@ class DockerSwarm:
 
         try:
             return fn(*args, **kwargs)
+        except self._docker.errors.APIError:
+            raise   # an answer from the engine (APIError is a RequestException too)
         except (requests.RequestException, ConnectionError, OSError) as exc:
             raise SourceUnavailable(f"docker API ({what}): {exc}") from None
 

@@ -1,0 +1,163 @@
+"""The Swarm adapter against replies recorded from a real Docker 20.10 Swarm (the lab)."""
+
+import copy
+import json
+from pathlib import Path
+
+import docker
+import pytest
+
+from ecoscale.adapters.swarm import (
+    OUT_OF_SEQUENCE,
+    ActionFailed,
+    DockerSwarm,
+    generation_of,
+    managed_service,
+    replicas_of,
+    updated_spec,
+)
+from ecoscale.config import LabelConfig
+from ecoscale.model.placement import ServicePlacement
+from ecoscale.ports import SourceUnavailable
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "docker"
+
+
+def recorded(name):
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+SERVICES = {s["Spec"]["Name"]: s for s in recorded("services")}
+NGINX = SERVICES["nginx-thrift"]
+
+
+class RecordedApi:
+    """docker-py's APIClient, answering from the recordings; updates are recorded."""
+
+    def __init__(self, conflicts=0, manager=True):
+        self.services_ = copy.deepcopy(SERVICES)
+        self.updates = []
+        self.conflicts = conflicts
+        self.manager = manager
+
+    def info(self):
+        info = recorded("info")
+        info["Swarm"]["ControlAvailable"] = self.manager
+        return info
+
+    def nodes(self):
+        return recorded("nodes")
+
+    def services(self, filters=None):
+        return list(self.services_.values())
+
+    def tasks(self, filters=None):
+        return recorded("tasks")
+
+    def inspect_service(self, service_id):
+        return next(copy.deepcopy(s) for s in self.services_.values() if s["ID"] == service_id)
+
+    def update_service(self, service_id, version, **kwargs):
+        if self.conflicts:
+            self.conflicts -= 1
+            raise docker.errors.APIError(f"rpc error: code = Unknown desc = {OUT_OF_SEQUENCE}")
+        self.updates.append((service_id, version, kwargs))
+
+
+class Client:
+    def __init__(self, api):
+        self.api = api
+
+
+def swarm(api):
+    return DockerSwarm(client=Client(api))
+
+
+def test_spec_reading():
+    spec = NGINX["Spec"]
+    assert generation_of(spec, "ecoscale.generation") == "new"
+    assert replicas_of(spec) == 1
+    spaced = copy.deepcopy(spec)
+    spaced["TaskTemplate"]["Placement"]["Constraints"] = ["node.labels.ecoscale.generation == old"]
+    assert generation_of(spaced, "ecoscale.generation") == "old"
+
+
+def test_updated_spec_changes_only_generation_replicas_and_order():
+    spec = copy.deepcopy(NGINX["Spec"])
+    spec["TaskTemplate"]["Placement"]["Constraints"].append("node.role==worker")
+    spec["TaskTemplate"]["Placement"]["Preferences"] = [{"Spread": {"SpreadDescriptor": "x"}}]
+    spec["UpdateConfig"]["Order"] = "stop-first"
+    new = updated_spec(spec, ServicePlacement("old", 3), "ecoscale.generation")
+    assert new["TaskTemplate"]["Placement"]["Constraints"] == [
+        "node.role==worker", "node.labels.ecoscale.generation==old"]
+    assert new["TaskTemplate"]["Placement"]["Preferences"] == spec["TaskTemplate"]["Placement"][
+        "Preferences"]
+    assert new["Mode"] == {"Replicated": {"Replicas": 3}}
+    assert new["UpdateConfig"]["Order"] == "start-first"
+    assert new["UpdateConfig"]["FailureAction"] == spec["UpdateConfig"]["FailureAction"]
+    for key in ("ContainerSpec", "RestartPolicy", "Networks"):
+        assert new["TaskTemplate"][key] == spec["TaskTemplate"][key]
+    assert new["EndpointSpec"] == spec["EndpointSpec"] and new["Labels"] == spec["Labels"]
+    assert spec["UpdateConfig"]["Order"] == "stop-first"   # the input is not modified
+
+
+def test_read_builds_managed_services_with_running_tasks_per_generation():
+    state = swarm(RecordedApi()).read()
+    assert state.is_manager and set(state.generations) == {"new", "old"}
+    nginx = state.services["nginx-thrift"]
+    assert nginx.placement == ServicePlacement("new", 1)
+    assert nginx.running == {"new": 1} and not nginx.paused
+    assert nginx.swarm_id == NGINX["ID"]
+
+
+def test_managed_service_uses_the_service_label_and_pause_label():
+    service = copy.deepcopy(NGINX)
+    service["Spec"]["Labels"]["ecoscale.service"] = "frontend"
+    service["Spec"]["Labels"]["ecoscale.paused"] = "true"
+    item = managed_service(service, [], {}, LabelConfig())
+    assert item.name == "frontend" and item.paused and item.running == {}
+
+
+def test_not_a_manager_reads_nothing():
+    state = swarm(RecordedApi(manager=False)).read()
+    assert not state.is_manager and state.services == {}
+
+
+def test_apply_rereads_and_retries_out_of_sequence():
+    api = RecordedApi(conflicts=2)
+    target = swarm(api)
+    service = target.read().services["nginx-thrift"]
+    target.apply(service, ServicePlacement("old", 2))
+    assert len(api.updates) == 1
+    service_id, version, kwargs = api.updates[0]
+    assert version == NGINX["Version"]["Index"]
+    assert kwargs["fetch_current_spec"] is True
+    assert kwargs["mode"] == {"Replicated": {"Replicas": 2}}
+    assert "node.labels.ecoscale.generation==old" in kwargs["task_template"]["Placement"][
+        "Constraints"]
+    assert kwargs["task_template"]["ContainerSpec"] == NGINX["Spec"]["TaskTemplate"][
+        "ContainerSpec"]
+
+
+def test_apply_gives_up_after_repeated_conflicts():
+    api = RecordedApi(conflicts=99)
+    target = swarm(api)
+    service = target.read().services["nginx-thrift"]
+    with pytest.raises(ActionFailed, match=OUT_OF_SEQUENCE):
+        target.apply(service, ServicePlacement("old", 1))
+
+
+def test_apply_refuses_a_service_that_lost_its_managed_label():
+    api = RecordedApi()
+    target = swarm(api)
+    service = target.read().services["nginx-thrift"]
+    api.services_["nginx-thrift"]["Spec"]["Labels"]["ecoscale.managed"] = "false"
+    with pytest.raises(ActionFailed, match="no longer labelled"):
+        target.apply(service, ServicePlacement("old", 1))
+    assert api.updates == []
+
+
+def test_unreachable_engine_is_source_unavailable(tmp_path):
+    target = DockerSwarm(f"unix://{tmp_path}/nothing.sock", timeout_s=2)
+    with pytest.raises(SourceUnavailable, match="docker API"):
+        target.read()
