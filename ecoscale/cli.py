@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ecoscale import __version__
 from ecoscale.errors import EcoscaleError
+from ecoscale.lab.cli import register as register_lab
 
 REPLAY_HELP = """\
 Replay a load trace and a grid carbon-intensity trace through each placement policy and
@@ -328,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_run(sub)
     _add_profile(sub)
+    register_lab(sub)
     return parser
 
 

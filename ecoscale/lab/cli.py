@@ -1,0 +1,291 @@
+"""``ecoscale lab``: bring the one-machine Swarm lab up and down, deploy apps, drive load.
+
+Argument parsing and wiring only; the work is in ``ecoscale.lab``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from ecoscale.errors import InputError
+
+LAB_HELP = """\
+A real multi-node Docker Swarm on this machine (root needed): one Docker engine per emulated
+server, old and new generations, the emulated DeathStarBench apps and Prometheus.
+
+Old and new servers are EMULATED: every node is a Docker engine on this machine's CPUs. An
+older generation runs the emulated services' CPU work slower by a per-core speed factor and
+gets a CFS CPU quota on the cgroup holding all its containers (`ecoscale lab status` shows
+the knobs and factors in force).
+
+  ecoscale lab up                      # 1 new node (Swarm manager) + 1 old node
+  ecoscale lab deploy socialNetwork    # one Swarm service per microservice, all on 'new'
+  ecoscale lab load --rate 100 --duration 30
+  ecoscale lab status
+  ecoscale lab down                    # removes everything, also after a crash
+"""
+
+UP_HELP = """\
+Bring the lab up (idempotent: does nothing if it is already up as asked). First clears
+whatever an earlier run left, installs missing Debian packages (docker.io, prometheus,
+iproute2), starts one dockerd per node (the manager in the host's network namespace, every
+other node in its own), forms the Swarm, labels nodes ecoscale.generation=<new|old>, builds
+and copies the emulator image, creates the overlay network and starts Prometheus.
+"""
+
+LOAD_HELP = """\
+Open-loop load (Poisson arrivals, wrk2-style: latency counts from each request's intended
+send time, so queueing is included) against the lab's entry point, with the deployed app's
+endpoint mix. Prints client-side percentiles. A constant --rate for --duration seconds, or a
+schedule: --schedule 50,100,150 (one rate per --step-s seconds), or a shipped load trace
+compressed in time: --trace worldcup98 --peak-qps 150 --step-s 1 --steps 60 (each trace step
+lasts --step-s seconds).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ecoscale lab`` and its subcommands to the ``ecoscale`` command."""
+    lab = subparsers.add_parser(
+        "lab", help="a real multi-node Docker Swarm on this machine, with emulated old/new "
+                    "servers, the emulated apps and Prometheus",
+        description=LAB_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lab.add_argument("--state-dir", type=Path,
+                     help="the lab's folder (default: $ECOSCALE_LAB_DIR or "
+                          "/var/tmp/ecoscale-lab)")
+    sub = lab.add_subparsers(dest="lab_command", metavar="ACTION")
+    sub.required = True
+
+    up = sub.add_parser("up", help="bring the lab up (root)", description=UP_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.add_argument("--new-nodes", type=int, default=1,
+                    help="nodes of the 'new' generation; the first is the Swarm manager "
+                         "(default: %(default)s)")
+    up.add_argument("--old-nodes", type=int, default=1,
+                    help="nodes of the 'old' generation (default: %(default)s)")
+    up.add_argument("--old-cpu-factor", type=float, default=0.5,
+                    help="per-core speed of an old node relative to this machine's CPUs: the "
+                         "emulated services burn cpu_ms / F of CPU per request there "
+                         "(default: %(default)s)")
+    up.add_argument("--old-node-cpus", type=float, default=1.0,
+                    help="CPU capacity of one old node in host CPUs, a CFS quota shared by all "
+                         "its services (default: %(default)s)")
+    up.add_argument("--no-install", action="store_true",
+                    help="do not apt-get install missing packages; fail instead")
+    up.set_defaults(func=_cmd_up)
+
+    down = sub.add_parser("down", help="tear everything down, leaving nothing behind (root)",
+                          description="Leave the Swarm, stop every engine by its pidfile, "
+                                      "delete the network namespaces, links, cgroups, mounts "
+                                      "and the lab's folder. Works after a crash.")
+    down.set_defaults(func=_cmd_down)
+
+    status = sub.add_parser("status", help="nodes, emulation and where each service runs",
+                            description="Show the nodes (generation, ready, emulation knobs), "
+                                        "the services and the node of each of their tasks.")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=_cmd_status)
+
+    deploy = sub.add_parser(
+        "deploy", help="run an app: one Swarm service per microservice (root)",
+        description="Deploy an emulated app as one Swarm service per microservice (named as "
+                    "in its topology, labelled ecoscale.managed=true), all on the 'new' "
+                    "generation, plus the gateway that is the lab's entry point. Replaces a "
+                    "previously deployed app; waits until every task runs, answers and is "
+                    "scraped by Prometheus.")
+    deploy.add_argument("app", help="socialNetwork, hotelReservation, mediaMicroservices, or a "
+                                    "topology YAML path")
+    deploy.add_argument("--emulation", type=Path,
+                        help="emulation parameters (default: emulation.yaml beside the "
+                             "topology)")
+    deploy.set_defaults(func=_cmd_deploy)
+
+    load = sub.add_parser("load", help="drive open-loop load and print client-side "
+                                       "percentiles", description=LOAD_HELP,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    load.add_argument("--rate", type=float, help="constant rate (req/s)")
+    load.add_argument("--duration", type=float, help="seconds at --rate")
+    load.add_argument("--schedule", help="comma-separated rates (req/s), one per --step-s")
+    load.add_argument("--trace", help="shipped load trace (worldcup98, google2011) or a CSV "
+                                      "path, scaled so that its peak in the window is "
+                                      "--peak-qps")
+    load.add_argument("--peak-qps", type=float, help="peak rate of the scaled --trace (req/s)")
+    load.add_argument("--trace-start", type=float, default=0.0,
+                      help="offset into the trace (s of trace time, default: 0)")
+    load.add_argument("--steps", type=int, help="trace steps to replay (default: all)")
+    load.add_argument("--step-s", type=float, default=1.0,
+                      help="wall seconds per schedule or trace step (default: %(default)s)")
+    load.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    load.add_argument("--app", help="app whose endpoint mix to send (default: the deployed one)")
+    load.add_argument("--url", help="entry point (default: the lab's, http://127.0.0.1:18080)")
+    load.add_argument("--timeout", type=float, default=10.0,
+                      help="per-request timeout in s (default: %(default)s)")
+    load.add_argument("--json", action="store_true", help="print the summary as JSON")
+    load.add_argument("--csv", type=Path, help="write every request to this CSV file")
+    load.set_defaults(func=_cmd_load)
+
+
+def _lab(args: argparse.Namespace):
+    from ecoscale.lab.lab import Lab
+
+    return Lab.attach(args.state_dir, log=_progress)
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from ecoscale.lab.config import LabConfig, default_state_dir
+    from ecoscale.lab.lab import Lab
+
+    overrides: dict[str, Any] = {"state_dir": args.state_dir or default_state_dir(),
+                                 "install_packages": not args.no_install}
+    config = LabConfig.with_nodes(new=args.new_nodes, old=args.old_nodes,
+                                  old_cpu_factor=args.old_cpu_factor,
+                                  old_node_cpus=args.old_node_cpus, **overrides)
+    lab = Lab(config, log=_progress)
+    timings = lab.up()
+    if timings:
+        print("  " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items()))
+    _print_addresses(lab)
+    return 0
+
+
+def _print_addresses(lab: Any) -> None:
+    print(f"  DOCKER_HOST={lab.docker_host}   (manager; `ecoscale lab status` lists every node)")
+    print(f"  Prometheus  {lab.prometheus_url}")
+    print(f"  entry point {lab.frontend_url}   (after `ecoscale lab deploy APP`)")
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    _lab(args).down()
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    result = lab.deploy(args.app, args.emulation)
+    print(f"  {result['services']} services of {result['app']} ready in "
+          f"{result['seconds']:.1f} s; Prometheus scrapes every task")
+    _print_addresses(lab)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    status = _lab(args).status()
+    if args.json:
+        print(json.dumps(status, indent=1, default=str))
+        return 0
+    print(f"lab: {'up' if status['up'] else 'DOWN'}   folder {status['state_dir']}   "
+          f"app: {status['app'] or '-'}")
+    print(f"  DOCKER_HOST={status['docker_host']}   Prometheus {status['prometheus_url']}   "
+          f"entry point {status['frontend_url']}")
+    print("\nnodes:")
+    for node in status["nodes"]:
+        quota = node["cpu_quota"]
+        limit = f"quota {quota[0]}/{quota[1]} us" if quota else "no quota"
+        print(f"  {node['name']:<8} {node['generation']:<5} "
+              f"{'manager' if node['manager'] else 'worker ':<7} {node['address']:<12} "
+              f"{'ready' if node['ready'] else 'NOT READY':<9} {limit}")
+    print("\nemulation:")
+    print(textwrap.fill(status["note"], width=96, initial_indent="  ", subsequent_indent="  "))
+    for generation, how in status["emulation"].items():
+        print(textwrap.fill(f"{generation}: {how['speed']}; {how['capacity']}", width=96,
+                            initial_indent="  ", subsequent_indent="      "))
+    if status["services"]:
+        print("\nservices:")
+        for name, service in sorted(status["services"].items()):
+            where = ", ".join(f"{t['node']} ({t['state']})" for t in service["tasks"]
+                              if t["desired"] == "running") or "-"
+            print(f"  {name:<28} {service['role']:<10} x{service['replicas']} "
+                  f"on {service['generation'] or 'manager':<5} -> {where}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> tuple[float | None, list[float] | None, str]:
+    """(constant rate, schedule, description) from the load flags; InputError if unclear."""
+    given = [name for name, value in (("--rate", args.rate), ("--schedule", args.schedule),
+                                      ("--trace", args.trace)) if value is not None]
+    if len(given) != 1:
+        raise InputError("ecoscale lab load", "give exactly one of --rate (with --duration), "
+                                              "--schedule or --trace")
+    if args.rate is not None:
+        return args.rate, None, f"{args.rate:g} req/s for {args.duration} s"
+    if args.schedule is not None:
+        try:
+            rates = [float(v) for v in args.schedule.split(",") if v.strip()]
+        except ValueError:
+            raise InputError("--schedule", f"expected comma-separated numbers, got "
+                                           f"{args.schedule!r}") from None
+        return None, rates, f"schedule of {len(rates)} steps x {args.step_s:g} s"
+    if args.peak_qps is None or not args.peak_qps > 0:
+        raise InputError("--trace", "give --peak-qps (> 0): the rate the trace's peak maps to")
+    from ecoscale.adapters.tracefiles import load_load_trace
+
+    trace = load_load_trace(args.trace)
+    duration = args.steps * trace.step_s if args.steps else None
+    window = trace.window(args.trace_start, duration)
+    values = [float(v) for v in window.values]
+    peak = max(values)
+    if not peak > 0 or any(math.isnan(v) for v in values):
+        raise InputError(args.trace, "the trace window has no positive rate to scale")
+    rates = [args.peak_qps * v / peak for v in values]
+    return None, rates, (f"trace {window.name}: {len(rates)} steps of {trace.step_s:g} s "
+                         f"replayed at {args.step_s:g} s each, peak {args.peak_qps:g} req/s")
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from ecoscale.adapters.files import load_topology
+    from ecoscale.lab.loadgen import run_load
+
+    rate, schedule, what = _schedule(args)
+    lab = _lab(args)
+    app = args.app or lab.deployed_app
+    if not app:
+        raise InputError("ecoscale lab load", "no app is deployed; run `ecoscale lab deploy "
+                                              "APP` first, or give --app and --url")
+    url = args.url or lab.frontend_url
+    topology = load_topology(app)
+    print(f"ecoscale lab load: {what} against {url} ({topology.app} mix, seed {args.seed})",
+          flush=True)
+    result = run_load(url, topology, rate, args.duration, schedule=schedule,
+                      step_s=args.step_s, seed=args.seed, timeout_s=args.timeout)
+    if args.csv:
+        with args.csv.open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["intended_s", "endpoint", "latency_ms", "status", "error"])
+            for r in result.records:
+                writer.writerow([f"{r.at_s:.6f}", r.endpoint, f"{r.latency_s * 1000:.3f}",
+                                 r.status, r.error])
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0 if not result.error_count else 1
+    print(f"  sent {summary['sent']}, ok {summary['ok']}, errors "
+          f"{sum(result.errors.values())} {result.errors or ''}".rstrip())
+    print(f"  achieved {summary['achieved_qps']:.1f} req/s of {summary['target_qps']:.1f} "
+          f"target (mean)")
+    print(f"  client-side latency from the intended send time (ms): p50 {summary['p50_ms']:.1f}"
+          f"  p95 {summary['p95_ms']:.1f}  p99 {summary['p99_ms']:.1f}")
+    for endpoint, values in summary["by_endpoint"].items():
+        print(f"    {endpoint:<24} {values['ok']:>7} ok  p99 {values['p99_ms']:.1f} ms")
+    lag = summary["max_send_lag_ms"]
+    print(f"  generator send lag max {lag:.1f} ms"
+          + ("  (high: this machine could not keep the schedule)" if lag > 50 else ""))
+    print("  (client side includes the lab gateway's extra hop; server-side end-to-end p99 "
+          "is the front end's histogram in Prometheus)")
+    if schedule is not None and len(schedule) > 1:
+        print("  per step: " + ", ".join(f"{row['target_qps']:.0f}->{row['p99_ms']:.0f}ms"
+                                         for row in result.per_step()[:30])
+              + (" ..." if len(schedule) > 30 else ""))
+    if args.csv:
+        print(f"  wrote {len(result.records)} requests to {args.csv}")
+    return 0 if not result.error_count else 1
+

@@ -1,0 +1,126 @@
+"""The real lab for integration tests: one Docker Swarm for the whole session.
+
+Fixtures for every integration test module (profiler, daemon, lab):
+
+- ``lab`` (session): ``ecoscale.lab.Lab`` brought up once (default ``LabConfig``: one new
+  node = Swarm manager, one old node), with socialNetwork deployed, every service on 'new'.
+  Torn down at the end of the session; the teardown fails if anything is left on the machine.
+- ``social_network`` (function): the same lab, with socialNetwork (re)deployed so that every
+  service is back on 'new' with one replica (cheap when nothing moved: ~1 s).
+
+Nothing here is ever skipped: without root, or when the lab cannot come up (e.g. Docker
+could not be installed), the tests fail and say what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecoscale.errors import EcoscaleError
+from ecoscale.lab import Lab, LabConfig
+
+APP = "socialNetwork"
+HOST_FOLDERS = ("/run/docker", "/run/containerd", "/run/netns")
+"""Host folders the engines and `ip netns` create outside the lab's own folder."""
+REPORT: dict[str, object] = {}
+"""Measured figures, printed at the end of the session (lab up / deploy times, p99s...)."""
+
+
+def _log(message: str) -> None:
+    print(f"[lab {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def host_snapshot() -> dict[str, bool]:
+    """Host-wide things the lab may create, as they were before it started."""
+    return {"docker_gwbridge": Path("/sys/class/net/docker_gwbridge").exists(),
+            "etc_docker_key": Path("/etc/docker/key.json").exists(),
+            **{folder: Path(folder).exists() for folder in HOST_FOLDERS}}
+
+
+def host_traces(config: LabConfig, before: dict[str, bool]) -> list[str]:
+    """What of the lab is still on the machine, checked independently of ``ecoscale.lab``."""
+    prefix = f"{config.prefix}-"
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=False).stdout.split()
+    found += [f"netns {n}" for n in netns if n.startswith(prefix)]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                           check=False).stdout.splitlines()
+    names = [line.split(":")[1].strip().split("@")[0] for line in links if ":" in line]
+    found += [f"link {n}" for n in names if n.startswith(prefix)]
+    if "docker_gwbridge" in names and not before["docker_gwbridge"]:
+        found.append("link docker_gwbridge")
+    state = str(config.state_dir)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            status = (entry / "status").read_text()
+            if state in cmdline and "State:\tZ" not in status:
+                found.append(f"process {entry.name}: {cmdline.replace(chr(0), ' ')[:80]}")
+    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/{config.cgroup_name}")]
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        if point.startswith(state) or point.startswith(f"/run/netns/{prefix}"):
+            found.append(f"mount {point}")
+    if config.state_dir.exists():
+        found.append(f"folder {config.state_dir}")
+    found += [f"folder {folder}" for folder in HOST_FOLDERS
+              if Path(folder).exists() and not before[folder]]
+    if Path("/etc/docker/key.json").exists() and not before["etc_docker_key"]:
+        found.append("file /etc/docker/key.json")
+    return found
+
+
+@pytest.fixture(scope="session")
+def host_before() -> dict[str, bool]:
+    return host_snapshot()
+
+
+@pytest.fixture(scope="session")
+def lab(host_before: dict[str, bool]) -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab integration tests need root: they start Docker engines, network "
+                    "namespaces and cgroups. Run ./test.sh as root.", pytrace=False)
+    the_lab = Lab(LabConfig(), log=_log)
+    began = time.monotonic()
+    try:
+        REPORT["lab up (s)"] = the_lab.up().get("total_s", "already up")
+        deployed = the_lab.deploy(APP)
+    except EcoscaleError as exc:
+        with contextlib.suppress(Exception):
+            the_lab.down()
+        pytest.fail(f"the lab could not come up, so no integration test can run: {exc}",
+                    pytrace=False)
+    REPORT[f"deploy {APP} (s)"] = deployed["seconds"]
+    REPORT["lab up + deploy (s)"] = round(time.monotonic() - began, 1)
+    yield the_lab
+    began = time.monotonic()
+    the_lab.down()
+    REPORT["lab down (s)"] = round(time.monotonic() - began, 1)
+    left = host_traces(the_lab.config, host_before)
+    assert not left, f"`lab down` left things behind: {left}"
+
+
+@pytest.fixture
+def social_network(lab: Lab) -> Lab:
+    """The lab with socialNetwork deployed and every service back on 'new', 1 replica."""
+    if lab.deployed_app != APP or not lab.healthy():
+        lab.up()
+    lab.deploy(APP)
+    return lab
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    if REPORT:
+        terminalreporter.section("ecoscale lab: measured")
+        for key, value in REPORT.items():
+            terminalreporter.write_line(f"{key}: {value}")
