@@ -16,11 +16,13 @@ from ecoscale.model.latency import AppProfile, LatencyCurve
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Topology
 from ecoscale.profiler.fit import (
+    KNEE_FACTOR,
     Point,
     SweepPoint,
     criticality,
     fit_curve,
     saturation_and_slo,
+    served,
 )
 from ecoscale.profiler.plan import PoolConfig
 from ecoscale.profiler.store import E2E, Row, by_point
@@ -41,19 +43,22 @@ def service_points(rows: Iterable[Row], topology: Topology) -> dict[str, dict[st
     for row in rows:
         if row.service == E2E or row.service not in out:
             continue
+        if row.experiment.startswith("alone-old:") and row.experiment[10:] != row.service:
+            continue   # the others ran as in all-new, only perturbed by the one on old
         load = visits[row.service] * row.achieved_qps / max(row.replicas, 1)
         out[row.service].setdefault(row.generation, []).append(
             Point(load, row.p99_ms, row.cpu_utilisation))
     return out
 
 
-def prune_measured(rows: list[Row], slo_ms: float, threshold: float, oldest: str
-                   ) -> tuple[dict[str, float], dict[str, float]]:
+def prune_measured(rows: list[Row], slo_ms: float, threshold: float, oldest: str,
+                   peak_qps: float) -> tuple[dict[str, float], dict[str, float]]:
     """(critical, non-critical) by each service's measured p99 rise in the all-old sweep from
-    its lowest to its highest load, against threshold x SLO."""
+    its lowest load to the peak (the SLO load), against threshold x SLO."""
     per_service: dict[str, list[Row]] = {}
     for row in rows:
-        if row.experiment == "all-old" and row.service != E2E and row.generation == oldest:
+        if (row.experiment == "all-old" and row.service != E2E and row.generation == oldest
+                and row.offered_qps <= peak_qps * 1.0001):
             per_service.setdefault(row.service, []).append(row)
     critical, non_critical = {}, {}
     for service, measured in per_service.items():
@@ -62,6 +67,22 @@ def prune_measured(rows: list[Row], slo_ms: float, threshold: float, oldest: str
         rise = (finite[-1] - finite[0]) if len(finite) >= 2 else 0.0
         (critical if rise >= threshold * slo_ms else non_critical)[service] = rise
     return critical, non_critical
+
+
+def pruning_peak(rows: list[Row], pool: PoolConfig, slo_load: float) -> float:
+    """The highest swept load at which the pruner compares all-old p99: the SLO load, or
+    below it the last load the all-old deployment served before its knee (past the knee
+    every service's tail explodes with the overloaded pool, critical or not)."""
+    all_old = sorted(sweep_points(rows, "all-old"), key=lambda p: p.offered_qps)
+    limit = slo_load
+    if all_old:
+        floor = all_old[0].e2e_p99_ms
+        knee = [p.offered_qps for p in all_old
+                if not served(p) or p.e2e_p99_ms > KNEE_FACTOR * floor]
+        if knee:
+            limit = min(limit, max([q for q in pool.loads_qps if q < knee[0]],
+                                   default=pool.loads_qps[0]))
+    return max((q for q in pool.loads_qps if q <= limit * 1.0001), default=pool.loads_qps[0])
 
 
 def ranking_measured(rows: list[Row], critical: Iterable[str], slo_load_qps: float
@@ -108,7 +129,8 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
                     "saturation_qps": IDLE_SERVICE_SATURATION_QPS,
                     "points": [[0.0, IDLE_SERVICE_P99_MS, round(idle, 4)],
                                [1.0, IDLE_SERVICE_P99_MS, round(idle, 4)]]}
-    critical, non_critical = prune_measured(rows, slo_ms, prune_threshold, pool.oldest)
+    peak = pruning_peak(rows, pool, slo_load)
+    critical, non_critical = prune_measured(rows, slo_ms, prune_threshold, pool.oldest, peak)
     ranking = ranking_measured(rows, critical, slo_load)
     document: dict[str, Any] = {
         "app": topology.app,
@@ -135,7 +157,9 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
             "slo_load_qps": round(slo_load, 3),
             "slo_ms": round(slo_ms, 4),
             "slo_definition": "server-side end-to-end p99 of all-new at 75 % of the highest "
-                              "load it served (achieved >= 95 % of offered, errors < 1 %)",
+                              "load it served (achieved >= 95 % of offered, errors < 1 %) "
+                              f"with p99 at most {KNEE_FACTOR:g}x its lowest-load p99",
+            "pruning_peak_qps": peak,
             "non_critical": {s: round(r, 4) for s, r in non_critical.items()},
             "critical": {s: round(r, 4) for s, r in critical.items()},
             "ranking": [{"service": s, "e2e_rise_ms": round(r, 4)} for s, r in ranking],

@@ -6,9 +6,11 @@ is), a zero-load point, and a saturation throughput from a least-squares fit of 
 shape p99(x) = a + b / (1 - x / mu) over a grid of mu (a, b >= 0 by non-negative least
 squares). Utilisation is fitted as a line through the origin.
 
-The application's saturation is the highest offered load the all-new deployment still
-served (achieved >= 95 % of offered, errors < 1 %); the SLO is the all-new end-to-end p99
-at 75 % of it, interpolated between measured points.
+The application's saturation is the highest load the all-new deployment still served
+(achieved >= 95 % of offered, errors < 1 %) before its latency left the flat part of the
+curve (p99 at most KNEE_FACTOR times the p99 at the lowest load): past the knee latency
+grows without bound even while throughput still keeps up. The SLO is the all-new
+end-to-end p99 at 75 % of it, interpolated between measured points.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ MIN_SATURATION_FACTOR = 1.05
 MAX_SATURATION_FACTOR = 50.0
 SERVED_FRACTION = 0.95
 MAX_ERROR_FRACTION = 0.01
+KNEE_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -108,17 +111,24 @@ def served(point: SweepPoint) -> bool:
             and point.errors < MAX_ERROR_FRACTION and math.isfinite(point.e2e_p99_ms))
 
 
-def saturation_and_slo(points: Sequence[SweepPoint], fraction: float = 0.75
-                       ) -> tuple[float, float, float]:
+def saturation_and_slo(points: Sequence[SweepPoint], fraction: float = 0.75,
+                       knee_factor: float = KNEE_FACTOR) -> tuple[float, float, float]:
     """(saturation req/s, SLO load req/s, SLO ms) from the all-new sweep.
 
-    Saturation: the highest offered load still served; when every point was served, the
+    Saturation: the highest load served before the knee; when no point passed the knee, the
     sweep did not reach saturation and the highest achieved load is a lower bound."""
     ordered = sorted(points, key=lambda p: p.offered_qps)
     served_points = [p for p in ordered if served(p)]
     if not served_points:
         raise ValueError("the all-new deployment served none of the sweep's loads; lower "
                          "the load range")
+    floor = served_points[0].e2e_p99_ms
+    before_knee = []
+    for point in served_points:
+        if point.e2e_p99_ms > knee_factor * floor:
+            break
+        before_knee.append(point)
+    served_points = before_knee or served_points[:1]
     saturation = max(p.achieved_qps for p in served_points)
     slo_load = fraction * saturation
     loads = np.array([p.achieved_qps for p in served_points])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.errors import EcoscaleError
 from ecoscale.model.topology import Topology
 from ecoscale.paths import profiles_dir
-from ecoscale.profiler.build import build_profile, prune_measured, sweep_points
+from ecoscale.profiler.build import build_profile, prune_measured, pruning_peak, sweep_points
 from ecoscale.profiler.fit import saturation_and_slo
 from ecoscale.profiler.plan import (
     PoolConfig,
@@ -37,43 +38,28 @@ def power_source() -> str:
 
 
 def lab_pool(overrides: dict[str, Any]) -> PoolConfig:
-    """The pool of a running `ecoscale lab`."""
+    """The pool of the running `ecoscale lab` (found as `ecoscale lab status` finds it)."""
     from ecoscale.lab import Lab
 
-    lab = Lab()
-    status = lab.status()
-    emulation = status.get("emulation") if isinstance(status, dict) else None
+    lab = Lab.attach()
+    emulation = lab.config.emulation(os.cpu_count() or 1)
     raw: dict[str, Any] = {
         "name": "lab",
         "frontend_url": lab.frontend_url,
         "prometheus_url": lab.prometheus_url,
         "docker_host": lab.docker_host,
-        "generations": ["new", "old"],
-        "slot_cpus": lab_slot_cpus(emulation),
+        "generations": [g.name for g in lab.config.generations],
+        "slot_cpus": {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()},
         "emulation": lab_emulation_text(emulation),
     }
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return parse_pool(raw, "ecoscale lab")
 
 
-def lab_slot_cpus(emulation: Any) -> dict[str, float]:
-    """CPUs one replica may use per generation, from the lab's emulation record."""
-    out = {}
-    if isinstance(emulation, dict):
-        for generation, spec in emulation.items():
-            cpus = spec.get("cpus_per_node") if isinstance(spec, dict) else None
-            if isinstance(cpus, int | float) and cpus > 0:
-                out[str(generation)] = float(cpus)
-    return out
-
-
-def lab_emulation_text(emulation: Any) -> str:
-    if not emulation:
-        return "ecoscale lab: old/new emulated on one machine (see `ecoscale lab status`)"
-    parts = []
-    for generation, spec in emulation.items():
-        parts.append(f"{generation}: {spec}")
-    return "ecoscale lab, emulated on one machine: " + "; ".join(parts)
+def lab_emulation_text(emulation: dict[str, dict[str, Any]]) -> str:
+    """How the lab emulates each generation, in one line for the profile's provenance."""
+    parts = [f"{g}: {spec['speed']}; {spec['capacity']}" for g, spec in emulation.items()]
+    return "EMULATED on one machine by `ecoscale lab`: " + " | ".join(parts)
 
 
 def load_pool(pool: str, overrides: dict[str, Any]) -> PoolConfig:
@@ -90,8 +76,7 @@ def describe_plan(pool: PoolConfig, topology: Topology) -> str:
     sweeps = sweep_plan(pool, topology.service_names)
     guess_critical = max(3, len(topology.services) // 4)
     critical = criticality_plan(topology.service_names[:guess_critical], pool.loads_qps[-1])
-    seconds = estimate_s(pool, sweeps + critical, moves=2 * len(topology.services)
-                         + 2 * guess_critical)
+    seconds = estimate_s(pool, sweeps + critical, moves=len(sweeps) + len(critical) + 1)
     lines = [f"ecoscale profile: {topology.app} on pool '{pool.name}' "
              f"(generations {', '.join(pool.generations)}, newest first)"]
     for experiment in sweeps:
@@ -101,7 +86,7 @@ def describe_plan(pool: PoolConfig, topology: Topology) -> str:
     lines.append(f"  then one critical service at a time on {pool.oldest} at the SLO load "
                  f"(about {guess_critical} services; the all-old sweep decides which)")
     lines.append(f"  expected duration: about {seconds / 60:.0f} min "
-                 f"({point_seconds(pool):g} s per point, ~20 s per placement change)")
+                 f"({point_seconds(pool):g} s per point, ~20 s per change of placement)")
     if pool.emulation:
         lines.append(f"  emulation: {pool.emulation}")
     return "\n".join(lines)
@@ -130,9 +115,10 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
         runner.run(sweeps, progress)
         rows = complete_rows(read_rows(raw_csv))
         _, slo_load, slo_ms = saturation_and_slo(sweep_points(rows, "all-new"))
-        critical, _ = prune_measured(rows, slo_ms, prune_threshold, pool.oldest)
-        print(f"SLO {slo_ms:.2f} ms at {slo_load:.0f} req/s; critical on {pool.oldest}: "
-              f"{', '.join(critical) or 'none'}")
+        peak = pruning_peak(rows, pool, slo_load)
+        critical, _ = prune_measured(rows, slo_ms, prune_threshold, pool.oldest, peak)
+        print(f"\nSLO {slo_ms:.2f} ms at {slo_load:.0f} req/s; pruning at {peak:g} req/s; "
+              f"critical on {pool.oldest}: {', '.join(critical) or 'none'}")
         plan = criticality_plan(tuple(critical), round(slo_load, 3))
         runner.run(plan, Progress(len(plan), point_seconds(pool)))
     except KeyboardInterrupt:

@@ -30,7 +30,8 @@ from ecoscale.profiler.store import E2E, Row, append_rows, finished_points, read
 # included), the front end's own work, and the front end's server-side end-to-end latency.
 QUERIES = {
     "call_p": 'histogram_quantile({q}, sum by (le, callee) (increase('
-              'ecoscale_emulator_call_duration_seconds_bucket[{w}s])))',
+              'ecoscale_emulator_call_duration_seconds_bucket{{service!="ecoscale-gateway"}}'
+              '[{w}s])))',
     "own_p": 'histogram_quantile({q}, sum by (le, service) (increase('
              'ecoscale_emulator_own_duration_seconds_bucket{{service="{frontend}"}}[{w}s])))',
     "e2e_p": 'histogram_quantile({q}, sum by (le) (increase('
@@ -165,7 +166,9 @@ class Runner:
         rows = []
         for service in self.topology.services:
             placed = wanted[service]
-            quantiles = calls.get(service) or own.get(service) or {}
+            # the front end: its own work (only the gateway calls it, with the whole request)
+            quantiles = (own.get(service, {}) if service == self.topology.frontend
+                         else calls.get(service, {}))
             slot = self.pool.slot_cpus.get(placed.generation, 1.0)
             util = cpu.get(service, math.nan) / placed.replicas / slot
             rows.append(Row(experiment.name, offered_qps, service, placed.generation,

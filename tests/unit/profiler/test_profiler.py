@@ -36,6 +36,8 @@ def test_saturation_is_the_last_load_served():
     saturation, slo_load, slo_ms = saturation_and_slo(points)
     assert saturation == 290 and slo_load == pytest.approx(217.5)
     assert 6 < slo_ms < 9
+    knee = [SweepPoint(100, 100, 0, 5), SweepPoint(200, 200, 0, 15), SweepPoint(300, 300, 0, 30)]
+    assert saturation_and_slo(knee)[0] == 200   # served, but p99 6x the low-load p99
     with pytest.raises(ValueError, match="served none"):
         saturation_and_slo([SweepPoint(100, 10, 0.5, 5)])
 
@@ -79,7 +81,9 @@ def test_build_profile_from_model_measurements(social_model, hardware):
                              "sim.csv")
     profile = parse_profile(document, "sim.yaml")
     measured = document["measured"]
-    assert measured["saturation_qps"] == 3900
+    # the all-new p99 is past 4x its low-load value at 3900 req/s: the knee
+    assert measured["saturation_qps"] == 3600
+    assert measured["slo_load_qps"] == pytest.approx(0.75 * 3600)
     assert measured["slo_ms"] < 50 and document["slo_ms"] == measured["slo_ms"]
     assert "user-timeline-service" in measured["critical"]
     assert "media-service" in measured["non_critical"]

@@ -1,0 +1,59 @@
+"""`ecoscale profile` on the real lab: a short sweep of socialNetwork, fitted, and resumed."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecoscale.adapters.files import load_profile, read_yaml
+from ecoscale.adapters.swarm import DockerSwarm
+from ecoscale.profiler.main import run_profile
+from ecoscale.profiler.store import finished_points, read_rows
+
+pytestmark = pytest.mark.integration
+
+CPU_HEAVY = "home-timeline-service"     # 2 ms of CPU per request (profiles/.../emulation.yaml)
+IO_BOUND = "post-storage-mongodb"       # 0.15 ms of CPU, 2 ms of I/O wait
+SHORT = {"loads_qps": [20.0, 40.0, 60.0, 90.0], "warmup_s": 2.0, "measure_s": 8.0}
+
+
+def test_profile_ranks_cpu_heavy_over_io_bound_and_resumes(social_network, tmp_path, capsys):
+    out = tmp_path / "lab.yaml"
+    assert run_profile("socialNetwork", "lab", out, False, dict(SHORT),
+                       prune_threshold=0.3) == 0
+    document = read_yaml(out)
+    measured = document["measured"]
+    profile = load_profile("socialNetwork", str(out))
+    assert profile.kind == "measured" and set(profile.generations) == {"new", "old"}
+    assert "EMULATED" in document["provenance"]["emulation"]
+    assert document["provenance"]["power_source"].startswith(("modelled", "RAPL"))
+
+    # the SLO lies below the measured saturation, and is met at the SLO load by all-new
+    assert measured["slo_load_qps"] < measured["saturation_qps"]
+    assert measured["slo_ms"] == document["slo_ms"] > 0
+
+    # a CPU-heavy service is more critical than an I/O-bound one
+    ranking = [r["service"] for r in measured["ranking"]]
+    assert CPU_HEAVY in measured["critical"] and CPU_HEAVY in ranking
+    if IO_BOUND in ranking:
+        rise = {r["service"]: r["e2e_rise_ms"] for r in measured["ranking"]}
+        assert rise[CPU_HEAVY] > rise[IO_BOUND], measured["ranking"]
+
+    # the old curve of the CPU-heavy service is slower than its new one at the same load
+    load = profile.curve(CPU_HEAVY, "new").load_qps[1]
+    assert profile.curve(CPU_HEAVY, "old").p99_at(load) > profile.curve(CPU_HEAVY, "new").p99_at(
+        load)
+
+    # the services are back where they were: all on new
+    state = DockerSwarm(social_network.docker_host).read()
+    assert {s.placement.generation for s in state.services.values()} == {"new"}
+
+    # a rerun resumes: nothing is measured twice
+    raw = out.with_suffix(".csv")
+    rows_before = read_rows(raw)
+    capsys.readouterr()
+    assert run_profile("socialNetwork", "lab", out, False, dict(SHORT),
+                       prune_threshold=0.3) == 0
+    printed = capsys.readouterr().out
+    assert "resuming" in printed
+    assert len(read_rows(raw)) == len(rows_before)
+    assert finished_points(read_rows(raw)) == finished_points(rows_before)
