@@ -186,15 +186,17 @@ class Daemon:
         for service, before, after in changes:
             reason = decision.reasons.get(service, decision.note)
             if hold:
-                actions.append(Action(service, before, after, reason, applied=False))
-                continue
-            if self.stop_requested:
+                action = Action(service, before, after, reason, applied=False)
+            elif self.stop_requested:
                 # SIGTERM: the action in flight finished; the rest waits for the next daemon
                 state = _forget_move(state, service, self.state)
                 continue
-            actions.append(self._act(swarm.services[service], before, after, reason))
-            if not actions[-1].applied:
-                state = _forget_move(state, service, self.state)
+            else:
+                action = self._act(swarm.services[service], before, after, reason)
+                if not action.applied:
+                    state = _forget_move(state, service, self.state)
+            actions.append(action)
+            self._log_action(action)   # at once: a crash right after loses no line
         if hold:
             state = ControlState(**{**asdict(state),
                                     "last_move_s": dict((self.state or state).last_move_s)})
@@ -202,12 +204,14 @@ class Daemon:
         save_state(self.config.state_file, state, self.digest)
         self.telemetry.level.set((state.level or 0) + 1)
         self.telemetry.escalation.set(state.escalation)
-        for action in actions:
-            self.log("action", service=action.service, change=f"{action.before} -> "
-                     f"{action.after}", reason=action.reason, applied=action.applied,
-                     dry_run=self.config.dry_run, paused=self.paused_globally() and not
-                     self.config.dry_run, error=action.error or None)
         return self._finish(now, began, problems, tuple(actions), decision.note)
+
+    def _log_action(self, action: Action) -> None:
+        self.log("action", service=action.service,
+                 change=f"{action.before} -> {action.after}", reason=action.reason,
+                 applied=action.applied, dry_run=self.config.dry_run,
+                 paused=self.paused_globally() and not self.config.dry_run,
+                 error=action.error or None)
 
     def _act(self, managed: ManagedService, before: ServicePlacement, after: ServicePlacement,
              reason: str) -> Action:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ecoscale.errors import InputError
+from ecoscale.errors import EcoscaleError, InputError
 
 LAB_HELP = """\
 A real multi-node Docker Swarm on this machine (root needed): one Docker engine per emulated
@@ -129,6 +129,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
     load.add_argument("--csv", type=Path, help="write every request to this CSV file")
     load.set_defaults(func=_cmd_load)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="run policies live on the lab against a compressed trace and compare "
+                         "with the replay simulator",
+        description="For each policy (all-new, all-old, ecoscale, ecoscale-ct): deploy the "
+                    "app, start the daemon when the policy needs it, drive load that follows a "
+                    "production trace compressed in time (the carbon trace compressed the "
+                    "same way), and record measured p99, the tasks running per generation, "
+                    "CPU per service and the daemon's own overhead. Then replay the same "
+                    "compressed traces with the lab's measured profile and write a report "
+                    "(report.md, comparison.csv, PNGs) that sets measured and simulated side "
+                    "by side. Needs a lab that is up; profile it first "
+                    "(`ecoscale profile --pool lab`).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evaluate.add_argument("--app", default="socialNetwork")
+    evaluate.add_argument("--profile", default="lab",
+                          help="profile measured on the lab (profiles/<app>/<name>.yaml)")
+    evaluate.add_argument("--load-trace", default="worldcup98")
+    evaluate.add_argument("--carbon-trace", default="CISO")
+    evaluate.add_argument("--start", help="where the trace window starts (offset or ISO time)")
+    evaluate.add_argument("--duration", default="1d", help="trace window to compress")
+    evaluate.add_argument("--minutes", type=float, default=12.0,
+                          help="wall-clock minutes per policy")
+    evaluate.add_argument("--period-s", type=float, default=5.0,
+                          help="seconds of wall time per trace step (and daemon interval)")
+    evaluate.add_argument("--policies", default="all-new,all-old,ecoscale,ecoscale-ct")
+    evaluate.add_argument("--peak-qps", type=float,
+                          help="trace peak (default: the profile's SLO load)")
+    evaluate.add_argument("--out", type=Path, default=Path("lab-evaluation"))
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ecoscale.lab.evaluate import POLICIES, EvaluationOptions, evaluate
+
+    policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise EcoscaleError(f"unknown policies {', '.join(unknown)}; choose from "
+                            f"{', '.join(POLICIES)}")
+    options = EvaluationOptions(app=args.app, profile=args.profile, load_trace=args.load_trace,
+                                carbon_trace=args.carbon_trace, start=args.start,
+                                duration=args.duration, minutes=args.minutes,
+                                period_s=args.period_s, policies=policies,
+                                peak_qps=args.peak_qps)
+    table = evaluate(options, args.out, log=_progress)
+    print(table.round(3).to_string(index=False))
+    print(f"report: {args.out}/report.md")
+    return 0
 
 
 def _lab(args: argparse.Namespace):
