@@ -123,9 +123,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app", default="socialNetwork",
                    help="shipped app (socialNetwork, hotelReservation, mediaMicroservices) or a "
                         "topology YAML path (default: %(default)s)")
-    p.add_argument("--profile", default="calibrated",
+    p.add_argument("--profile", default="default",
                    help="latency profile name under profiles/<app>/ or a YAML path "
-                        "(default: %(default)s)")
+                        "(default: 'lab', measured on the lab, when the app has one, else "
+                        "'calibrated')")
     p.add_argument("--hardware", default="cloudlab",
                    help="hardware spec under profiles/hardware/ or a YAML path "
                         "(default: %(default)s)")
@@ -306,6 +307,8 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                    help="profile file (default: profiles/<app>/<pool name>.yaml)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the experiment plan and its duration, run nothing")
+    p.add_argument("--refit", action="store_true",
+                   help="fit the profile again from the raw CSV beside it, measure nothing")
     p.set_defaults(func=_cmd_profile)
 
 
@@ -313,7 +316,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from ecoscale.profiler.main import pool_overrides, run_profile
 
     return run_profile(args.app, args.pool, args.out, args.dry_run, pool_overrides(args),
-                       args.prune_threshold)
+                       args.prune_threshold, refit=args.refit)
 
 
 def build_parser() -> argparse.ArgumentParser:

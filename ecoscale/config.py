@@ -68,7 +68,7 @@ class DaemonConfig:
     app: str
     table: str
     """Policy table written by `ecoscale plan`."""
-    profile: str = "calibrated"
+    profile: str = "default"
     """Latency profile of the app (for the live carbon accounting's utilisation model)."""
     hardware: str = "cloudlab"
     interval_s: float = 15.0

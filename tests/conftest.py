@@ -20,4 +20,4 @@ def hardware():
 
 @pytest.fixture(scope="session")
 def social_model(social_topology, hardware):
-    return AppModel(social_topology, load_profile("socialNetwork"), hardware)
+    return AppModel(social_topology, load_profile("socialNetwork", "calibrated"), hardware)

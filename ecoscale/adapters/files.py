@@ -15,7 +15,9 @@ from ecoscale.model.topology import Topology, parse_topology
 from ecoscale.paths import profiles_dir
 
 DEFAULT_HARDWARE = "cloudlab"
-DEFAULT_PROFILE = "calibrated"
+DEFAULT_PROFILE = "default"
+"""Resolves to the app's profile measured on the lab ("lab") when there is one, else to its
+calibrated profile ("calibrated")."""
 
 
 def read_yaml(path: Path) -> Any:
@@ -169,11 +171,19 @@ def _power_curve(raw: Any, where: str, problems: list[str]) -> tuple[tuple[float
     return points
 
 
+def default_profile_name(app: str) -> str:
+    """'lab' when profiles/<app>/lab.yaml exists (measured), else 'calibrated'."""
+    folder = topology_path(app).parent
+    return "lab" if (folder / "lab.yaml").is_file() else "calibrated"
+
+
 def profile_path(app: str, name: str = DEFAULT_PROFILE) -> Path:
+    if name == DEFAULT_PROFILE:
+        name = default_profile_name(app)
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml"):
         return candidate
-    return profiles_dir() / app / f"{name}.yaml"
+    return topology_path(app).parent / f"{name}.yaml"
 
 
 def load_profile(app: str, name: str = DEFAULT_PROFILE) -> AppProfile:
@@ -215,8 +225,15 @@ def parse_profile(data: Any, source: str) -> AppProfile:
         e2e_calibration=float(data.get("e2e_calibration", 1.0)),
         slo_ms=float(slo) if slo is not None else None,
         slo_load_fraction=float(data.get("slo_load_fraction", 0.75)),
+        slo_load_qps=_measured_slo_load(data),
         provenance=dict(data.get("provenance") or {}),
     )
+
+
+def _measured_slo_load(data: Mapping[str, Any]) -> float | None:
+    measured = data.get("measured")
+    value = measured.get("slo_load_qps") if isinstance(measured, Mapping) else None
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def write_table(path: Path, table: Any) -> None:

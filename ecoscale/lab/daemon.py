@@ -33,7 +33,7 @@ def lab_queries(frontend: str, window_s: int) -> dict[str, str]:
 
 
 def daemon_config(lab: Lab, table: Path, folder: Path, *, frontend: str = "nginx-thrift",
-                  app: str = "socialNetwork", profile: str = "calibrated",
+                  app: str = "socialNetwork", profile: str = "default",
                   interval_s: float = 5.0, window_s: int = 15, in_swarm: bool = False,
                   dry_run: bool = False, listen_port: int = 0, carbon: dict[str, Any] | None
                   = None, control: dict[str, Any] | None = None) -> Path:

@@ -134,6 +134,8 @@ class AppProfile:
     e2e_calibration: float = 1.0
     slo_ms: float | None = None
     slo_load_fraction: float = 0.75
+    slo_load_qps: float | None = None
+    """The load at which the SLO was set (measured profiles), req/s."""
     provenance: Mapping[str, object] = field(default_factory=dict)
 
     @property

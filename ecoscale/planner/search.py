@@ -193,9 +193,10 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
     with the fewest replicas (up to floor(C)) that keep the SLO. Beyond the papers:
     - the pass repeats (also trying fewer replicas for services already on old), since each
       move to several old replicas frees latency budget for the services tried before it;
-    - when a pass changes nothing, pair moves: a service goes to a cheaper option while a
-      service that shares an endpoint with it scales out, when the two together save carbon
-      (bounded by ``pair_budget`` evaluations, default 20 per service);
+    - when a pass changes nothing, repair moves: a service goes to a cheaper option and the
+      services that share an endpoint with it scale out, best latency gain per gCO2e/h
+      first, until the SLO holds, when together they save carbon (bounded by
+      ``pair_budget`` evaluations, default 2,000 + 2 per service);
     - above the all-new SLO load, scaling out rescues the SLO before carbon is minimised.
     """
     base, evaluator = noscale(model, load_qps, slo_ms, ranking, pruning, terms)
@@ -219,7 +220,7 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
         _rescue(evaluator, most_critical_first, slo_ms, options, reasons)
         if not _ok(evaluator.p99_ms, slo_ms):
             return base
-    budget = pair_budget if pair_budget is not None else 20 * len(model.services)
+    budget = pair_budget if pair_budget is not None else 2000 + 2 * len(model.services)
 
     def accept(service: str, option: ServicePlacement, why: str) -> None:
         current = evaluator.placed(service)
@@ -244,7 +245,10 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
                     break
         return changed
 
-    def pair_pass(spent: int) -> tuple[bool, int]:
+    def repair_pass(spent: int) -> tuple[bool, int]:
+        """Move one service to a cheaper option that breaks the SLO, then scale out services
+        sharing an endpoint with it, best latency gain per added gCO2e/h first, until the SLO
+        holds again; keep it all if the added carbon stays under the saving."""
         movable = [s for s in model.services if evaluator.placed(s) != cheapest_single]
         for s in movable:
             options(s)
@@ -255,29 +259,102 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
                 if price >= cost[service][current]:
                     break
                 saving = cost[service][current] - price
-                for partner in partners:
-                    held = evaluator.placed(partner)
-                    held_p99 = evaluator.service_p99(partner, held)
-                    for partner_price, faster in options(partner):
-                        if (partner_price - cost[partner][held] >= saving
-                                or evaluator.service_p99(partner, faster) >= held_p99):
-                            continue
-                        if spent >= budget:
-                            return False, spent
+                evaluator.apply(service, option)
+                changed: list[tuple[str, ServicePlacement, ServicePlacement]] = []
+                extra = 0.0
+                while not _ok(evaluator.p99_ms, slo_ms):
+                    base = evaluator.p99_ms
+                    best: tuple[float, str, ServicePlacement, ServicePlacement, float] | None \
+                        = None
+                    for partner in partners:
+                        held = evaluator.placed(partner)
+                        for partner_price, faster in options(partner):
+                            add = partner_price - cost[partner][held]
+                            if faster == held or extra + add > saving + 1e-9:
+                                continue
+                            if spent >= budget:
+                                break
+                            spent += 1
+                            gain = base - evaluator.try_change(partner, faster)
+                            if gain > 0:
+                                score = gain / max(add, 1e-9)
+                                if best is None or score > best[0]:
+                                    best = (score, partner, held, faster, add)
+                    if best is None:
+                        break
+                    _, partner, held, faster, add = best
+                    evaluator.apply(partner, faster)
+                    changed.append((partner, held, faster))
+                    extra += add
+                if _ok(evaluator.p99_ms, slo_ms) and (changed or price < cost[service][current]):
+                    names = ", ".join(f"{p} {a}" for p, _, a in changed)
+                    for partner, held, faster in changed:
+                        reasons[partner] = (f"{faster}: scaled out so that {service} can leave "
+                                            f"{current} (was {held})")
+                    reasons[service] = (f"{option} keeps the SLO at {load_qps:.0f} req/s with "
+                                        f"{names or 'nothing else'} changed: saves {saving:.1f} "
+                                        f"gCO2e/h for +{extra:.1f}")
+                    return True, spent
+                for partner, held, _ in reversed(changed):
+                    evaluator.apply(partner, held)
+                evaluator.apply(service, current)
+                if spent >= budget:
+                    return False, spent
+        return False, spent
+
+    def boost_pass(spent: int) -> tuple[bool, int]:
+        """Scale one service out (or up a generation) and let every service that then fits a
+        cheaper option take it; keep the lot if the total carbon falls."""
+        movable = {s for s in model.services if evaluator.placed(s) != cheapest_single}
+        candidates = {n for s in movable for n in evaluator.neighbours(s)}
+        for service in (s for s in model.services if s in candidates):
+            held = evaluator.placed(service)
+            others = [o for o in evaluator.neighbours(service) if o in movable]
+            if not others:
+                continue
+            for price, faster in options(service):
+                add = price - cost[service][held]
+                if faster == held or add <= 0:
+                    continue
+                if evaluator.service_p99(service, faster) >= evaluator.service_p99(service, held):
+                    continue
+                evaluator.apply(service, faster)
+                moved: list[tuple[str, ServicePlacement, ServicePlacement, float]] = []
+                for other in others:
+                    before = evaluator.placed(other)
+                    if before == cheapest_single:
+                        continue
+                    for other_price, cheaper in options(other):
+                        if other_price >= cost[other][before] or spent >= budget:
+                            break
                         spent += 1
-                        evaluator.apply(partner, faster)
-                        if _ok(evaluator.try_change(service, option), slo_ms):
-                            accept(partner, faster, f"makes room for {service}")
-                            accept(service, option, f"with {partner} as {faster}")
-                            return True, spent
-                        evaluator.apply(partner, held)
+                        if _ok(evaluator.try_change(other, cheaper), slo_ms):
+                            evaluator.apply(other, cheaper)
+                            moved.append((other, before, cheaper,
+                                          cost[other][before] - other_price))
+                            break
+                saved = sum(m[3] for m in moved)
+                if moved and saved > add + 1e-9:
+                    reasons[service] = (f"{faster}: scaled out so that "
+                                        f"{', '.join(m[0] for m in moved)} can take cheaper "
+                                        f"options (saves {saved:.1f}, costs {add:.1f} gCO2e/h)")
+                    for other, _before, cheaper, _ in moved:
+                        reasons[other] = f"{cheaper}: room made by {service} as {faster}"
+                    return True, spent
+                for other, before, _, _ in reversed(moved):
+                    evaluator.apply(other, before)
+                evaluator.apply(service, held)
+                if spent >= budget:
+                    return False, spent
         return False, spent
 
     spent = 0
     for _ in range(max_passes):
         if single_pass():
             continue
-        changed, spent = pair_pass(spent)
+        changed, spent = repair_pass(spent)
+        if not changed:
+            changed, spent = boost_pass(spent)
         if not changed:
             break
     placement = evaluator.placement

@@ -25,7 +25,7 @@ from ecoscale.profiler.fit import (
     served,
 )
 from ecoscale.profiler.plan import PoolConfig
-from ecoscale.profiler.store import E2E, Row, by_point
+from ecoscale.profiler.store import E2E, Row
 
 IDLE_SERVICE_P99_MS = 1.0
 IDLE_SERVICE_SATURATION_QPS = 1e6
@@ -36,15 +36,23 @@ def sweep_points(rows: Iterable[Row], experiment: str) -> list[SweepPoint]:
             for r in rows if r.experiment == experiment and r.service == E2E]
 
 
-def service_points(rows: Iterable[Row], topology: Topology) -> dict[str, dict[str, list[Point]]]:
-    """service -> generation -> measured points (per-replica load, p99, utilisation)."""
+def service_points(rows: Iterable[Row], topology: Topology, limits: Mapping[str, float]
+                   | None = None) -> dict[str, dict[str, list[Point]]]:
+    """service -> generation -> measured points (per-replica load, p99, utilisation).
+
+    ``limits`` caps the sweep loads used per experiment ('all-new', 'all-old'): past its knee
+    a sweep measures the whole pool overloaded, not one service's curve. A service alone on
+    old always counts: it is exactly one service's behaviour on old."""
     visits = topology.visits_per_request()
+    limits = limits or {}
     out: dict[str, dict[str, list[Point]]] = {s: {} for s in topology.services}
     for row in rows:
         if row.service == E2E or row.service not in out:
             continue
         if row.experiment.startswith("alone-old:") and row.experiment[10:] != row.service:
             continue   # the others ran as in all-new, only perturbed by the one on old
+        if row.offered_qps > limits.get(row.experiment, math.inf) * 1.0001:
+            continue
         load = visits[row.service] * row.achieved_qps / max(row.replicas, 1)
         out[row.service].setdefault(row.generation, []).append(
             Point(load, row.p99_ms, row.cpu_utilisation))
@@ -104,7 +112,10 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
                   power_source: str = "modelled") -> dict[str, Any]:
     """The profile document (profiles/<app>/<pool>.yaml)."""
     saturation, slo_load, slo_ms = saturation_and_slo(sweep_points(rows, "all-new"))
-    points = service_points(rows, topology)
+    peak = pruning_peak(rows, pool, slo_load)
+    new_limit = max((q for q in pool.loads_qps if q <= saturation * 1.0001),
+                    default=pool.loads_qps[0])
+    points = service_points(rows, topology, {"all-new": new_limit, "all-old": peak})
     services: dict[str, dict[str, Any]] = {}
     fits: dict[str, dict[str, Any]] = {}
     for service in topology.services:
@@ -129,7 +140,6 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
                     "saturation_qps": IDLE_SERVICE_SATURATION_QPS,
                     "points": [[0.0, IDLE_SERVICE_P99_MS, round(idle, 4)],
                                [1.0, IDLE_SERVICE_P99_MS, round(idle, 4)]]}
-    peak = pruning_peak(rows, pool, slo_load)
     critical, non_critical = prune_measured(rows, slo_ms, prune_threshold, pool.oldest, peak)
     ranking = ranking_measured(rows, critical, slo_load)
     document: dict[str, Any] = {
@@ -168,8 +178,8 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
         "e2e_calibration": 1.0,
         "services": services,
     }
-    document["e2e_calibration"] = round(calibration(document, rows, topology, hardware, pool,
-                                                    slo_load), 4)
+    document["e2e_calibration"] = round(calibration(document, topology, hardware, pool,
+                                                    slo_load, slo_ms), 6)
     constants = carbon_constants(hardware)
     document["measured"]["carbon_constants"] = {
         "C": {g: round(c, 4) for g, c in constants.ratio.items()},
@@ -179,10 +189,12 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
     return document
 
 
-def calibration(document: Mapping[str, Any], rows: list[Row], topology: Topology,
-                hardware: Hardware, pool: PoolConfig, slo_load: float) -> float:
-    """Measured / modelled end-to-end p99 of all-new, median over the points up to the SLO
-    load: the factor that maps the stage composition onto what the pool measures."""
+def calibration(document: Mapping[str, Any], topology: Topology, hardware: Hardware,
+                pool: PoolConfig, slo_load: float, slo_ms: float) -> float:
+    """Measured SLO / modelled all-new p99 at the SLO load: the factor that maps the stage
+    composition (sum of per-service p99s: conservative) onto what the pool measures, chosen
+    so that the model's all-new deployment meets the SLO exactly at the SLO load, as the
+    measurement defines it."""
     profile = AppProfile(
         app=topology.app, name=pool.name, kind="measured",
         curves={s: {g: LatencyCurve.from_points(c["points"], c["saturation_qps"])
@@ -193,16 +205,9 @@ def calibration(document: Mapping[str, Any], rows: list[Row], topology: Topology
                       hardware.pue, hardware.reference_ci_g_per_kwh,
                       hardware.reference_utilisation, pool.newest)
     model = AppModel(topology, profile, sliced)
-    all_new = Placement.uniform(topology.service_names, pool.newest)
-    ratios = []
-    for point in by_point(rows).values():
-        e2e = next((r for r in point if r.service == E2E and r.experiment == "all-new"), None)
-        if e2e is None or not math.isfinite(e2e.p99_ms) or e2e.achieved_qps > slo_load * 1.05:
-            continue
-        modelled = float(model.e2e_p99(all_new, e2e.achieved_qps))
-        if math.isfinite(modelled) and modelled > 0:
-            ratios.append(e2e.p99_ms / modelled)
-    return float(np.median(ratios)) if ratios else 1.0
+    modelled = float(model.e2e_p99(Placement.uniform(topology.service_names, pool.newest),
+                                   slo_load))
+    return slo_ms / modelled if math.isfinite(modelled) and modelled > 0 else 1.0
 
 
 def placement_all(topology: Topology, generation: str) -> dict[str, ServicePlacement]:

@@ -93,12 +93,18 @@ def describe_plan(pool: PoolConfig, topology: Topology) -> str:
 
 
 def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
-                overrides: dict[str, Any], prune_threshold: float = 0.05) -> int:
+                overrides: dict[str, Any], prune_threshold: float = 0.05,
+                refit: bool = False) -> int:
     topology = load_topology(app)
     pool = load_pool(pool_name, overrides)
     hardware = load_hardware(pool.hardware)
     out = out or profiles_dir() / topology.app / f"{pool.name}.yaml"
     raw_csv = out.with_suffix(".csv")
+    if refit:
+        if not raw_csv.exists():
+            raise EcoscaleError(f"--refit: no raw measurements at {raw_csv}")
+        write_profile(out, raw_csv, topology, hardware, pool, prune_threshold)
+        return 0
     print(describe_plan(pool, topology))
     if dry_run:
         return 0
@@ -127,6 +133,13 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
         raise
     finally:
         runner.restore()
+    write_profile(out, raw_csv, topology, hardware, pool, prune_threshold)
+    return 0
+
+
+def write_profile(out: Path, raw_csv: Path, topology: Topology, hardware: Any,
+                  pool: PoolConfig, prune_threshold: float) -> None:
+    """Fit the finished points of the raw CSV and write the profile beside it."""
     rows = complete_rows(read_rows(raw_csv))
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     document = build_profile(rows, topology, hardware, pool, created, raw_csv.name,
@@ -136,7 +149,6 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
               "# points: [per-replica load req/s, p99 ms, CPU utilisation of the slot 0..1]\n")
     write_yaml(out, document, header)
     print(f"wrote {out} (raw measurements: {raw_csv})")
-    return 0
 
 
 def pool_overrides(args: Any) -> dict[str, Any]:

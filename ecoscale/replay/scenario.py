@@ -31,7 +31,7 @@ def parse_duration_s(text: str, what: str = "duration") -> float:
 @dataclass(frozen=True)
 class ReplayOptions:
     app: str = "socialNetwork"
-    profile: str = "calibrated"
+    profile: str = "default"
     hardware: str = "cloudlab"
     load_trace: str = "worldcup98"
     load_column: str | None = None
@@ -78,13 +78,14 @@ def default_slo(model: AppModel, slo_ms: float | None = None) -> tuple[float, fl
     newest = model.hardware.newest
     all_new = Placement.uniform(model.services, newest)
     saturation = model.saturation_qps(all_new)
-    slo_load = profile.slo_load_fraction * saturation
+    slo_load = profile.slo_load_qps or profile.slo_load_fraction * saturation
     if slo_ms is not None:
         if not slo_ms > 0:
             raise InputError("--slo-ms", f"must be > 0, got {slo_ms:g}")
         return float(slo_ms), slo_load, "given by the user (--slo-ms)"
     if profile.slo_ms is not None:
-        return profile.slo_ms, slo_load, f"from the profile {profile.name}"
+        return profile.slo_ms, slo_load, (f"from the profile {profile.name} (set at "
+                                          f"{slo_load:.0f} req/s)")
     return (float(model.e2e_p99(all_new, slo_load)), slo_load,
             f"p99 of the all-{newest} deployment at {profile.slo_load_fraction:.0%} of its "
             f"saturation load ({slo_load:.0f} of {saturation:.0f} req/s)")

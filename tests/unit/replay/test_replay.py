@@ -12,8 +12,19 @@ from ecoscale.replay.scenario import ReplayOptions, build_scenario, parse_durati
 
 @pytest.fixture(scope="module")
 def default_result():
-    scenario = build_scenario(ReplayOptions())
+    """The default window and traces with the calibrated profile (the papers' figures)."""
+    scenario = build_scenario(ReplayOptions(profile="calibrated"))
     return replay(scenario, baseline_policies(scenario.model.services, ["new", "old"]))
+
+
+def test_the_default_profile_is_the_one_measured_on_the_lab():
+    scenario = build_scenario(ReplayOptions(duration="2h"))
+    assert scenario.model.profile.kind == "measured"
+    assert scenario.model.profile.name == "lab"
+    assert "MEASURED" in scenario.provenance["profile_statement"]
+    result = replay(scenario, baseline_policies(scenario.model.services, ["new", "old"]))
+    rows = result.summary().set_index("policy")
+    assert rows.loc["all-new", "slo_violation_pct"] == 0.0   # all-new meets its own SLO
 
 
 def test_default_replay_shape(default_result):
@@ -97,7 +108,7 @@ def test_durations(text, seconds):
 
 def test_cli_replay_writes_everything(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["replay", "--duration", "6h", "--out", str(out)])
+    code = main(["replay", "--profile", "calibrated", "--duration", "6h", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "all-old" in printed and "Where the numbers come from" in printed

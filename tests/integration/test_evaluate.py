@@ -1,0 +1,34 @@
+"""A shortened live evaluation on the lab (`ecoscale lab evaluate`): the daemon with the
+policy table planned from the lab's measured profile, against a compressed day of load."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ecoscale.lab.evaluate import EvaluationOptions, evaluate
+
+pytestmark = pytest.mark.integration
+
+
+def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_slo(
+        social_network, tmp_path):
+    options = EvaluationOptions(minutes=3.0, period_s=5.0, policies=("ecoscale",))
+    table = evaluate(options, tmp_path, log=print)
+    steps = pd.read_csv(tmp_path / "measured_steps.csv")
+    steps = steps[steps.policy == "ecoscale"].reset_index(drop=True)
+    assert len(steps) >= 30
+    settled = steps.iloc[3:]   # the first periods move everything from all-new
+    low = settled[settled.load_qps <= settled.load_qps.quantile(0.25)]
+    peak = settled[settled.load_qps >= settled.load_qps.quantile(0.85)]
+    assert low.slots_old.mean() > low.slots_new.mean(), low[["load_qps", "slots_old",
+                                                             "slots_new"]]
+    assert peak.slots_new.max() > 0 and peak.slots_new.mean() > low.slots_new.mean()
+    within = float((~settled.slo_violated).mean())
+    assert within > 0.5, f"within the SLO in only {within:.0%} of periods"
+    report = (tmp_path / "report.md").read_text()
+    assert "EMULATED" in report and "MODELLED" in report
+    row = table.set_index("policy").loc["ecoscale"]
+    assert row.moves_measured > 0 and row.daemon_rss_mb > 0
+    for name in ("comparison.csv", "lab_evaluation.png", "lab_carbon.png"):
+        assert (tmp_path / name).stat().st_size > 0
