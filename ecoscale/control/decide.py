@@ -11,7 +11,8 @@ with modelled ones. The safety rules, in the order they apply:
 2. Latency SLO beats carbon: measured p99 over the SLO for ``slo_miss_periods`` periods in a
    row steps one more of the most critical services onto the newest generation, ahead of the
    table; while the SLO is missed, nothing moves toward old. An escalation steps back one
-   service at a time, after ``escalation_hold_s`` without a miss.
+   service at a time, after ``escalation_hold_s`` without a miss. For ``settle_s`` after a
+   move the measured p99 shows the move itself, and is neither a miss nor a pass.
 3. Scale-up beats scale-down: the table level goes up at once when load passes
    ``up_fraction`` of the current level; it goes down only after load stayed under
    ``down_fraction`` of a lower level for ``down_stabilisation_s``.
@@ -45,6 +46,10 @@ class ControlSettings:
     """At most this many services move toward old in one decision."""
     no_data_fallback_periods: int = 3
     """Periods without load data before falling back toward new."""
+    settle_s: float = 30.0
+    """After a move, latency measured for this long (s) reflects the move itself (tasks
+    restarting, caches cold, the query window spanning both placements): it neither counts
+    as a miss nor as SLO met."""
     min_replicas: int = 1
     max_replicas: int = 10
 
@@ -52,8 +57,8 @@ class ControlSettings:
         out = []
         if self.slo_miss_periods < 1:
             out.append("slo_miss_periods must be >= 1")
-        if self.escalation_hold_s < 0 or self.cooldown_s < 0:
-            out.append("escalation_hold_s and cooldown_s must be >= 0")
+        if self.escalation_hold_s < 0 or self.cooldown_s < 0 or self.settle_s < 0:
+            out.append("escalation_hold_s, cooldown_s and settle_s must be >= 0")
         if self.max_old_moves_per_decision < 1:
             out.append("max_old_moves_per_decision must be >= 1")
         if self.no_data_fallback_periods < 1:
@@ -134,6 +139,9 @@ def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,
     """Rule 2: count SLO misses, escalate and step back. Returns (state, missing now, why)."""
     if not obs.has_latency:
         return state, False, ""   # no data: hold the escalation as it is
+    last_move = max(state.last_move_s.values(), default=-math.inf)
+    if obs.now_s - last_move < settings.settle_s:
+        return state, False, ""   # the moves' own disturbance: wait until it has passed
     missing = obs.p99_ms > table.slo_ms
     if missing:
         streak = state.miss_streak + 1

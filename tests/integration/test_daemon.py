@@ -142,6 +142,20 @@ def actions(log: Path) -> list[dict]:
     return out
 
 
+def scale(service, replicas: int) -> None:
+    """Scale a Swarm service, re-reading it first (and again on 'update out of sequence')."""
+    for _ in range(10):
+        service.reload()
+        try:
+            service.scale(replicas)
+            return
+        except docker.errors.APIError as exc:
+            if "out of sequence" not in str(exc):
+                raise
+            time.sleep(1)
+    pytest.fail(f"could not scale {service.name} to {replicas}")
+
+
 def healthz(port: int) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
@@ -242,7 +256,7 @@ def test_prometheus_outage_holds_reports_unhealthy_and_recovers(social_network, 
                                                          "old"), 240, 2)
         wait_for("a healthy daemon", lambda: healthz(port)[0] == 200, 60)
         before = len(actions(log))
-        prometheus.scale(0)
+        scale(prometheus, 0)
         load.rate = HIGH_QPS   # the daemon cannot see this: it must not act on it
         status, body = wait_for("/healthz to report the outage",
                                 lambda: (r := healthz(port))[0] == 503 and r, 90)
@@ -251,7 +265,7 @@ def test_prometheus_outage_holds_reports_unhealthy_and_recovers(social_network, 
         assert len(actions(log)) == before          # held: nothing it cannot see
         assert only_on(lab, load.topology.service_names, "old")
         assert daemon.poll() is None                 # still running
-        prometheus.scale(1)
+        scale(prometheus, 1)
         wait_for("/healthz healthy again", lambda: healthz(port)[0] == 200, 180, 2)
         wait_for("the step up acted on after recovery",
                  lambda: only_on(lab, CPU_HEAVY, "new"), 180, 2)
@@ -259,7 +273,7 @@ def test_prometheus_outage_holds_reports_unhealthy_and_recovers(social_network, 
         load.close()
         prometheus.reload()
         if prometheus.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] != 1:
-            prometheus.scale(1)
+            scale(prometheus, 1)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=90)
 
