@@ -152,6 +152,10 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prune-threshold", type=float, default=0.05,
                    help="non-critical if own p99 rises less than this fraction of the SLO "
                         "on old at peak (default: %(default)s)")
+    p.add_argument("--headroom", type=float, default=0.0,
+                   help="share of the SLO kept free when planning: levels keep the modelled "
+                        "p99 under SLO x (1 - HEADROOM), a margin for the profile's error "
+                        "on the live system, e.g. 0.1 (default: %(default)s)")
     p.add_argument("--oracle", action="store_true",
                    help="also solve each level exactly (MILP) and print the greedy's gap")
     p.add_argument("--out", type=Path, default=Path("policy-table.yaml"),
@@ -214,6 +218,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     peak = args.peak_qps if args.peak_qps is not None else slo_load
     if not peak > 0:
         raise EcoscaleError(f"--peak-qps must be > 0, got {peak:g}")
+    if not 0.0 <= args.headroom < 1.0:
+        raise EcoscaleError(f"--headroom must be in [0, 1), got {args.headroom:g}")
     constants = carbon_constants(hardware)
     provenance = {
         "profile": f"{profile.name} ({profile.kind}): "
@@ -228,7 +234,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     }
     table = build_table(model, slo_ms, peak, _parse_levels(args.levels),
                         ci_bands=_parse_bands(args.ci_bands),
-                        prune_threshold=args.prune_threshold, provenance=provenance)
+                        prune_threshold=args.prune_threshold, provenance=provenance,
+                        headroom=args.headroom)
     print(plan_text(model, table, oracle=args.oracle))
     write_table(args.out, table)
     print(f"\nwrote {args.out} in {time.monotonic() - began:.1f} s")

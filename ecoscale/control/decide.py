@@ -145,7 +145,8 @@ def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,
     missing = obs.p99_ms > table.slo_ms
     if missing:
         streak = state.miss_streak + 1
-        if streak >= settings.slo_miss_periods and state.escalation < len(table.ranking):
+        if (streak >= settings.slo_miss_periods
+                and state.escalation < len(table.escalation_order)):
             escalation = state.escalation + 1
             return replace(state, miss_streak=0, escalation=escalation, last_miss_s=obs.now_s), \
                 True, f"p99 {obs.p99_ms:.1f} ms > SLO {table.slo_ms:.1f} ms for " \
@@ -162,14 +163,17 @@ def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,
 
 def target_placement(table: PolicyTable, level: int, escalation: int,
                      settings: ControlSettings) -> Placement:
-    """The level's placement, the ``escalation`` most critical services on the newest
-    generation, every replica count within min/max."""
+    """The level's placement with, on the newest generation, the ``escalation`` most
+    critical of the services that the level puts elsewhere (so that every escalation step
+    moves one service); every replica count within min/max."""
     placement = table.levels[level].placement
     if escalation == 0 and all(
         settings.min_replicas <= p.replicas <= settings.max_replicas for _, p in placement.items
     ):
         return placement
-    held = set(table.most_critical[:escalation])
+    placed_at = dict(placement.items)
+    held = set([s for s in table.escalation_order
+                if s in placed_at and placed_at[s].generation != table.newest][:escalation])
     items = []
     for service, placed in placement.items:
         if service in held and placed.generation != table.newest:

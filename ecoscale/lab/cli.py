@@ -157,6 +157,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--policies", default="all-new,all-old,ecoscale,ecoscale-ct")
     evaluate.add_argument("--peak-qps", type=float,
                           help="trace peak (default: the profile's SLO load)")
+    evaluate.add_argument("--headroom", type=float, default=0.0,
+                          help="share of the SLO the plan keeps free (ecoscale plan --headroom)")
     evaluate.add_argument("--out", type=Path, default=Path("lab-evaluation"))
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -173,7 +175,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 carbon_trace=args.carbon_trace, start=args.start,
                                 duration=args.duration, minutes=args.minutes,
                                 period_s=args.period_s, policies=policies,
-                                peak_qps=args.peak_qps)
+                                peak_qps=args.peak_qps, headroom=args.headroom)
+    if not 0.0 <= options.headroom < 1.0:
+        raise EcoscaleError(f"--headroom must be in [0, 1), got {options.headroom:g}")
     table = evaluate(options, args.out, log=_progress)
     print(table.round(3).to_string(index=False))
     print(f"report: {args.out}/report.md")

@@ -17,7 +17,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from ecoscale.lab.daemon import daemon_config, lab_queries, start_process
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.loadgen import run_load
 from ecoscale.model.placement import ServicePlacement
-from ecoscale.planner.table import build_table
+from ecoscale.planner.table import PolicyTable, build_table
 from ecoscale.replay.engine import Scenario, replay
 from ecoscale.replay.policies import all_policies, ci_bands
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
@@ -55,6 +55,11 @@ class EvaluationOptions:
     policies: tuple[str, ...] = POLICIES
     peak_qps: float | None = None
     """Default: the profile's SLO load (75 % of the measured saturation)."""
+    headroom: float = 0.0
+    """Share of the SLO the plan keeps free (``ecoscale plan --headroom``)."""
+    warmup_s: float = 20.0
+    """Load at the trace's first rate before each policy's measured periods (s), so that
+    no policy is charged for a freshly deployed app's cold start."""
     seed: int = 7
 
 
@@ -102,19 +107,24 @@ def proc_usage(pid: int) -> tuple[float, float]:
 
 def place_all(lab: Lab, services: tuple[str, ...], generation: str, timeout_s: float = 300
               ) -> None:
+    place(lab, {name: ServicePlacement(generation, 1) for name in services}, timeout_s)
+
+
+def place(lab: Lab, wanted: dict[str, ServicePlacement], timeout_s: float = 300) -> None:
+    """Move services to the given generations and replica counts; wait until they run."""
     swarm = DockerSwarm(lab.docker_host)
     state = swarm.read()
-    wanted = ServicePlacement(generation, 1)
-    for name in services:
-        if state.services[name].placement != wanted:
-            swarm.apply(state.services[name], wanted)
+    for name, placed in wanted.items():
+        if state.services[name].placement != placed:
+            swarm.apply(state.services[name], placed)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = swarm.read()
-        if all(dict(state.services[s].running) == {generation: 1} for s in services):
+        if all(dict(state.services[s].running) == {p.generation: p.replicas}
+               for s, p in wanted.items()):
             return
         time.sleep(2)
-    raise EcoscaleError(f"services did not all reach {generation} within {timeout_s:.0f} s")
+    raise EcoscaleError(f"services did not reach their placement within {timeout_s:.0f} s")
 
 
 class Sampler:
@@ -149,24 +159,36 @@ class Sampler:
 
 
 def run_policy_live(lab: Lab, policy: str, scenario: Scenario, options: EvaluationOptions,
-                    tables: dict[str, Path], folder: Path, log: Any) -> PolicyTrace:
+                    tables: dict[str, Path], folder: Path, log: Any,
+                    start: dict[str, ServicePlacement] | None = None) -> PolicyTrace:
+    """One policy on the lab; ``start`` is where the services run when the warm-up begins
+    (default: all on new)."""
     topology = scenario.model.topology
     services = topology.service_names
     lab.deploy(options.app)   # every service back on new, 1 replica
     if policy == "all-old":
         place_all(lab, services, "old")
+    elif start:
+        place(lab, start)
+    if options.warmup_s > 0:
+        run_load(lab.frontend_url, topology, rate_qps=float(scenario.load_qps[0]),
+                 duration_s=options.warmup_s, seed=options.seed + 1)
     daemon = None
     daemon_log = folder / f"daemon-{policy}.log"
     if policy in tables:
         trace_s_per_period = scenario.step_s
+        # wall-clock control times: what the physical lab needs (moves settle and the query
+        # window of 2 periods refills within 3 periods), and never longer than the replay's
+        # trace-time settings compressed the same way would allow
         config = daemon_config(
             lab, tables[policy], folder / f"daemon-{policy}", frontend=topology.frontend,
             app=options.app, profile=options.profile, interval_s=options.period_s,
             window_s=max(int(round(2 * options.period_s)), 6),
             carbon={"trace": options.carbon_trace, "start": "0h",
                     "speedup": trace_s_per_period / options.period_s},
-            control={"slo_miss_periods": 2, "escalation_hold_s": 20 * options.period_s,
-                     "cooldown_s": 3 * options.period_s, "no_data_fallback_periods": 6})
+            control={"slo_miss_periods": 2, "escalation_hold_s": 6 * options.period_s,
+                     "cooldown_s": 6 * options.period_s, "settle_s": 3 * options.period_s,
+                     "max_old_moves_per_decision": 3, "no_data_fallback_periods": 6})
         daemon = start_process(config, daemon_log)
     sampler = Sampler(lab, topology.frontend, options.period_s)
     trace = PolicyTrace(policy)
@@ -275,23 +297,37 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
         log(f"note: profile '{profile.name}' is {profile.kind}, not measured on the lab")
     model = scenario.model
     peak = float(np.max(scenario.load_qps))
+    planned: dict[str, PolicyTable] = {}
     tables: dict[str, Path] = {}
+    speedup = scenario.step_s / options.period_s
     for name in options.policies:
-        if name == "ecoscale":
-            table = build_table(model, scenario.slo_ms, peak)
-        elif name == "ecoscale-ct":
-            table = build_table(model, scenario.slo_ms, peak, ci_bands=ci_bands(scenario))
-        else:
+        bands = {"ecoscale": None, "ecoscale-ct": ci_bands(scenario)}
+        if name not in bands:
             continue
+        planned[name] = build_table(model, scenario.slo_ms, peak, ci_bands=bands[name],
+                                    headroom=options.headroom)
+        # the daemon runs in wall time: its table's stabilisation window is compressed too,
+        # but never below the few periods that a move takes to settle on the lab
+        hysteresis = planned[name].hysteresis
+        live = replace(planned[name], hysteresis=replace(
+            hysteresis, down_stabilisation_s=max(hysteresis.down_stabilisation_s / speedup,
+                                                 4 * options.period_s)))
         tables[name] = out / f"table-{name}.yaml"
-        write_table(tables[name], table)
+        write_table(tables[name], live)
     emulation = lab.config.emulation(__import__("os").cpu_count() or 1)
     slot_cpus = {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()}
     frames, rows = [], []
     for policy in options.policies:
         log(f"{policy}: {scenario.steps} periods of {options.period_s:g} s "
             f"(~{scenario.steps * options.period_s / 60:.0f} min)")
-        trace = run_policy_live(lab, policy, scenario, options, tables, out, log)
+        start = None
+        if policy in planned:   # as if the daemon had been running: the table's first level
+            table = planned[policy]
+            band = table.band_of(float(scenario.carbon_g_per_kwh[0]))
+            first = table.levels[table.index_for(float(scenario.load_qps[0]), band,
+                                                 table.hysteresis.up_fraction)]
+            start = dict(first.placement.items)
+        trace = run_policy_live(lab, policy, scenario, options, tables, out, log, start)
         frame = measured_frame(trace, scenario, slot_cpus)
         frames.append(frame)
         rows.append(summarise(frame, trace))
@@ -299,8 +335,9 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     measured = pd.DataFrame(rows)
     steps = pd.concat(frames, ignore_index=True)
     steps.to_csv(out / "measured_steps.csv", index=False, float_format="%.4f")
-    simulated = replay(scenario, [p for p in all_policies(scenario)
-                                  if p.name in options.policies]).summary()
+    simulated = replay(scenario, all_policies(scenario, planned.get("ecoscale"),
+                                              options.policies,
+                                              planned.get("ecoscale-ct"))).summary()
     table = compare(measured, simulated)
     table.to_csv(out / "comparison.csv", index=False, float_format="%.4f")
     write_report(out, options, scenario, table, steps, emulation, profile)

@@ -124,6 +124,13 @@ class PolicyTable:
     def most_critical(self) -> tuple[str, ...]:
         return tuple(s for s, _ in self.ranking)
 
+    @cached_property
+    def escalation_order(self) -> tuple[str, ...]:
+        """Services in the order the daemon brings them back to new on SLO misses: the
+        critical ones, most critical first, then the pruned non-critical ones."""
+        ranked = self.most_critical
+        return ranked + tuple(s for s, _ in self.levels[0].placement.items if s not in ranked)
+
 
 def build_table(
     model: AppModel,
@@ -134,13 +141,21 @@ def build_table(
     prune_threshold: float = 0.05,
     hysteresis: Hysteresis | None = None,
     provenance: Mapping[str, object] | None = None,
+    headroom: float = 0.0,
 ) -> PolicyTable:
     """Plan every level: prune and rank once at peak, then MinNew at each level's load.
+
+    ``headroom`` (0..1) is the share of the SLO kept free: levels are planned so that the
+    modelled p99 stays under ``slo_ms * (1 - headroom)``, a margin for the gap between the
+    profile and the live system; the table's SLO stays ``slo_ms``.
 
     Without ``ci_bands`` the carbon constants are taken at the hardware's reference
     intensity (the papers' constant C); with them, each band is planned with C at the band's
     upper intensity (C(t), conservative within the band).
     """
+    if not 0.0 <= headroom < 1.0:
+        raise ValueError(f"headroom must be in [0, 1), got {headroom:g}")
+    plan_slo_ms = slo_ms * (1.0 - headroom)
     reference = carbon_terms(model)
     pruning = prune(model, peak_qps, slo_ms, reference, prune_threshold)
     ranking, rank_evaluations = rank(model, list(pruning.critical), peak_qps, reference)
@@ -151,7 +166,7 @@ def build_table(
     for band in bands:
         terms = reference if not math.isfinite(band) else carbon_terms(model, band)
         for fraction in sorted(fractions):
-            plan = minnew(model, fraction * peak_qps, slo_ms, order, pruning, terms)
+            plan = minnew(model, fraction * peak_qps, plan_slo_ms, order, pruning, terms)
             evaluations += plan.evaluations
             levels.append(_level(plan, band))
     n, k = pruning.search_space
@@ -164,6 +179,9 @@ def build_table(
         "levels": len(levels),
         "prune_threshold_ms": round(pruning.threshold_ms, 4),
     }
+    if headroom:
+        search["headroom"] = headroom
+        search["planned_to_p99_ms"] = round(plan_slo_ms, 4)
     return PolicyTable(
         app=model.topology.app,
         slo_ms=slo_ms,

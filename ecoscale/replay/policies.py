@@ -113,8 +113,10 @@ def ci_bands(scenario: Scenario, width: float = CI_BAND_WIDTH_G_PER_KWH) -> list
 
 
 def all_policies(scenario: Scenario, table: PolicyTable | None = None,
-                 names: tuple[str, ...] = POLICY_NAMES) -> list[Any]:
-    """The policies named in ``names``, in report order."""
+                 names: tuple[str, ...] = POLICY_NAMES,
+                 ct_table: PolicyTable | None = None) -> list[Any]:
+    """The policies named in ``names``, in report order; ``table`` and ``ct_table`` are
+    the policy tables of ecoscale and ecoscale-ct (default: planned for the scenario)."""
     model = scenario.model
     wanted = set(names)
     policies: list[Any] = [
@@ -128,7 +130,8 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
         table = table or build_table(model, scenario.slo_ms, peak)
         policies.append(EcoscalePolicy("ecoscale", table))
     if "ecoscale-ct" in wanted:
-        ct_table = build_table(model, scenario.slo_ms, peak, ci_bands=ci_bands(scenario))
+        ct_table = ct_table or build_table(model, scenario.slo_ms, peak,
+                                           ci_bands=ci_bands(scenario))
         policies.append(EcoscalePolicy("ecoscale-ct", ct_table))
     if "oracle" in wanted:
         policies.append(OraclePolicy(scenario))

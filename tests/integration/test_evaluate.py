@@ -6,19 +6,24 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ecoscale.lab.evaluate import EvaluationOptions, evaluate
+from ecoscale.lab.evaluate import EvaluationOptions, compressed_scenario, evaluate
 
 pytestmark = pytest.mark.integration
 
 
 def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_slo(
         social_network, tmp_path):
-    options = EvaluationOptions(minutes=3.0, period_s=5.0, policies=("ecoscale",))
+    # A smoke test of the whole loop, not the evaluation itself: the trace peaks at 85 % of
+    # the SLO load (at the SLO load all-new itself sits on the SLO, and 10-s p99 windows on a
+    # busy 2-core machine scatter around it) and the plan keeps 5 % of the SLO free.
+    slo_load = float(compressed_scenario(EvaluationOptions(minutes=3.0)).load_qps.max())
+    options = EvaluationOptions(minutes=3.0, period_s=5.0, policies=("ecoscale",),
+                                peak_qps=0.85 * slo_load, headroom=0.05)
     table = evaluate(options, tmp_path, log=print)
     steps = pd.read_csv(tmp_path / "measured_steps.csv")
     steps = steps[steps.policy == "ecoscale"].reset_index(drop=True)
     assert len(steps) >= 30
-    settled = steps.iloc[3:]   # the first periods move everything from all-new
+    settled = steps.iloc[3:]   # the first periods still carry the warm-up's moves
     low = settled[settled.load_qps <= settled.load_qps.quantile(0.25)]
     peak = settled[settled.load_qps >= settled.load_qps.quantile(0.85)]
     assert low.slots_old.mean() > low.slots_new.mean(), low[["load_qps", "slots_old",

@@ -86,6 +86,18 @@ def test_two_misses_escalate_the_most_critical_to_new():
     assert trail[-1][1].escalation == 2 and trail[-1][0]["b"] == NEW1
 
 
+def test_every_escalation_step_moves_a_service_the_level_keeps_on_old():
+    # at the top level 'a' already runs on new: the first step brings 'b', then pruned 'c'
+    trail = run([(0, 250, 5), (60, 250, 20), (120, 250, 20)], current=HIGH)
+    placed, state, _ = trail[-1]
+    assert state.escalation == 1 and placed["b"] == NEW1 and placed["c"] == OLD1
+    trail = run([(180, 250, 20), (240, 250, 20)], state=state, current=placed)
+    assert trail[-1][1].escalation == 2 and trail[-1][0]["c"] == NEW1
+    trail = run([(300, 250, 20), (360, 250, 20)], state=trail[-1][1], current=trail[-1][0])
+    assert trail[-1][1].escalation == 3 and trail[-1][0] == Placement.uniform(("a", "b", "c"),
+                                                                             "new")
+
+
 def test_one_miss_is_not_enough():
     trail = run([(0, 50, 5), (60, 50, 20), (120, 50, 5), (180, 50, 20)])
     assert trail[-1][1].escalation == 0 and trail[-1][0] == LOW
