@@ -296,13 +296,11 @@ class Upstream:
     the addresses, each with its own pool of idle connections, so that new replicas get
     traffic within seconds and moved ones are dropped. A failed connection is retried on a
     fresh resolution (a task that is stopping closes its connections; the retry reaches
-    another replica). An address that refuses or does not answer a connection within
-    ``connect_timeout_s`` (a task gone while DNS still lists it) is skipped until the next
-    resolution, so that a move costs one short timeout, not one per request.
+    another replica).
     """
 
     def __init__(self, host: str, port: int, refresh_s: float = 2.0, attempts: int = 4,
-                 connect_timeout_s: float = 0.5, rng: random.Random | None = None):
+                 connect_timeout_s: float = 2.0, rng: random.Random | None = None):
         self.host = host
         self.port = port
         self.refresh_s = refresh_s
@@ -380,9 +378,7 @@ class Upstream:
                                                                  body, timeout_s)
             except (TimeoutError, OSError, ConnectionError, HttpError) as exc:
                 last = exc
-                if conn is None:   # no connection: skip this address until it resolves again
-                    self._addresses = [a for a in self._addresses if a != address]
-                else:
+                if conn is not None:
                     conn.close()
                 if isinstance(exc, asyncio.TimeoutError) and conn is not None:
                     break  # the request was sent and timed out: do not pile up retries

@@ -32,8 +32,11 @@ IO_BOUND = "post-storage-mongodb"    # 0.15 ms of CPU, 2 ms of I/O wait
 
 
 def scraped_past(lab: Lab, moment: float) -> None:
-    """Wait until Prometheus holds samples newer than ``moment`` (unix s) for every task."""
-    expr = "min(timestamp(ecoscale_emulator_process_cpu_seconds_total))"
+    """Wait until Prometheus holds samples newer than ``moment`` (unix s) for every live task.
+
+    Series not scraped for a minute belong to tasks that are gone (after a Prometheus
+    restart they carry no staleness marker and linger for the 5-minute lookback)."""
+    expr = ("min(timestamp(ecoscale_emulator_process_cpu_seconds_total) > time() - 60)")
     poll(lambda: (lab.prometheus.value(expr) or 0) > moment, 120,
          "Prometheus to scrape past the end of the load")
 

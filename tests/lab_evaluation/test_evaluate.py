@@ -1,5 +1,10 @@
 """A shortened live evaluation on the lab (`ecoscale lab evaluate`): the daemon with the
-policy table planned from the lab's measured profile, against a compressed day of load."""
+policy table planned from the lab's measured profile, against a compressed day of load.
+
+NOT YET PART OF CI (issue 7 is open): on this 2-core lab, moving many services between the
+emulated nodes stalls the app for several periods (p99 of seconds), so the assertions below
+fail. Run it by hand with ``python3 -m pytest tests/lab_evaluation`` (root; brings the lab
+up like tests/integration)."""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ pytestmark = pytest.mark.integration
 
 def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_slo(
         social_network, tmp_path):
-    # A smoke test of the whole loop, not the evaluation itself: the trace peaks at 85 % of
-    # the SLO load (at the SLO load all-new itself sits on the SLO, and 10-s p99 windows on a
-    # busy 2-core machine scatter around it) and the plan keeps 5 % of the SLO free.
+    # A smoke test of the whole loop, not the evaluation itself. The window (WorldCup98 from
+    # 1998-06-30 12:00 UTC, one day) has a match-day peak and a long night, so that low load
+    # and peak both last several periods; it peaks at 85 % of the SLO load (at the SLO load
+    # all-new itself sits on the SLO, and 10-s p99 windows on a busy 2-core machine scatter
+    # around it), and the plan keeps 5 % of the SLO free.
+    window = {"start": "12h", "duration": "1d"}
     slo_load = float(compressed_scenario(EvaluationOptions(minutes=3.0)).load_qps.max())
     options = EvaluationOptions(minutes=3.0, period_s=5.0, policies=("ecoscale",),
-                                peak_qps=0.85 * slo_load, headroom=0.05)
+                                peak_qps=0.85 * slo_load, headroom=0.05, **window)
     table = evaluate(options, tmp_path, log=print)
     steps = pd.read_csv(tmp_path / "measured_steps.csv")
     steps = steps[steps.policy == "ecoscale"].reset_index(drop=True)
