@@ -24,7 +24,7 @@ from ecoscale.profiler.fit import (
     saturation_and_slo,
     served,
 )
-from ecoscale.profiler.plan import PoolConfig
+from ecoscale.profiler.plan import REFERENCE, PoolConfig
 from ecoscale.profiler.store import E2E, Row
 
 IDLE_SERVICE_P99_MS = 1.0
@@ -47,7 +47,7 @@ def service_points(rows: Iterable[Row], topology: Topology, limits: Mapping[str,
     limits = limits or {}
     out: dict[str, dict[str, list[Point]]] = {s: {} for s in topology.services}
     for row in rows:
-        if row.service == E2E or row.service not in out:
+        if row.service == E2E or row.service not in out or row.experiment.startswith(REFERENCE):
             continue
         if row.experiment.startswith("alone-old:") and row.experiment[10:] != row.service:
             continue   # the others ran as in all-new, only perturbed by the one on old
@@ -95,10 +95,17 @@ def pruning_peak(rows: list[Row], pool: PoolConfig, slo_load: float) -> float:
 
 def ranking_measured(rows: list[Row], critical: Iterable[str], slo_load_qps: float
                      ) -> list[tuple[str, float]]:
-    """Measured e2e p99 rise at the SLO load with each critical service alone on old."""
-    all_new = sorted(sweep_points(rows, "all-new"), key=lambda p: p.offered_qps)
-    base = float(np.interp(slo_load_qps, [p.achieved_qps for p in all_new],
-                           np.maximum.accumulate([p.e2e_p99_ms for p in all_new])))
+    """Measured e2e p99 rise at the SLO load with each critical service alone on old, against
+    the mean of the all-new reference points at the SLO load (raw files from before those
+    existed: the all-new sweep interpolated at the SLO load)."""
+    references = [p.e2e_p99_ms for when in ("before", "after")
+                  for p in sweep_points(rows, f"{REFERENCE}:{when}") if math.isfinite(p.e2e_p99_ms)]
+    if references:
+        base = float(np.mean(references))
+    else:
+        all_new = sorted(sweep_points(rows, "all-new"), key=lambda p: p.offered_qps)
+        base = float(np.interp(slo_load_qps, [p.achieved_qps for p in all_new],
+                               np.maximum.accumulate([p.e2e_p99_ms for p in all_new])))
     rises = {}
     for service in critical:
         alone = sweep_points(rows, f"alone-old:{service}")

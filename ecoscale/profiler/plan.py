@@ -100,7 +100,7 @@ class Experiment:
     """One placement and the loads to measure it at."""
 
     name: str
-    """'all-new', 'all-old' or 'alone-old:<service>'."""
+    """'all-new', 'all-old', 'alone-old:<service>' or 'reference-new:before|after'."""
     on_old: tuple[str, ...]
     """Services on the oldest generation; the rest on the newest."""
     loads_qps: tuple[float, ...]
@@ -114,8 +114,18 @@ def sweep_plan(pool: PoolConfig, services: tuple[str, ...]) -> list[Experiment]:
     ]
 
 
+REFERENCE = "reference-new"
+"""All on new at exactly the SLO load, measured before and after the criticality points:
+the baseline each service's end-to-end rise is taken against (interpolating the all-new
+sweep would take it from points far from the SLO load)."""
+
+
 def criticality_plan(critical: tuple[str, ...], slo_load_qps: float) -> list[Experiment]:
-    return [Experiment(f"alone-old:{s}", (s,), (slo_load_qps,)) for s in critical]
+    if not critical:
+        return []
+    alone = [Experiment(f"alone-old:{s}", (s,), (slo_load_qps,)) for s in critical]
+    return [Experiment(f"{REFERENCE}:before", (), (slo_load_qps,)), *alone,
+            Experiment(f"{REFERENCE}:after", (), (slo_load_qps,))]
 
 
 def point_seconds(pool: PoolConfig) -> float:

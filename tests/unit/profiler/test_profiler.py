@@ -6,9 +6,9 @@ import pytest
 from ecoscale.adapters.files import parse_profile
 from ecoscale.errors import InputError
 from ecoscale.model.placement import Placement
-from ecoscale.profiler.build import build_profile
+from ecoscale.profiler.build import build_profile, ranking_measured
 from ecoscale.profiler.fit import Point, SweepPoint, fit_curve, saturation_and_slo
-from ecoscale.profiler.plan import parse_pool
+from ecoscale.profiler.plan import criticality_plan, parse_pool
 from ecoscale.profiler.store import E2E, Row, append_rows, compact, finished_points, read_rows
 
 
@@ -105,3 +105,24 @@ def test_store_resumes_and_drops_unfinished_points(tmp_path):
     assert finished_points(read_rows(path)) == {("all-new", 10.0)}
     assert compact(path) == 1
     assert len(read_rows(path)) == 2
+
+
+def test_criticality_is_measured_against_all_new_at_the_slo_load(social_model):
+    # the all-new sweep is saturated right past the SLO load: interpolating it there
+    # would inflate the baseline; the reference points measured at the SLO load set it
+    rows = rows_from_model(social_model, [1000, 3000, 4200], "all-new", ())
+    slo_load = 2925.0
+    reference = [r for r in rows_from_model(social_model, [slo_load], "reference-new:before", ())
+                 if r.service == E2E][0]
+    rows += rows_from_model(social_model, [slo_load], "reference-new:before", ())
+    rows += rows_from_model(social_model, [slo_load], "reference-new:after", ())
+    alone = rows_from_model(social_model, [slo_load], "alone-old:media-service",
+                            ("media-service",))
+    rows += alone
+    ranking = dict(ranking_measured(rows, ["media-service"], slo_load))
+    e2e_alone = [r for r in alone if r.service == E2E][0].p99_ms
+    assert ranking["media-service"] == pytest.approx(e2e_alone - reference.p99_ms)
+    plan = criticality_plan(("a", "b"), slo_load)
+    assert [e.name for e in plan] == ["reference-new:before", "alone-old:a", "alone-old:b",
+                                      "reference-new:after"]
+    assert criticality_plan((), slo_load) == []
