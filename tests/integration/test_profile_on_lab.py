@@ -17,7 +17,8 @@ IO_BOUND = "post-storage-mongodb"       # 0.15 ms of CPU, 2 ms of I/O wait
 # window scatters by +-20 ms. Loads step by 15 req/s so that the all-old sweep has points
 # below the old node's knee (~50 req/s) to prune from.
 SHORT = {"loads_qps": [15.0, 30.0, 45.0, 60.0, 90.0], "warmup_s": 3.0, "measure_s": 15.0}
-PRUNE = 0.2
+PRUNE = 0.1   # low: a service's own p99 rise in a short all-old sweep is noisy, and a
+              # critical service wrongly pruned never reaches the ranking
 
 
 def test_profile_ranks_cpu_heavy_over_io_bound_and_resumes(social_network, tmp_path, capsys):
