@@ -1,4 +1,9 @@
-"""`ecoscale profile` on the real lab: a short sweep of socialNetwork, fitted, and resumed."""
+"""`ecoscale profile` on the real lab: a short sweep of socialNetwork, fitted, and resumed.
+
+NOT PART OF CI YET (issue 5 is open): on a busy 2-core machine a short sweep's per-service
+p99 rises are dominated by noise and by contention for the old node's one CPU, so the
+pruner and the ranking do not reliably single out the CPU-heavy service (this test failed in
+4 of 7 runs). Run it by hand with ``python3 -m pytest tests/lab_evaluation``."""
 
 from __future__ import annotations
 
