@@ -300,8 +300,8 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     planned: dict[str, PolicyTable] = {}
     tables: dict[str, Path] = {}
     speedup = scenario.step_s / options.period_s
+    bands = {"ecoscale": None, "ecoscale-ct": ci_bands(scenario)}   # the policies with tables
     for name in options.policies:
-        bands = {"ecoscale": None, "ecoscale-ct": ci_bands(scenario)}
         if name not in bands:
             continue
         planned[name] = build_table(model, scenario.slo_ms, peak, ci_bands=bands[name],
