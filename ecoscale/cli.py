@@ -301,15 +301,17 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--app", default="socialNetwork", help="app (default: %(default)s)")
     p.add_argument("--pool", required=True,
                    help="pool config YAML (frontend_url, prometheus_url, docker_host, "
-                        "generations, slot_cpus, loads_qps, warmup_s, measure_s, emulation), "
+                        "generations, slot_cpus, loads_qps, warmup_s, measure_s, "
+                        "settle_per_move_s, emulation), "
                         "or 'lab' for the running ecoscale lab")
     p.add_argument("--loads", help="comma-separated front-end loads in req/s (overrides the "
                                    "pool's loads_qps)")
     p.add_argument("--warmup-s", type=float, help="warm-up before each window (s)")
     p.add_argument("--measure-s", type=float, help="measured window per point (s)")
     p.add_argument("--prune-threshold", type=float, default=0.05,
-                   help="non-critical if own p99 rises less than this fraction of the SLO "
-                        "on old (default: %(default)s)")
+                   help="non-critical if its p99 on old exceeds its p99 on new at the "
+                        "pruning load by less than this fraction of the SLO "
+                        "(default: %(default)s)")
     p.add_argument("--out", type=Path,
                    help="profile file (default: profiles/<app>/<pool name>.yaml)")
     p.add_argument("--dry-run", action="store_true",

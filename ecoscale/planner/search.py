@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ecoscale.model.app import AppModel
 from ecoscale.model.carbon import carbon_constants
 from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.model.topology import Stage
 from ecoscale.planner.evaluator import IncrementalEvaluator
 
 SLO_TOLERANCE = 1e-9
@@ -184,8 +185,26 @@ def _rescue(evaluator: IncrementalEvaluator, order: Sequence[str], slo_ms: float
             reasons[service] = f"scaled out to {fastest}: the SLO misses even on the newest"
 
 
+def parallel_stages(model: AppModel) -> list[tuple[str, ...]]:
+    """The distinct services of every stage with two or more parallel calls, over the
+    counted endpoints and their sub-paths (in topology order, each stage once)."""
+    found: dict[tuple[str, ...], None] = {}
+
+    def walk(path: Sequence[Stage]) -> None:
+        for stage in path:
+            names = tuple(dict.fromkeys(call.service for call in stage))
+            if len(names) >= 2:
+                found.setdefault(names, None)
+            for call in stage:
+                walk(call.path)
+
+    for endpoint in model.e2e.counted:
+        walk(endpoint.path)
+    return list(found)
+
+
 def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[str],
-           pruning: Pruning, terms: CarbonTerms, max_passes: int = 6,
+           pruning: Pruning, terms: CarbonTerms, max_passes: int | None = None,
            pair_budget: int | None = None) -> Plan:
     """Carbon-aware scaling on top of NoScale at ``load_qps``.
 
@@ -196,9 +215,15 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
     - when a pass changes nothing, repair moves: a service goes to a cheaper option and the
       services that share an endpoint with it scale out, best latency gain per gCO2e/h
       first, until the SLO holds, when together they save carbon (bounded by
-      ``pair_budget`` evaluations, default 2,000 + 2 per service);
+      ``pair_budget`` evaluations, default 2,000 + 2 per service); then stage moves: the
+      parallel calls of one stage one step cheaper together, compensated the same way;
+    - passes repeat until none changes anything, at most ``max_passes`` (default 30 for
+      apps up to 200 services, fewer above, down to 6: each pass costs O(services)
+      latency evaluations);
     - above the all-new SLO load, scaling out rescues the SLO before carbon is minimised.
     """
+    if max_passes is None:
+        max_passes = max(6, min(30, 6000 // max(len(model.services), 1)))
     base, evaluator = noscale(model, load_qps, slo_ms, ranking, pruning, terms)
     reasons = dict(base.reasons)
     ci = terms.ci_g_per_kwh
@@ -245,59 +270,100 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
                     break
         return changed
 
+    def compensate(group: list[tuple[str, ServicePlacement]], spent: int
+                   ) -> tuple[bool, int]:
+        """Move every service of ``group`` to its (cheaper) option; if that breaks the SLO,
+        scale out services sharing an endpoint with them, best latency gain per added
+        gCO2e/h first, until it holds; keep it all if the added carbon stays under the
+        saving, else put everything back."""
+        held_before = {service: evaluator.placed(service) for service, _ in group}
+        saving = sum(cost[s][held_before[s]] - cost[s][o] for s, o in group)
+        members = {s for s, _ in group}
+        partners = sorted({n for s in members for n in evaluator.neighbours(s)} - members,
+                          key=list(model.services).index)
+        for service, option in group:
+            evaluator.apply(service, option)
+        changed: list[tuple[str, ServicePlacement, ServicePlacement]] = []
+        extra = 0.0
+        while not _ok(evaluator.p99_ms, slo_ms):
+            base = evaluator.p99_ms
+            best: tuple[float, str, ServicePlacement, ServicePlacement, float] | None = None
+            for partner in partners:
+                held = evaluator.placed(partner)
+                for partner_price, faster in options(partner):
+                    add = partner_price - cost[partner][held]
+                    if faster == held or extra + add > saving + 1e-9:
+                        continue
+                    if spent >= budget:
+                        break
+                    spent += 1
+                    gain = base - evaluator.try_change(partner, faster)
+                    if gain > 0:
+                        score = gain / max(add, 1e-9)
+                        if best is None or score > best[0]:
+                            best = (score, partner, held, faster, add)
+            if best is None:
+                break
+            _, partner, held, faster, add = best
+            evaluator.apply(partner, faster)
+            changed.append((partner, held, faster))
+            extra += add
+        if _ok(evaluator.p99_ms, slo_ms) and saving > extra + 1e-9:
+            names = ", ".join(f"{p} {a}" for p, _, a in changed) or "nothing else"
+            moved = ", ".join(s for s, _ in group)
+            for partner, held, faster in changed:
+                reasons[partner] = (f"{faster}: scaled out so that {moved} can take cheaper "
+                                    f"options (was {held})")
+            for service, option in group:
+                reasons[service] = (f"{option} keeps the SLO at {load_qps:.0f} req/s with "
+                                    f"{names} changed (with {moved}): saves {saving:.1f} "
+                                    f"gCO2e/h for +{extra:.1f}")
+            return True, spent
+        for partner, held, _ in reversed(changed):
+            evaluator.apply(partner, held)
+        for service, _ in reversed(group):
+            evaluator.apply(service, held_before[service])
+        return False, spent
+
     def repair_pass(spent: int) -> tuple[bool, int]:
-        """Move one service to a cheaper option that breaks the SLO, then scale out services
-        sharing an endpoint with it, best latency gain per added gCO2e/h first, until the SLO
-        holds again; keep it all if the added carbon stays under the saving."""
+        """One service at a time to a cheaper option, compensated (``compensate``)."""
         movable = [s for s in model.services if evaluator.placed(s) != cheapest_single]
         for s in movable:
             options(s)
         for service in sorted(movable, key=lambda s: -cost[s][evaluator.placed(s)]):
             current = evaluator.placed(service)
-            partners = evaluator.neighbours(service)
             for price, option in options(service):
                 if price >= cost[service][current]:
                     break
-                saving = cost[service][current] - price
-                evaluator.apply(service, option)
-                changed: list[tuple[str, ServicePlacement, ServicePlacement]] = []
-                extra = 0.0
-                while not _ok(evaluator.p99_ms, slo_ms):
-                    base = evaluator.p99_ms
-                    best: tuple[float, str, ServicePlacement, ServicePlacement, float] | None \
-                        = None
-                    for partner in partners:
-                        held = evaluator.placed(partner)
-                        for partner_price, faster in options(partner):
-                            add = partner_price - cost[partner][held]
-                            if faster == held or extra + add > saving + 1e-9:
-                                continue
-                            if spent >= budget:
-                                break
-                            spent += 1
-                            gain = base - evaluator.try_change(partner, faster)
-                            if gain > 0:
-                                score = gain / max(add, 1e-9)
-                                if best is None or score > best[0]:
-                                    best = (score, partner, held, faster, add)
-                    if best is None:
-                        break
-                    _, partner, held, faster, add = best
-                    evaluator.apply(partner, faster)
-                    changed.append((partner, held, faster))
-                    extra += add
-                if _ok(evaluator.p99_ms, slo_ms) and (changed or price < cost[service][current]):
-                    names = ", ".join(f"{p} {a}" for p, _, a in changed)
-                    for partner, held, faster in changed:
-                        reasons[partner] = (f"{faster}: scaled out so that {service} can leave "
-                                            f"{current} (was {held})")
-                    reasons[service] = (f"{option} keeps the SLO at {load_qps:.0f} req/s with "
-                                        f"{names or 'nothing else'} changed: saves {saving:.1f} "
-                                        f"gCO2e/h for +{extra:.1f}")
+                accepted, spent = compensate([(service, option)], spent)
+                if accepted:
                     return True, spent
-                for partner, held, _ in reversed(changed):
-                    evaluator.apply(partner, held)
-                evaluator.apply(service, current)
+                if spent >= budget:
+                    return False, spent
+        return False, spent
+
+    def stage_pass(spent: int) -> tuple[bool, int]:
+        """The parallel calls of one stage one step cheaper together, compensated: a
+        stage's latency is its slowest call's, so lowering one call alone never pays."""
+        for stage in stages:
+            steps = {}
+            for service in stage:
+                current = evaluator.placed(service)
+                cheaper = [o for price, o in options(service) if price < cost[service][current]]
+                if cheaper:
+                    steps[service] = cheaper[-1]   # the next cheaper option
+            # every member that can step down, and those sharing one current option
+            groups = [list(steps)]
+            for option in dict.fromkeys(evaluator.placed(s) for s in steps):
+                same = [s for s in steps if evaluator.placed(s) == option]
+                if len(same) < len(steps):
+                    groups.append(same)
+            for group in groups:
+                if len(group) < 2:
+                    continue
+                accepted, spent = compensate([(s, steps[s]) for s in group], spent)
+                if accepted:
+                    return True, spent
                 if spent >= budget:
                     return False, spent
         return False, spent
@@ -348,11 +414,14 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
                     return False, spent
         return False, spent
 
+    stages = parallel_stages(model)
     spent = 0
     for _ in range(max_passes):
         if single_pass():
             continue
         changed, spent = repair_pass(spent)
+        if not changed:
+            changed, spent = stage_pass(spent)
         if not changed:
             changed, spent = boost_pass(spent)
         if not changed:

@@ -122,7 +122,8 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
         rows = complete_rows(read_rows(raw_csv))
         _, slo_load, slo_ms = saturation_and_slo(sweep_points(rows, "all-new"))
         peak = pruning_peak(rows, pool, slo_load)
-        critical, _ = prune_measured(rows, slo_ms, prune_threshold, pool.oldest, peak)
+        critical, _ = prune_measured(rows, slo_ms, prune_threshold, pool.oldest, peak,
+                                     pool.newest)
         print(f"\nSLO {slo_ms:.2f} ms at {slo_load:.0f} req/s; pruning at {peak:g} req/s; "
               f"critical on {pool.oldest}: {', '.join(critical) or 'none'}")
         plan = criticality_plan(tuple(critical), round(slo_load, 3))

@@ -31,6 +31,9 @@ class PoolConfig:
     measure_s: float = 30.0
     settle_timeout_s: float = 300.0
     """How long a placement change may take to converge."""
+    settle_per_move_s: float = 1.5
+    """Extra warm-up after a placement change, per service moved (s; at most MAX_SETTLE_S):
+    freshly started tasks are cold, and the engines are still busy with the old ones."""
     emulation: str = ""
     """How old/new differ when they are emulated (stated in every profile), else empty."""
     hardware: str = "cloudlab"
@@ -66,9 +69,10 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         problems.append("loads_qps: a list of distinct loads > 0 in ascending order")
         loads = PoolConfig.loads_qps
     numbers = {}
-    for key in ("warmup_s", "measure_s", "settle_timeout_s"):
+    for key in ("warmup_s", "measure_s", "settle_timeout_s", "settle_per_move_s"):
         value = raw.get(key, getattr(PoolConfig, key))
-        if not isinstance(value, int | float) or value < 0 or (key != "warmup_s" and value == 0):
+        zero_ok = key in ("warmup_s", "settle_per_move_s")
+        if not isinstance(value, int | float) or value < 0 or (not zero_ok and value == 0):
             problems.append(f"{key}: a number of seconds > 0")
             value = getattr(PoolConfig, key)
         numbers[key] = float(value)
@@ -128,6 +132,14 @@ def criticality_plan(critical: tuple[str, ...], slo_load_qps: float) -> list[Exp
             Experiment(f"{REFERENCE}:after", (), (slo_load_qps,))]
 
 
+MAX_SETTLE_S = 30.0
+
+
+def settle_s(pool: PoolConfig, moves: int) -> float:
+    """Extra warm-up after a placement change that moved ``moves`` services (s)."""
+    return min(MAX_SETTLE_S, pool.settle_per_move_s * moves)
+
+
 def point_seconds(pool: PoolConfig) -> float:
     return pool.warmup_s + pool.measure_s
 
@@ -136,4 +148,4 @@ def estimate_s(pool: PoolConfig, experiments: list[Experiment], moves: int,
                move_s: float = 20.0) -> float:
     """Expected duration: every point's warm-up and window, plus placement changes."""
     points = sum(len(e.loads_qps) for e in experiments)
-    return points * point_seconds(pool) + moves * move_s
+    return points * point_seconds(pool) + moves * (move_s + pool.settle_per_move_s)

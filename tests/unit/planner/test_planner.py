@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from ecoscale.model.latency import AppProfile, LatencyCurve
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import parse_topology
 from ecoscale.planner.oracle import exhaustive_placement, optimal_placement
-from ecoscale.planner.search import carbon_terms, minnew, noscale, prune, rank
+from ecoscale.planner.search import carbon_terms, minnew, noscale, parallel_stages, prune, rank
 from ecoscale.planner.table import build_table, table_from_data, table_to_data
 from ecoscale.replay.scenario import default_slo
 
@@ -210,3 +211,22 @@ def test_placement_option_costs_are_consistent(social_model):
     whole = social_model.carbon_rate_g_per_h(
         Placement.uniform(["nginx-thrift"], "old", 2), 1000, 300)
     assert single == pytest.approx(whole)
+
+
+def test_stage_pass_moves_parallel_calls_down_together():
+    # A measured profile where the greedy used to stop 3-11 % above the optimum (1.114,
+    # 1.089, 1.04, 1.034 at these levels): the parallel calls of compose-post's stages each
+    # sat at 2 old replicas, and lowering any one alone leaves the stage's latency (its
+    # slowest call) where it was, so no single or pair move paid off.
+    path = Path(__file__).parents[2] / "fixtures" / "profiles" / \
+        "socialNetwork-lab-home-timeline-5ms.yaml"
+    model = AppModel(load_topology("socialNetwork"), load_profile("socialNetwork", str(path)),
+                     load_hardware())
+    slo, peak, _ = default_slo(model)
+    assert ("text-service", "user-service", "media-service", "unique-id-service") in \
+        parallel_stages(model)
+    terms = carbon_terms(model)
+    table = build_table(model, slo, peak, fractions=(0.4, 0.55, 0.6, 0.7))
+    for level in table.levels:
+        best = optimal_placement(model, level.max_load_qps, slo, terms)
+        assert level.carbon_g_per_h <= 1.02 * best.carbon_g_per_h, level.max_load_qps

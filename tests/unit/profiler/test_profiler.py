@@ -6,9 +6,10 @@ import pytest
 from ecoscale.adapters.files import parse_profile
 from ecoscale.errors import InputError
 from ecoscale.model.placement import Placement
-from ecoscale.profiler.build import build_profile, ranking_measured
+from ecoscale.profiler.build import build_profile, prune_measured, ranking_measured
 from ecoscale.profiler.fit import Point, SweepPoint, fit_curve, saturation_and_slo
 from ecoscale.profiler.plan import criticality_plan, parse_pool
+from ecoscale.profiler.runner import sliced_p99
 from ecoscale.profiler.store import E2E, Row, append_rows, compact, finished_points, read_rows
 
 
@@ -126,3 +127,41 @@ def test_criticality_is_measured_against_all_new_at_the_slo_load(social_model):
     assert [e.name for e in plan] == ["reference-new:before", "alone-old:a", "alone-old:b",
                                       "reference-new:after"]
     assert criticality_plan((), slo_load) == []
+
+
+def test_pruner_uses_the_generational_gap_at_the_pruning_load():
+    # a noisy short sweep: on old the CPU-heavy service's p99 even falls with load, but at
+    # the pruning load it is far slower than on new; the I/O-bound one rose on old with the
+    # shared node's load, yet is as fast there as on new at the same load
+    def rows(experiment: str, generation: str, p99: dict[str, list[float]]) -> list[Row]:
+        return [Row(experiment, q, s, generation, 1, q, 0.0, math.nan, math.nan, values[i])
+                for s, values in p99.items() for i, q in enumerate((15.0, 30.0))]
+
+    measured = (rows("all-new", "new", {"cpu-heavy": [18.0, 18.5], "io-bound": [13.0, 16.0]})
+                + rows("all-old", "old", {"cpu-heavy": [75.0, 72.0], "io-bound": [8.0, 17.0]}))
+    critical, non_critical = prune_measured(measured, slo_ms=60.0, threshold=0.1,
+                                            oldest="old", peak_qps=30.0, newest="new")
+    assert critical == {"cpu-heavy": pytest.approx(72.0 - 18.5)}
+    assert non_critical == {"io-bound": pytest.approx(17.0 - 16.0)}
+    # without an all-new point at the pruning load, the rise within the old sweep decides
+    only_old = [r for r in measured if r.experiment == "all-old"]
+    critical, non_critical = prune_measured(only_old, 60.0, 0.1, "old", 30.0, "new")
+    assert critical == {"io-bound": pytest.approx(9.0)}
+    assert non_critical == {"cpu-heavy": pytest.approx(-3.0)}
+
+
+def test_end_to_end_p99_is_the_median_of_the_windows_slices():
+    class SlicedPrometheus:
+        """p99 (s) per 5-s slice ending at each time; one slice holds a stall."""
+
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, float]] = []
+
+        def query(self, promql: str, at_s: float) -> list[tuple[dict, float, float]]:
+            self.asked.append((promql, at_s))
+            return [({}, at_s, {100.0: 0.040, 95.0: 2.5, 90.0: 0.042}[at_s])]
+
+    prometheus = SlicedPrometheus()
+    assert sliced_p99(prometheus, "nginx-thrift", 15, 100.0) == pytest.approx(42.0)
+    assert all("[5s]" in q and 'service="nginx-thrift"' in q for q, _ in prometheus.asked)
+    assert math.isnan(sliced_p99(prometheus, "nginx-thrift", 10, 100.0))   # < 3 slices
