@@ -134,7 +134,7 @@ class Sampler:
         self.lab = lab
         self.swarm = DockerSwarm(lab.docker_host)
         self.prometheus = PrometheusClient(lab.prometheus_url)
-        self.window_s = max(int(round(2 * period_s)), 6)
+        self.window_s = max(int(round(period_s)), 6)
         self.queries = lab_queries(frontend, self.window_s)
         self.period_s = period_s
 
@@ -178,12 +178,13 @@ def run_policy_live(lab: Lab, policy: str, scenario: Scenario, options: Evaluati
     if policy in tables:
         trace_s_per_period = scenario.step_s
         # wall-clock control times: what the physical lab needs (moves settle and the query
-        # window of 2 periods refills within 3 periods), and never longer than the replay's
-        # trace-time settings compressed the same way would allow
+        # window of one period refills within 3 periods), and never longer than the replay's
+        # trace-time settings compressed the same way would allow. The window is one period:
+        # with two, the daemon saw a compressed ramp's load a period late
         config = daemon_config(
             lab, tables[policy], folder / f"daemon-{policy}", frontend=topology.frontend,
             app=options.app, profile=options.profile, interval_s=options.period_s,
-            window_s=max(int(round(2 * options.period_s)), 6),
+            window_s=max(int(round(options.period_s)), 6),
             carbon={"trace": options.carbon_trace, "start": "0h",
                     "speedup": trace_s_per_period / options.period_s},
             control={"slo_miss_periods": 2, "escalation_hold_s": 6 * options.period_s,
