@@ -8,7 +8,7 @@ report the search effort it spent.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -84,6 +84,14 @@ class IncrementalEvaluator:
             near.discard(service)
             self._neighbours[service] = sorted(near, key=self._position.__getitem__)
         return self._neighbours[service]
+
+    def neighbours_of(self, services: Collection[str]) -> list[str]:
+        """Services outside ``services`` that share a counted endpoint with any of them (in
+        topology order)."""
+        if len(services) == 1:
+            return self.neighbours(next(iter(services)))
+        near = {n for s in services for n in self.neighbours(s)} - set(services)
+        return sorted(near, key=self._position.__getitem__)
 
     @property
     def placement(self) -> Placement:

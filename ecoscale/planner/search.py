@@ -278,9 +278,7 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
         saving, else put everything back."""
         held_before = {service: evaluator.placed(service) for service, _ in group}
         saving = sum(cost[s][held_before[s]] - cost[s][o] for s, o in group)
-        members = {s for s, _ in group}
-        partners = sorted({n for s in members for n in evaluator.neighbours(s)} - members,
-                          key=list(model.services).index)
+        partners = evaluator.neighbours_of(held_before)
         for service, option in group:
             evaluator.apply(service, option)
         changed: list[tuple[str, ServicePlacement, ServicePlacement]] = []
