@@ -24,7 +24,7 @@ from ecoscale.profiler.fit import (
     saturation_and_slo,
     served,
 )
-from ecoscale.profiler.plan import REFERENCE, PoolConfig
+from ecoscale.profiler.plan import REFERENCE, SLICE_S, PoolConfig, sliced_window
 from ecoscale.profiler.store import E2E, Row
 
 IDLE_SERVICE_P99_MS = 1.0
@@ -192,8 +192,10 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
             "saturation_qps": round(saturation, 3),
             "slo_load_qps": round(slo_load, 3),
             "slo_ms": round(slo_ms, 4),
-            "slo_definition": "server-side end-to-end p99 (median of the p99s of the window's "
-                              "5-s slices) of all-new at 75 % of the highest "
+            "slo_definition": "server-side end-to-end p99 "
+                              + (f"(median of the p99s of the window's {SLICE_S}-s slices) "
+                                 if sliced_window(pool.measure_s) else "(whole window) ")
+                              + "of all-new at 75 % of the highest "
                               "load it served (achieved >= 95 % of offered, errors < 1 %) "
                               f"with p99 at most {KNEE_FACTOR:g}x its lowest-load p99",
             "pruning_peak_qps": peak,

@@ -24,7 +24,7 @@ from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.model.topology import Topology
 from ecoscale.ports import SourceUnavailable, SwarmControl
-from ecoscale.profiler.plan import Experiment, PoolConfig, settle_s
+from ecoscale.profiler.plan import SLICE_S, Experiment, PoolConfig, settle_s, sliced_window
 from ecoscale.profiler.store import E2E, Row, append_rows, finished_points, read_rows
 
 # PromQL over a window of W seconds ending at the evaluation time; {svc} is a regex of
@@ -55,23 +55,15 @@ class LoadOutcome:
     started_at: float
 
 
-SLICE_S = 5
-"""The end-to-end p99 of a window is the median of the p99s of its SLICE_S-second slices
-(when the window holds at least three): one stall of the machine (an engine busy, a
-collection) then shifts one slice, not the point. On a busy 2-core lab, a whole-window p99
-of 15 s scattered by +-15 ms between identical points; the per-service quantiles and the
-p50/p95 stay whole-window."""
-
-
 def sliced_p99(prometheus: PrometheusClient, frontend: str, window_s: int, end_s: float
                ) -> float:
-    """Median of the end-to-end p99s of the window's slices (ms); NaN without data."""
-    slices = window_s // SLICE_S
-    if slices < 3:
+    """Median of the end-to-end p99s of the window's SLICE_S-second slices (ms; see
+    ``sliced_window``); NaN without data or when the window holds fewer than three."""
+    if not sliced_window(window_s):
         return math.nan
+    promql = QUERIES["e2e_p"].format(q=0.99, w=SLICE_S, frontend=frontend)
     values = []
-    for index in range(slices):
-        promql = QUERIES["e2e_p"].format(q=0.99, w=SLICE_S, frontend=frontend)
+    for index in range(window_s // SLICE_S):
         for _, _, value in prometheus.query(promql, end_s - index * SLICE_S):
             if math.isfinite(value):
                 values.append(value * 1000.0)
@@ -222,9 +214,9 @@ class Runner:
                     if progress:
                         progress.step(f"{experiment.name} (done before)")
                 continue
-            moves = self.place(self.placement_for(experiment))
-            if moves and settle_s(self.pool, moves) > 0:
-                self.load(todo[0], settle_s(self.pool, moves), self.pool.seed + 1000 * number + 999)
+            settle = settle_s(self.pool, self.place(self.placement_for(experiment)))
+            if settle > 0:
+                self.load(todo[0], settle, self.pool.seed + 1000 * number + 999)
             for index, offered in enumerate(todo):
                 rows = self.measure(experiment, offered, self.pool.seed + 1000 * number + index)
                 append_rows(self.raw_csv, rows)
