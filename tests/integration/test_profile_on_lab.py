@@ -14,38 +14,21 @@ profiles into its temporary folder."""
 from __future__ import annotations
 
 import pytest
+from conftest import CPU_HEAVY
 
-from ecoscale.adapters.files import load_profile, read_yaml, write_yaml
+from ecoscale.adapters.files import load_profile, read_yaml
 from ecoscale.adapters.swarm import DockerSwarm
-from ecoscale.lab.apps import emulation_path
 from ecoscale.profiler.main import run_profile
 from ecoscale.profiler.store import finished_points, read_rows
 
 pytestmark = pytest.mark.integration
 
-APP = "socialNetwork"
-CPU_HEAVY = "home-timeline-service"     # 5 ms of CPU per request here (shipped: 2 ms)
-CPU_HEAVY_MS = 5.0
 IO_BOUND = "post-storage-mongodb"       # 0.15 ms of CPU, 2 ms of I/O wait
 # Short, but not so short that the tail is noise: on a busy 2-core machine a p99 from an 8-s
 # window scatters by +-20 ms. Loads step by 15 req/s so that the all-old sweep has points
 # below the old node's knee to prune from.
 SHORT = {"loads_qps": [15.0, 30.0, 45.0, 60.0, 90.0], "warmup_s": 3.0, "measure_s": 15.0}
 PRUNE = 0.1   # low: a critical service wrongly pruned never reaches the ranking
-
-
-@pytest.fixture
-def cpu_heavy_lab(social_network, tmp_path):
-    """The lab running socialNetwork with CPU_HEAVY at CPU_HEAVY_MS; the shipped emulation is
-    deployed again afterwards."""
-    emulation = read_yaml(emulation_path(APP))
-    emulation["services"][CPU_HEAVY] = {**emulation["services"].get(CPU_HEAVY, {}),
-                                        "cpu_ms": CPU_HEAVY_MS}
-    path = tmp_path / "emulation.yaml"
-    write_yaml(path, emulation, "# the shipped emulation, CPU-heavier home-timeline-service\n")
-    social_network.deploy(APP, emulation=path)
-    yield social_network
-    social_network.deploy(APP)
 
 
 def test_profile_ranks_cpu_heavy_over_io_bound_and_resumes(cpu_heavy_lab, tmp_path, capsys):
