@@ -214,6 +214,11 @@ def parse_profile(data: Any, source: str) -> AppProfile:
             except (KeyError, TypeError, ValueError):
                 problems.append(f"{where}: needs saturation_qps and points "
                                 "[[load_qps, p99_ms, util], ...]")
+    limits = data.get("replica_limits") or {}
+    if not isinstance(limits, Mapping) or any(
+            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in limits.values()):
+        problems.append("replica_limits: generation -> an integer >= 1")
+        limits = {}
     if problems:
         raise InputError(source, problems)
     slo = data.get("slo_ms")
@@ -227,6 +232,7 @@ def parse_profile(data: Any, source: str) -> AppProfile:
         slo_load_fraction=float(data.get("slo_load_fraction", 0.75)),
         slo_load_qps=_measured_slo_load(data),
         provenance=dict(data.get("provenance") or {}),
+        replica_limits={str(g): int(n) for g, n in limits.items()},
     )
 
 

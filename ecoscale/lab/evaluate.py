@@ -13,7 +13,9 @@ by side.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import signal
 import threading
 import time
@@ -27,6 +29,7 @@ import pandas as pd
 from ecoscale.adapters.files import load_profile, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.swarm import DockerSwarm
+from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError
 from ecoscale.lab.daemon import daemon_config, lab_queries, start_process
 from ecoscale.lab.lab import Lab
@@ -34,7 +37,7 @@ from ecoscale.lab.loadgen import run_load
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.planner.table import PolicyTable, build_table
 from ecoscale.replay.engine import Scenario, replay
-from ecoscale.replay.policies import all_policies, ci_bands
+from ecoscale.replay.policies import EcoscalePolicy, all_policies, ci_bands
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
 POLICIES = ("all-new", "all-old", "ecoscale", "ecoscale-ct")
@@ -100,8 +103,6 @@ def proc_usage(pid: int) -> tuple[float, float]:
         rss_pages = int(fields[21])
     except (OSError, IndexError, ValueError):
         return math.nan, math.nan
-    import os
-
     return ticks / os.sysconf("SC_CLK_TCK"), rss_pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
@@ -158,6 +159,22 @@ class Sampler:
         return row
 
 
+def live_control(period_s: float) -> dict[str, float]:
+    """The daemon's control settings on the lab, wall-clock seconds: what the physical lab
+    needs (a move settles, and the one-period query window refills, within 3 periods)."""
+    return {"slo_miss_periods": 2, "escalation_hold_s": 6 * period_s, "cooldown_s": 6 * period_s,
+            "settle_s": 3 * period_s, "max_old_moves_per_decision": 3,
+            "no_data_fallback_periods": 6}
+
+
+def in_trace_time(control: dict[str, float], speedup: float) -> ControlSettings:
+    """The same control settings in trace seconds (x ``speedup``), for the replay of the
+    compressed traces: the simulated daemon then holds, cools down and rate-limits over the
+    same number of periods as the live one."""
+    return ControlSettings(**{k: v * speedup if k.endswith("_s") else v
+                              for k, v in control.items()})
+
+
 def run_policy_live(lab: Lab, policy: str, scenario: Scenario, options: EvaluationOptions,
                     tables: dict[str, Path], folder: Path, log: Any,
                     start: dict[str, ServicePlacement] | None = None) -> PolicyTrace:
@@ -177,19 +194,15 @@ def run_policy_live(lab: Lab, policy: str, scenario: Scenario, options: Evaluati
     daemon_log = folder / f"daemon-{policy}.log"
     if policy in tables:
         trace_s_per_period = scenario.step_s
-        # wall-clock control times: what the physical lab needs (moves settle and the query
-        # window of one period refills within 3 periods), and never longer than the replay's
-        # trace-time settings compressed the same way would allow. The window is one period:
-        # with two, the daemon saw a compressed ramp's load a period late
+        # the query window is one period: with two, the daemon saw a compressed ramp's load
+        # a period late
         config = daemon_config(
             lab, tables[policy], folder / f"daemon-{policy}", frontend=topology.frontend,
             app=options.app, profile=options.profile, interval_s=options.period_s,
             window_s=max(int(round(options.period_s)), 6),
             carbon={"trace": options.carbon_trace, "start": "0h",
                     "speedup": trace_s_per_period / options.period_s},
-            control={"slo_miss_periods": 2, "escalation_hold_s": 6 * options.period_s,
-                     "cooldown_s": 6 * options.period_s, "settle_s": 3 * options.period_s,
-                     "max_old_moves_per_decision": 3, "no_data_fallback_periods": 6})
+            control=live_control(options.period_s))
         daemon = start_process(config, daemon_log)
     sampler = Sampler(lab, topology.frontend, options.period_s)
     trace = PolicyTrace(policy)
@@ -225,8 +238,6 @@ def run_policy_live(lab: Lab, policy: str, scenario: Scenario, options: Evaluati
             trace.daemon_cpu_s = usage_end[0] - usage_start[0]
             trace.daemon_rss_mb = float(np.nanmax(rss)) if rss else math.nan
     if daemon:
-        import json
-
         trace.moves = sum(1 for line in daemon_log.read_text().splitlines()
                           if '"event": "action"' in line and json.loads(line).get("applied"))
     load = result.get("load")
@@ -299,6 +310,7 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     model = scenario.model
     peak = float(np.max(scenario.load_qps))
     planned: dict[str, PolicyTable] = {}
+    simulated_tables: dict[str, PolicyTable] = {}
     tables: dict[str, Path] = {}
     speedup = scenario.step_s / options.period_s
     bands = {"ecoscale": None, "ecoscale-ct": ci_bands(scenario)}   # the policies with tables
@@ -315,7 +327,9 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
                                                  4 * options.period_s)))
         tables[name] = out / f"table-{name}.yaml"
         write_table(tables[name], live)
-    emulation = lab.config.emulation(__import__("os").cpu_count() or 1)
+        simulated_tables[name] = replace(live, hysteresis=replace(
+            live.hysteresis, down_stabilisation_s=live.hysteresis.down_stabilisation_s * speedup))
+    emulation = lab.config.emulation(os.cpu_count() or 1)
     slot_cpus = {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()}
     frames, rows = [], []
     for policy in options.policies:
@@ -336,9 +350,13 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     measured = pd.DataFrame(rows)
     steps = pd.concat(frames, ignore_index=True)
     steps.to_csv(out / "measured_steps.csv", index=False, float_format="%.4f")
-    simulated = replay(scenario, all_policies(scenario, planned.get("ecoscale"),
-                                              options.policies,
-                                              planned.get("ecoscale-ct"))).summary()
+    # the replay runs the daemon's decision function with the live run's tables and
+    # control settings, in trace time
+    settings = in_trace_time(live_control(options.period_s), speedup)
+    policies = all_policies(scenario, names=tuple(p for p in options.policies
+                                                  if p not in planned))
+    policies += [EcoscalePolicy(name, simulated_tables[name], settings) for name in planned]
+    simulated = replay(scenario, policies).summary()
     table = compare(measured, simulated)
     table.to_csv(out / "comparison.csv", index=False, float_format="%.4f")
     write_report(out, options, scenario, table, steps, emulation, profile)
@@ -449,13 +467,18 @@ def write_report(out: Path, options: EvaluationOptions, scenario: Scenario,
         "## Where the numbers come from",
         "- measured: end-to-end p99 from Prometheus (the lab's emulated services), tasks per "
         "generation from Docker Swarm, CPU per service from the emulator's process CPU seconds",
-        "- old and new are EMULATED on one 2-core machine by `ecoscale lab`: "
+        f"- old and new are EMULATED on one {os.cpu_count() or 1}-CPU machine by `ecoscale lab`: "
         + "; ".join(f"{g}: {spec['speed']}, {spec['capacity']}" for g, spec in emulation.items()),
         "- carbon: the hardware model (profiles/hardware/cloudlab.yaml: embodied carbon per "
         "slot, MODELLED power curve x measured CPU utilisation, PUE) x the compressed grid "
         "intensity; no power was measured (no RAPL)",
         f"- simulated: `ecoscale replay` with profile '{profile.name}' ({profile.kind}) on the "
-        "same compressed traces and steps",
+        "same compressed traces and steps, with the daemon's decision function on the live "
+        "run's tables and control settings (holds, cooldowns and the rate limit span the "
+        "same numbers of periods); the tables were planned with at most "
+        + (", ".join(f"{n} replica(s) on {g}" for g, n in profile.replica_limits.items())
+           or "floor(C) replicas on older generations")
+        + " (the profile's replica_limits)",
         f"- carbon factors, traces: {scenario.provenance.get('carbon_trace', '')}",
         "",
         "Files: comparison.csv, measured_steps.csv, lab_evaluation.png, lab_carbon.png, "

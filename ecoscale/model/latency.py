@@ -137,6 +137,9 @@ class AppProfile:
     slo_load_qps: float | None = None
     """The load at which the SLO was set (measured profiles), req/s."""
     provenance: Mapping[str, object] = field(default_factory=dict)
+    replica_limits: Mapping[str, int] = field(default_factory=dict)
+    """generation -> most replicas of one service that add capacity on the profiled pool
+    (its CPUs there / one replica's CPUs); a generation not listed: no limit."""
 
     @property
     def generations(self) -> tuple[str, ...]:

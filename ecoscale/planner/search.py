@@ -40,6 +40,8 @@ class CarbonTerms:
     order: tuple[str, ...]
     """Generations from the most to the least carbon per slot (newest first)."""
     max_new_replicas: int = 1
+    replica_limits: Mapping[str, int] = field(default_factory=dict)
+    """generation -> most replicas that add capacity on the profiled pool (the profile's)."""
 
     @property
     def newest(self) -> str:
@@ -50,10 +52,13 @@ class CarbonTerms:
         return self.order[-1]
 
     def max_replicas(self, generation: str) -> int:
-        """floor(C_g): how many replicas of g may replace one newest replica."""
+        """floor(C_g): how many replicas of g may replace one newest replica; never more
+        than add capacity on the pool (``replica_limits``)."""
         if generation == self.newest:
-            return self.max_new_replicas
-        return max(1, int(math.floor(self.ratio[generation] + 1e-9)))
+            wanted = self.max_new_replicas
+        else:
+            wanted = max(1, int(math.floor(self.ratio[generation] + 1e-9)))
+        return min(wanted, self.replica_limits.get(generation, wanted))
 
 
 def carbon_terms(model: AppModel, ci_g_per_kwh: float | None = None,
@@ -62,7 +67,8 @@ def carbon_terms(model: AppModel, ci_g_per_kwh: float | None = None,
     constants = carbon_constants(model.hardware, ci_g_per_kwh)
     generations = [g for g in model.profile.generations if g in constants.rate_g_per_h]
     order = tuple(sorted(generations, key=lambda g: -constants.rate_g_per_h[g]))
-    return CarbonTerms(constants.ci_g_per_kwh, dict(constants.ratio), order, max_new_replicas)
+    return CarbonTerms(constants.ci_g_per_kwh, dict(constants.ratio), order, max_new_replicas,
+                       dict(model.profile.replica_limits))
 
 
 @dataclass(frozen=True)

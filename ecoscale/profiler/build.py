@@ -207,6 +207,8 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
         "e2e_calibration": 1.0,
         "services": services,
     }
+    if pool.replica_limits:
+        document["replica_limits"] = dict(pool.replica_limits)
     # rounded down, against the SLO and its load as written: the model's all-new deployment
     # must meet the SLO at the SLO load, not miss it by a rounding error
     factor = calibration(document, topology, hardware, pool,

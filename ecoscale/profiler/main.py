@@ -50,10 +50,19 @@ def lab_pool(overrides: dict[str, Any]) -> PoolConfig:
         "docker_host": lab.docker_host,
         "generations": [g.name for g in lab.config.generations],
         "slot_cpus": {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()},
+        "replica_limits": replica_limits(emulation),
         "emulation": lab_emulation_text(emulation),
     }
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return parse_pool(raw, "ecoscale lab")
+
+
+def replica_limits(emulation: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """generation -> replicas of one service that add capacity on the lab: the generation's
+    CPUs (nodes x CPUs per node) over one replica's CPUs, at least 1."""
+    return {g: max(1, int(spec["nodes"] * spec["cpus_per_node"]
+                          // spec["cpus_per_replica"]))
+            for g, spec in emulation.items()}
 
 
 def lab_emulation_text(emulation: dict[str, dict[str, Any]]) -> str:

@@ -36,6 +36,10 @@ class PoolConfig:
     freshly started tasks are cold, and the engines are still busy with the old ones."""
     emulation: str = ""
     """How old/new differ when they are emulated (stated in every profile), else empty."""
+    replica_limits: Mapping[str, int] = field(default_factory=dict)
+    """generation -> most replicas of one service that add capacity: the generation's CPUs
+    over one replica's (a node whose services share one CPU quota gains nothing from a
+    second replica there). Written into the profile, where the planner honours it."""
     hardware: str = "cloudlab"
     seed: int = 1
 
@@ -82,6 +86,11 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
     ):
         problems.append("slot_cpus: generation -> CPUs per slot (> 0)")
         slot_cpus = {}
+    limits = raw.get("replica_limits") or {}
+    if not isinstance(limits, Mapping) or any(
+            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in limits.values()):
+        problems.append("replica_limits: generation -> an integer >= 1")
+        limits = {}
     if problems:
         raise InputError(source, problems)
     return PoolConfig(
@@ -93,6 +102,7 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         slot_cpus={str(k): float(v) for k, v in slot_cpus.items()},
         loads_qps=loads,
         emulation=str(raw.get("emulation", "")),
+        replica_limits={str(g): int(n) for g, n in limits.items()},
         hardware=str(raw.get("hardware", "cloudlab")),
         seed=int(raw.get("seed", 1)),
         **numbers,

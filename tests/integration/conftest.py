@@ -1,6 +1,6 @@
 """The real lab for integration tests: one Docker Swarm for the whole session.
 
-Fixtures for every integration test module (profiler, daemon, lab):
+Fixtures for every integration test module (lab, profiler, live evaluation, daemon):
 
 - ``lab`` (session): ``ecoscale.lab.Lab`` brought up once (default ``LabConfig``: one new
   node = Swarm manager, one old node), with socialNetwork deployed, every service on 'new'.
@@ -150,11 +150,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             terminalreporter.write_line(f"{key}: {value}")
 
 
-LAB_TEST_ORDER = ("test_lab.py", "test_profile_on_lab.py")
+LAB_TEST_ORDER = ("test_lab.py", "test_profile_on_lab.py", "test_evaluate_on_lab.py")
 """Run first, in this order: the lab's own tests check the substrate on a lab no other test
-has touched, and the profiler measures before the daemon tests restart Prometheus (series of
-tasks gone during the outage come back from its WAL without staleness markers and linger for
-the 5-minute lookback)."""
+has touched, and the profiler and the live evaluation measure before the daemon tests
+restart Prometheus (series of tasks gone during the outage come back from its WAL without
+staleness markers and linger for the 5-minute lookback)."""
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ARG001

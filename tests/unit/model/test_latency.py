@@ -43,6 +43,19 @@ def test_bad_curves_are_rejected(points, sat, fragment):
         LatencyCurve.from_points(points, sat, "svc on old")
 
 
+def test_profile_replica_limits_are_read_and_checked():
+    from ecoscale.adapters.files import parse_profile
+
+    curve = {"saturation_qps": 100, "points": [[0, 1, 0], [50, 2, 0.5]]}
+    data = {"services": {"fe": {"new": curve, "old": curve}}}
+    assert parse_profile(data, "p.yaml").replica_limits == {}
+    limited = parse_profile({**data, "replica_limits": {"old": 1}}, "p.yaml")
+    assert limited.replica_limits == {"old": 1}
+    for bad in ({"old": 0}, {"old": 1.5}, ["old"]):
+        with pytest.raises(InputError, match="replica_limits"):
+            parse_profile({**data, "replica_limits": bad}, "p.yaml")
+
+
 TOY = parse_topology({
     "app": "toy",
     "frontend": "fe",

@@ -48,6 +48,19 @@ def test_pool_config_reports_every_problem():
         parse_pool({"frontend_url": "x", "loads_qps": [30, 10], "measure_s": 0,
                     "generations": ["new"]}, "pool.yaml")
     assert len(info.value.problems) == 5
+    with pytest.raises(InputError, match="replica_limits"):
+        parse_pool({"frontend_url": "http://a", "prometheus_url": "http://b",
+                    "replica_limits": {"old": 0}}, "pool.yaml")
+
+
+def test_lab_replica_limits_are_each_generations_cpus_over_one_replicas():
+    from ecoscale.lab.config import LabConfig
+    from ecoscale.profiler.main import replica_limits
+
+    # the default lab: old is one node with one quota'd CPU for all its services; new shares
+    # the host's CPUs
+    assert replica_limits(LabConfig().emulation(host_cpus=2)) == {"new": 2, "old": 1}
+    assert replica_limits(LabConfig().emulation(host_cpus=8))["new"] == 8
 
 
 def rows_from_model(model, loads, experiment, on_old, replicas=1):
@@ -77,7 +90,7 @@ def test_build_profile_from_model_measurements(social_model, hardware):
     for s in ("user-timeline-service", "media-service"):
         rows += rows_from_model(social_model, [2925.0], f"alone-old:{s}", (s,))
     pool = parse_pool({"name": "sim", "frontend_url": "http://a", "prometheus_url": "http://b",
-                       "loads_qps": loads}, "sim")
+                       "loads_qps": loads, "replica_limits": {"old": 1}}, "sim")
     document = build_profile(rows, social_model.topology, hardware, pool, "2026-01-01T00:00Z",
                              "sim.csv")
     profile = parse_profile(document, "sim.yaml")
@@ -93,6 +106,7 @@ def test_build_profile_from_model_measurements(social_model, hardware):
     assert 0.9 < document["e2e_calibration"] < 1.1
     assert profile.kind == "measured" and "pool 'sim'" in profile.provenance["statement"]
     assert document["provenance"]["power_source"]
+    assert document["replica_limits"] == {"old": 1} and profile.replica_limits == {"old": 1}
 
 
 def test_store_resumes_and_drops_unfinished_points(tmp_path):
