@@ -140,8 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "CPU per service and the daemon's own overhead. Then replay the same "
                     "compressed traces with the lab's measured profile and write a report "
                     "(report.md, comparison.csv, PNGs) that sets measured and simulated side "
-                    "by side. Needs a lab that is up; profile it first "
-                    "(`ecoscale profile --pool lab`).",
+                    "by side. Needs a lab that is up; plans from a profile measured on it "
+                    "(`ecoscale profile --pool lab`, or --profile-sweep).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evaluate.add_argument("--app", default="socialNetwork")
     evaluate.add_argument("--profile", default="lab",
@@ -156,7 +156,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="seconds of wall time per trace step (and daemon interval)")
     evaluate.add_argument("--policies", default="all-new,all-old,ecoscale,ecoscale-ct")
     evaluate.add_argument("--peak-qps", type=float,
-                          help="trace peak (default: the profile's SLO load)")
+                          help="trace peak, req/s (default: --peak-fraction x the profile's "
+                               "SLO load)")
+    evaluate.add_argument("--peak-fraction", type=float, default=1.0,
+                          help="trace peak as a fraction of the profile's SLO load")
+    evaluate.add_argument("--profile-sweep", action="store_true",
+                          help="profile the lab first with a short sweep (~15 min) and plan "
+                               "and replay with that profile (written to --out)")
     evaluate.add_argument("--headroom", type=float, default=0.0,
                           help="share of the SLO the plan keeps free (ecoscale plan --headroom)")
     evaluate.add_argument("--out", type=Path, default=Path("lab-evaluation"))
@@ -175,9 +181,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 carbon_trace=args.carbon_trace, start=args.start,
                                 duration=args.duration, minutes=args.minutes,
                                 period_s=args.period_s, policies=policies,
-                                peak_qps=args.peak_qps, headroom=args.headroom)
+                                peak_qps=args.peak_qps, peak_fraction=args.peak_fraction,
+                                headroom=args.headroom, profile_sweep=args.profile_sweep)
     if not 0.0 <= options.headroom < 1.0:
         raise EcoscaleError(f"--headroom must be in [0, 1), got {options.headroom:g}")
+    if not 0.0 < options.peak_fraction <= 2.0:
+        raise EcoscaleError(f"--peak-fraction must be in (0, 2], got {options.peak_fraction:g}")
     table = evaluate(options, args.out, log=_progress)
     print(table.round(3).to_string(index=False))
     print(f"report: {args.out}/report.md")

@@ -57,7 +57,12 @@ class EvaluationOptions:
     period_s: float = 5.0
     policies: tuple[str, ...] = POLICIES
     peak_qps: float | None = None
-    """Default: the profile's SLO load (75 % of the measured saturation)."""
+    """Trace peak, req/s. Default: ``peak_fraction`` x the profile's SLO load (75 % of the
+    measured saturation)."""
+    peak_fraction: float = 1.0
+    profile_sweep: bool = False
+    """Profile the lab first with a short sweep (PROFILE_SWEEP) and plan and replay with that
+    profile instead of ``profile``: the model then describes the lab as it runs today."""
     headroom: float = 0.0
     """Share of the SLO the plan keeps free (``ecoscale plan --headroom``)."""
     warmup_s: float = 20.0
@@ -83,10 +88,33 @@ def compressed_scenario(options: EvaluationOptions) -> Scenario:
     duration_s = _seconds(options.duration)
     periods = max(2, int(round(options.minutes * 60 / options.period_s)))
     step_s = duration_s / periods
-    return build_scenario(ReplayOptions(
+    replay_options = ReplayOptions(
         app=options.app, profile=options.profile, load_trace=options.load_trace,
         carbon_trace=options.carbon_trace, start=options.start, duration=options.duration,
-        step=f"{step_s:g}s", peak_qps=options.peak_qps))
+        step=f"{step_s:g}s", peak_qps=options.peak_qps)
+    scenario = build_scenario(replay_options)
+    if options.peak_qps is not None or options.peak_fraction == 1.0:
+        return scenario
+    peak = options.peak_fraction * float(np.max(scenario.load_qps))   # x the SLO load
+    return build_scenario(replace(replay_options, peak_qps=peak))
+
+
+PROFILE_SWEEP = {"loads_qps": [15.0, 30.0, 45.0, 60.0, 80.0, 100.0, 120.0], "warmup_s": 3.0,
+                 "measure_s": 15.0}
+"""The short sweep of ``profile_sweep`` (about 15 minutes on the lab): the loads span the
+lab's all-new knee, windows long enough for 5-s slices."""
+
+
+def profile_lab(options: EvaluationOptions, out: Path, log: Any) -> EvaluationOptions:
+    """Profile the running lab with PROFILE_SWEEP into ``out``; the options with that
+    profile."""
+    from ecoscale.profiler.main import run_profile
+
+    path = out / "profile-lab.yaml"
+    log(f"profiling the lab with a short sweep into {path.name} (resumes if interrupted)")
+    if run_profile(options.app, "lab", path, False, dict(PROFILE_SWEEP)) != 0:
+        raise EcoscaleError("the short profile sweep of the lab failed")
+    return replace(options, profile=str(path.resolve()), profile_sweep=False)
 
 
 def _seconds(text: str) -> float:
@@ -303,6 +331,9 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     if not lab.healthy():
         log("bringing the lab up")
         lab.up()
+    if options.profile_sweep:
+        lab.deploy(options.app)
+        options = profile_lab(options, out, log)
     scenario = compressed_scenario(options)
     profile = load_profile(options.app, options.profile)
     if profile.kind != "measured":

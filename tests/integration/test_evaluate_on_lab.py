@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import REPORT
 
-from ecoscale.lab.evaluate import EvaluationOptions, compressed_scenario, evaluate
+from ecoscale.lab.evaluate import EvaluationOptions, evaluate
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +26,8 @@ def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_
     # The peak is 85 % of the SLO load (at the SLO load all-new itself sits on the SLO, and
     # 10-s p99 windows on a busy 2-core machine scatter around it); the plan keeps 5 % of
     # the SLO free.
-    window = {"start": "6h", "duration": "1d"}
-    slo_load = float(compressed_scenario(EvaluationOptions(minutes=3.0)).load_qps.max())
     options = EvaluationOptions(minutes=5.0, period_s=10.0, policies=("ecoscale",),
-                                peak_qps=0.85 * slo_load, headroom=0.05, **window)
+                                peak_fraction=0.85, headroom=0.05, start="6h", duration="1d")
     table = evaluate(options, tmp_path, log=print)
     steps = pd.read_csv(tmp_path / "measured_steps.csv")
     steps = steps[steps.policy == "ecoscale"].reset_index(drop=True)
