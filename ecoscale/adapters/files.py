@@ -10,7 +10,7 @@ import yaml
 
 from ecoscale.errors import InputError
 from ecoscale.model.carbon import Generation, Hardware
-from ecoscale.model.latency import AppProfile, LatencyCurve
+from ecoscale.model.latency import AppProfile, LatencyCurve, parse_replica_limits
 from ecoscale.model.topology import Topology, parse_topology
 from ecoscale.paths import profiles_dir
 
@@ -214,11 +214,8 @@ def parse_profile(data: Any, source: str) -> AppProfile:
             except (KeyError, TypeError, ValueError):
                 problems.append(f"{where}: needs saturation_qps and points "
                                 "[[load_qps, p99_ms, util], ...]")
-    limits = data.get("replica_limits") or {}
-    if not isinstance(limits, Mapping) or any(
-            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in limits.values()):
-        problems.append("replica_limits: generation -> an integer >= 1")
-        limits = {}
+    limits, limit_problems = parse_replica_limits(data.get("replica_limits"))
+    problems.extend(limit_problems)
     if problems:
         raise InputError(source, problems)
     slo = data.get("slo_ms")
@@ -232,7 +229,7 @@ def parse_profile(data: Any, source: str) -> AppProfile:
         slo_load_fraction=float(data.get("slo_load_fraction", 0.75)),
         slo_load_qps=_measured_slo_load(data),
         provenance=dict(data.get("provenance") or {}),
-        replica_limits={str(g): int(n) for g, n in limits.items()},
+        replica_limits=limits,
     )
 
 

@@ -150,6 +150,16 @@ class AppProfile:
         return self.curves[service][generation]
 
 
+def parse_replica_limits(raw: object) -> tuple[dict[str, int], list[str]]:
+    """``replica_limits`` of a profile or pool config (generation -> integer >= 1; absent:
+    none), with the problems found."""
+    raw = raw or {}
+    if not isinstance(raw, Mapping) or any(
+            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in raw.values()):
+        return {}, ["replica_limits: generation -> an integer >= 1"]
+    return {str(g): int(n) for g, n in raw.items()}, []
+
+
 def check_profile_covers(profile: AppProfile, topology: Topology) -> None:
     """Every service of the topology needs a curve on every generation of the profile."""
     problems = []

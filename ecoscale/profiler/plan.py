@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecoscale.errors import InputError
+from ecoscale.model.latency import parse_replica_limits
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,8 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
     ):
         problems.append("slot_cpus: generation -> CPUs per slot (> 0)")
         slot_cpus = {}
-    limits = raw.get("replica_limits") or {}
-    if not isinstance(limits, Mapping) or any(
-            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in limits.values()):
-        problems.append("replica_limits: generation -> an integer >= 1")
-        limits = {}
+    limits, limit_problems = parse_replica_limits(raw.get("replica_limits"))
+    problems.extend(limit_problems)
     if problems:
         raise InputError(source, problems)
     return PoolConfig(
@@ -102,7 +100,7 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         slot_cpus={str(k): float(v) for k, v in slot_cpus.items()},
         loads_qps=loads,
         emulation=str(raw.get("emulation", "")),
-        replica_limits={str(g): int(n) for g, n in limits.items()},
+        replica_limits=limits,
         hardware=str(raw.get("hardware", "cloudlab")),
         seed=int(raw.get("seed", 1)),
         **numbers,
