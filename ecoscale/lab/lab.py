@@ -394,7 +394,7 @@ class Lab:
         existing = {s.name: s for s in mgr.services.list()
                     if s.attrs["Spec"].get("Labels", {}).get(deploy.MANAGED_LABEL) == "true"
                     or s.name == GATEWAY_NAME}
-        removed, kept, reset, created = [], [], [], []
+        removed, kept, reset, created, resumed = [], [], [], [], []
         for name, service in existing.items():
             labels = service.attrs["Spec"].get("Labels", {})
             if name not in wanted or labels.get(deploy.SPEC_LABEL) != \
@@ -409,11 +409,13 @@ class Lab:
         for name, kwargs in wanted.items():
             if name in existing and name not in removed:
                 spec = existing[name].attrs["Spec"]
-                if name != GATEWAY_NAME and (swarm.constraint_generation(spec) != initial
-                                             or swarm.replicas_of(spec) != 1):
-                    swarm.update_service(mgr, name, lambda s: (swarm.set_generation(s, initial),
-                                                               swarm.set_replicas(s, 1)))
+                paused = swarm.paused_update(existing[name]) is not None
+                if paused or (name != GATEWAY_NAME and (
+                        swarm.constraint_generation(spec) != initial
+                        or swarm.replicas_of(spec) != 1)):
+                    swarm.update_service(mgr, name, _reset_mutation(name, initial, paused))
                     reset.append(name)
+                    resumed += [name] if paused else []
                 else:
                     kept.append(name)
                 continue
@@ -422,16 +424,18 @@ class Lab:
         self._save(app=lab_app.name, spec_id=lab_app.spec_id(), frontend=lab_app.topology.frontend)
         self._write_prometheus_config(list(lab_app.topology.services))
         self.prometheus.reload()
+        paused_note = f" ({len(resumed)} with a paused update, resumed)" if resumed else ""
         self._log(f"{lab_app.name}: {len(created)} services created, {len(reset)} put back on "
-                  f"'{initial}', {len(kept)} kept, {len(removed)} removed; waiting for tasks")
+                  f"'{initial}'{paused_note}, {len(kept)} kept, {len(removed)} removed; "
+                  "waiting for tasks")
         self.wait_converged()
         self.wait_scraped()
         deploy.remove_unused_configs(mgr, keep=app_config["ConfigName"])
         seconds = round(time.monotonic() - began, 2)
         self._log(f"{lab_app.name} deployed in {seconds:.1f} s; entry point {self.frontend_url}")
         return {"app": lab_app.name, "services": len(lab_app.topology.services),
-                "created": created, "reset": reset, "kept": kept, "removed": removed,
-                "seconds": seconds}
+                "created": created, "reset": reset, "resumed": resumed, "kept": kept,
+                "removed": removed, "seconds": seconds}
 
     @property
     def deployed_app(self) -> str | None:
@@ -501,15 +505,20 @@ class Lab:
                          f"{type(exc).__name__}") from exc
 
     def wait_converged(self, services: Iterable[str] | None = None,
-                       timeout_s: float | None = None) -> None:
+                       timeout_s: float | None = None, resumes: int = 2) -> None:
         """Wait until the services (default: all of the app and the gateway) run exactly
         their replicas where their constraints say, and every task answers with the
-        deployed app's document."""
+        deployed app's document.
+
+        A rolling update that Swarm paused (a new task failed or ended early, which a busy
+        host can cause) is resumed up to ``resumes`` times per service, then is an error.
+        """
         state = self._state()
         spec_id = state.get("spec_id")
         names = list(services) if services is not None else [*self.managed_services(),
                                                               GATEWAY_NAME]
         mgr = self.client()
+        resumed: dict[str, int] = {}
 
         def check() -> bool:
             nodes = swarm.node_names(mgr)
@@ -521,7 +530,15 @@ class Lab:
                 except docker.errors.NotFound as exc:
                     raise LabError(f"no service {name} in the lab") from exc
                 replicas[name] = swarm.replicas_of(service.attrs["Spec"])
-                problem = swarm.convergence_problem(service, nodes)
+                try:
+                    problem = swarm.convergence_problem(service, nodes)
+                except swarm.UpdatePaused as paused:
+                    if resumed.get(name, 0) >= resumes:
+                        raise
+                    resumed[name] = resumed.get(name, 0) + 1
+                    self._log(f"{paused}; resuming it ({resumed[name]}/{resumes})")
+                    swarm.update_service(mgr, name, swarm.force_update)
+                    problem = f"{name}: paused update resumed"
                 if problem:
                     problems.append(problem)
             if problems:
@@ -634,6 +651,19 @@ class Lab:
 def _only_empty_dirs(path: Path) -> bool:
     """True if ``path`` is a folder with no files anywhere below it (only empty folders)."""
     return path.is_dir() and all(p.is_dir() for p in path.rglob("*"))
+
+
+def _reset_mutation(name: str, generation: str,
+                    paused: bool) -> Callable[[dict[str, Any]], None]:
+    """The spec change that puts a service back on ``generation`` with one replica (not the
+    gateway: it stays pinned to the manager), forced when Swarm paused its last update."""
+    def mutate(spec: dict[str, Any]) -> None:
+        if name != GATEWAY_NAME:
+            swarm.set_generation(spec, generation)
+            swarm.set_replicas(spec, 1)
+        if paused:
+            swarm.force_update(spec)
+    return mutate
 
 
 def _summary(problems: list[str], shown: int = 4) -> str:

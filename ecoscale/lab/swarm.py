@@ -135,14 +135,37 @@ def task_view(service: Any, nodes: Mapping[str, Mapping[str, str]]) -> list[dict
     return sorted(view, key=lambda t: (t["desired"] != "running", t["node"]))
 
 
+class UpdatePaused(LabError):
+    """Swarm paused a service's rolling update (a new task failed or ended early)."""
+
+    def __init__(self, service: str, state: str, message: str):
+        super().__init__(f"service {service}: update {state}: {message}")
+        self.service = service
+
+
+def paused_update(service: Any) -> tuple[str, str] | None:
+    """(state, message) when Swarm paused the service's update, else None."""
+    status = service.attrs.get("UpdateStatus") or {}
+    if status.get("State") in ("paused", "rollback_paused"):
+        return status["State"], status.get("Message", "")
+    return None
+
+
+def force_update(spec: dict[str, Any]) -> None:
+    """Make the next update replace the tasks even if nothing else changed, which also
+    resumes a paused update (``docker service update --force``)."""
+    template = spec.setdefault("TaskTemplate", {})
+    template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+
+
 def convergence_problem(service: Any, nodes: Mapping[str, Mapping[str, str]]) -> str:
-    """'' when the service runs exactly its replicas where its constraint says, else why not."""
+    """'' when the service runs exactly its replicas where its constraint says, else why
+    not; UpdatePaused when Swarm paused its update."""
     spec = service.attrs["Spec"]
     name = spec["Name"]
-    update = (service.attrs.get("UpdateStatus") or {}).get("State", "")
-    if update in ("paused", "rollback_paused"):
-        message = (service.attrs.get("UpdateStatus") or {}).get("Message", "")
-        raise LabError(f"service {name}: update {update}: {message}")
+    paused = paused_update(service)
+    if paused:
+        raise UpdatePaused(name, *paused)
     wanted = replicas_of(spec)
     generation = constraint_generation(spec)
     tasks = task_view(service, nodes)

@@ -1,5 +1,6 @@
 """The lab on the real machine: Swarm nodes, the deployed app, load, Prometheus, moves to the
-old node, the old/new difference per kind of service, crash recovery and clean tear-down."""
+old node, the old/new difference per kind of service, paused updates, crash recovery and
+clean tear-down."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from conftest import CPU_HEAVY, REPORT, host_traces
 
 from ecoscale.adapters.files import load_topology
-from ecoscale.lab import engines
+from ecoscale.lab import engines, swarm
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.loadgen import LoadResult, run_load
 from ecoscale.lab.prometheus import (
@@ -22,7 +23,7 @@ from ecoscale.lab.prometheus import (
     per_service_p99_ms_query,
     qps_query,
 )
-from ecoscale.lab.system import poll
+from ecoscale.lab.system import NotYet, poll
 
 pytestmark = pytest.mark.integration
 
@@ -147,6 +148,53 @@ def test_front_end_moves_to_the_old_node_and_the_entry_point_follows(social_netw
     assert result.sent > 0 and result.error_count == 0, result.errors
     lab.place(FRONTEND, "new")
     assert lab.containers_on("new-1").get(FRONTEND) == "running"
+
+
+PAUSED_SERVICE = "media-service"
+
+
+def provoke_paused_update(lab: Lab, name: str) -> None:
+    """Make Swarm pause a rolling update of ``name`` with a good spec, as a busy host can:
+    force an update with a 60-s monitor window, and kill the new task's container in it."""
+    node = lab.client("new-1")
+    service_label = {"label": f"com.docker.swarm.service.name={name}"}
+    before = {c.id for c in node.containers.list(filters=service_label)}
+
+    def slow_monitor(spec: dict) -> None:
+        swarm.force_update(spec)
+        spec["UpdateConfig"] = {**spec.get("UpdateConfig", {}), "Monitor": 60 * 10**9,
+                                "FailureAction": "pause"}
+
+    swarm.update_service(lab.client(), name, slow_monitor)
+
+    def kill_the_new_task() -> bool:
+        fresh = [c for c in node.containers.list(filters=service_label) if c.id not in before]
+        if not fresh:
+            raise NotYet(f"no new {name} container yet")
+        fresh[0].kill()
+        return True
+
+    poll(kill_the_new_task, 60, f"the new {name} task to start")
+    poll(lambda: swarm.paused_update(lab.client().services.get(name)) or None, 60,
+         f"Swarm to pause the update of {name}")
+
+
+def test_a_paused_update_is_resumed_by_the_wait_and_by_deploy(social_network):
+    lab = social_network
+    try:
+        provoke_paused_update(lab, PAUSED_SERVICE)
+        lab.wait_converged([PAUSED_SERVICE])
+        assert swarm.paused_update(lab.client().services.get(PAUSED_SERVICE)) is None
+        provoke_paused_update(lab, PAUSED_SERVICE)
+        deployed = lab.deploy("socialNetwork")
+        assert deployed["resumed"] == [PAUSED_SERVICE]
+        assert swarm.paused_update(lab.client().services.get(PAUSED_SERVICE)) is None
+        assert [(t["node"], t["state"]) for t in lab.tasks(PAUSED_SERVICE)
+                if t["desired"] == "running"] == [("new-1", "running")]
+    finally:
+        swarm.update_service(lab.client(), PAUSED_SERVICE, lambda spec: spec.update(
+            UpdateConfig={**spec["UpdateConfig"], "Monitor": 2 * 10**9}))
+        lab.wait_converged([PAUSED_SERVICE])
 
 
 def sliced_p99_ms(lab: Lab, service: str, window_s: float, end: float) -> float:

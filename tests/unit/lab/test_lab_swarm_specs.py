@@ -92,8 +92,18 @@ def test_convergence_names_what_is_missing(tasks, generation, expected):
 def test_a_paused_update_is_an_error_not_a_wait():
     service = fake_service([task("n1", "running")], update={"State": "paused",
                                                             "Message": "task failed"})
-    with pytest.raises(LabError, match="paused: task failed"):
+    with pytest.raises(swarm.UpdatePaused, match="paused: task failed") as raised:
         swarm.convergence_problem(service, NODES)
+    assert raised.value.service == "svc" and isinstance(raised.value, LabError)
+    assert swarm.paused_update(service) == ("paused", "task failed")
+    assert swarm.paused_update(fake_service([], update={"State": "completed"})) is None
+
+
+def test_a_forced_update_bumps_force_update_and_keeps_the_rest():
+    spec = {"TaskTemplate": {"ContainerSpec": {"Image": "img"}}}
+    swarm.force_update(spec)
+    swarm.force_update(spec)
+    assert spec["TaskTemplate"] == {"ContainerSpec": {"Image": "img"}, "ForceUpdate": 2}
 
 
 def test_task_view_names_nodes_and_addresses():
