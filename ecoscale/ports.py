@@ -59,6 +59,9 @@ class ManagedService:
     running: Mapping[str, int] = field(default_factory=dict)
     """Running tasks per generation (from the nodes' labels)."""
     paused: bool = False
+    update_paused: str = ""
+    """Swarm's message when it paused the service's last rolling update (a new task failed
+    or ended early; the tasks it was replacing keep running), else ''."""
 
 
 @dataclass(frozen=True)

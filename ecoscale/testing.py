@@ -87,8 +87,10 @@ class RecordingSwarm:
         if service.name in self.refuse:
             raise ActionFailed(f"{service.name}: refused (fake)")
         self.applied.append((service.name, placed))
+        # A new update also ends a paused one, as in Swarm.
         self.services[service.name] = replace(service, placement=placed,
-                                              running={placed.generation: placed.replicas})
+                                              running={placed.generation: placed.replicas},
+                                              update_paused="")
 
     def pause(self, name: str, paused: bool = True) -> None:
         self.services[name] = replace(self.services[name], paused=paused)

@@ -93,7 +93,16 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
         placement=placed,
         running=running,
         paused=str(service_labels.get(labels.paused, "")).lower() in ("true", "1", "yes"),
+        update_paused=paused_update_message(service),
     )
+
+
+def paused_update_message(service: Mapping[str, Any]) -> str:
+    """Swarm's message when it paused the service's rolling update, else ''."""
+    status = service.get("UpdateStatus") or {}
+    if status.get("State") not in ("paused", "rollback_paused"):
+        return ""
+    return f"{status['State']}: {status.get('Message') or 'no message'}"
 
 
 class DockerSwarm:

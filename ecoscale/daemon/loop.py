@@ -117,6 +117,8 @@ class Daemon:
     log: Log = field(default_factory=Log)
     state: ControlState | None = None
     stop_requested: bool = False
+    updates_paused: dict[str, str] = field(default_factory=dict)
+    """Managed services whose rolling update Swarm paused, with Swarm's message."""
     _last_carbon_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -168,6 +170,7 @@ class Daemon:
                          if s in swarm.services and swarm.services[s].placement is not None)
         current = swarm.placement(services)
         self._account_carbon(now, swarm, metrics, ci)
+        self._report_paused_updates(swarm)
         paused = frozenset(s for s in services if swarm.services[s].paused)
         observation = Observation(now_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
                                   carbon_g_per_kwh=ci, current=current,
@@ -206,6 +209,19 @@ class Daemon:
         self.telemetry.escalation.set(state.escalation)
         return self._finish(now, began, problems, tuple(actions), decision.note)
 
+    def _report_paused_updates(self, swarm: SwarmState) -> None:
+        """Log each service whose rolling update Swarm paused, once per pause, and count them.
+
+        Nothing else changes: the tasks being replaced keep serving, and the daemon's next
+        change to the service starts a new update."""
+        stuck = {name: s.update_paused for name, s in swarm.services.items() if s.update_paused}
+        for name in sorted(stuck.keys() - self.updates_paused.keys()):
+            self.log("update_paused", level="warning", service=name, swarm=stuck[name],
+                     hint="a new task failed on its node; `docker service ps` says why, "
+                          "`docker service update --force` or the next move retries it")
+        self.updates_paused = stuck
+        self.telemetry.updates_paused.set(len(stuck))
+
     def _log_action(self, action: Action) -> None:
         self.log("action", service=action.service,
                  change=f"{action.before} -> {action.after}", reason=action.reason,
@@ -236,7 +252,7 @@ class Daemon:
         details = {"level": (self.state.level or 0) + 1 if self.state else None,
                    "escalation": self.state.escalation if self.state else 0,
                    "dry_run": self.config.dry_run, "paused": self.paused_globally(),
-                   "note": note}
+                   "updates_paused": sorted(self.updates_paused), "note": note}
         self.health.update(problems, time.time(), details)
         if problems:
             self.log("unhealthy", level="warning", problems=problems)

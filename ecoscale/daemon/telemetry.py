@@ -51,6 +51,8 @@ class Telemetry:
         self.healthy = Gauge("ecoscale_healthy", "1 when every source answered at the last "
                              "loop", registry=r)
         self.paused = Gauge("ecoscale_paused", "1 when the pause file exists", registry=r)
+        self.updates_paused = Gauge("ecoscale_updates_paused", "Managed services whose last "
+                                    "rolling update Swarm paused", registry=r)
         self.loop_seconds = Histogram("ecoscale_loop_duration_seconds", "Duration of one "
                                       "observe-decide-act loop", registry=r,
                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))

@@ -118,6 +118,18 @@ def test_managed_service_uses_the_service_label_and_pause_label():
     assert item.name == "frontend" and item.paused and item.running == {}
 
 
+def test_a_paused_rolling_update_is_read_with_swarms_message():
+    service = copy.deepcopy(NGINX)
+    assert not managed_service(service, [], {}, LabelConfig()).update_paused
+    service["UpdateStatus"] = {"State": "paused", "Message": "update paused due to failure "
+                               "or early termination of task abc"}
+    item = managed_service(service, [], {}, LabelConfig())
+    assert item.update_paused == ("paused: update paused due to failure or early termination "
+                                  "of task abc")
+    service["UpdateStatus"] = {"State": "completed", "Message": "update completed"}
+    assert managed_service(service, [], {}, LabelConfig()).update_paused == ""
+
+
 def test_not_a_manager_reads_nothing():
     state = swarm(RecordedApi(manager=False)).read()
     assert not state.is_manager and state.services == {}

@@ -127,6 +127,22 @@ def test_paused_label_holds_one_service():
     assert placed["a"] == OLD1 and placed["b"] == OLD2
 
 
+def test_a_paused_swarm_update_is_logged_once_counted_and_the_next_move_goes_ahead():
+    daemon, log = make()
+    daemon.swarm.services["a"] = replace(daemon.swarm.services["a"],
+                                         update_paused="paused: task xyz failed")
+    tick(daemon, qps=50)
+    tick(daemon, qps=50)
+    warnings = [json.loads(x) for x in log.getvalue().splitlines() if "update_paused" in x]
+    assert [(w["service"], w["swarm"]) for w in warnings] == [("a", "paused: task xyz failed")]
+    assert daemon.telemetry.updates_paused._value.get() == 1
+    assert daemon.health.details["updates_paused"] == ["a"]
+    report = tick(daemon, qps=290)
+    assert report.healthy and ("a", HIGH["a"]) in daemon.swarm.applied
+    tick(daemon, qps=290)     # the move started a new update: Swarm no longer reports a pause
+    assert daemon.telemetry.updates_paused._value.get() == 0
+
+
 def test_prometheus_outage_holds_and_reports_unhealthy_then_recovers():
     daemon, _ = make()
     tick(daemon)
