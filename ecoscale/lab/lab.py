@@ -409,7 +409,7 @@ class Lab:
         for name, kwargs in wanted.items():
             if name in existing and name not in removed:
                 spec = existing[name].attrs["Spec"]
-                paused = swarm.paused_update(existing[name]) is not None
+                paused = bool(swarm.paused_update(existing[name]))
                 if paused or (name != GATEWAY_NAME and (
                         swarm.constraint_generation(spec) != initial
                         or swarm.replicas_of(spec) != 1)):

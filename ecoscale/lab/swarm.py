@@ -9,6 +9,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from ecoscale.adapters.swarm import paused_update_message
 from ecoscale.lab.config import LabConfig, NodeSpec
 from ecoscale.lab.system import LabError, NotYet
 
@@ -138,17 +139,14 @@ def task_view(service: Any, nodes: Mapping[str, Mapping[str, str]]) -> list[dict
 class UpdatePaused(LabError):
     """Swarm paused a service's rolling update (a new task failed or ended early)."""
 
-    def __init__(self, service: str, state: str, message: str):
-        super().__init__(f"service {service}: update {state}: {message}")
+    def __init__(self, service: str, message: str):
+        super().__init__(f"service {service}: update {message}")
         self.service = service
 
 
-def paused_update(service: Any) -> tuple[str, str] | None:
-    """(state, message) when Swarm paused the service's update, else None."""
-    status = service.attrs.get("UpdateStatus") or {}
-    if status.get("State") in ("paused", "rollback_paused"):
-        return status["State"], status.get("Message", "")
-    return None
+def paused_update(service: Any) -> str:
+    """Swarm's "state: message" when it paused the service's update, else ''."""
+    return paused_update_message(service.attrs)
 
 
 def force_update(spec: dict[str, Any]) -> None:
@@ -165,7 +163,7 @@ def convergence_problem(service: Any, nodes: Mapping[str, Mapping[str, str]]) ->
     name = spec["Name"]
     paused = paused_update(service)
     if paused:
-        raise UpdatePaused(name, *paused)
+        raise UpdatePaused(name, paused)
     wanted = replicas_of(spec)
     generation = constraint_generation(spec)
     tasks = task_view(service, nodes)

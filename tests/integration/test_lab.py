@@ -184,11 +184,11 @@ def test_a_paused_update_is_resumed_by_the_wait_and_by_deploy(social_network):
     try:
         provoke_paused_update(lab, PAUSED_SERVICE)
         lab.wait_converged([PAUSED_SERVICE])
-        assert swarm.paused_update(lab.client().services.get(PAUSED_SERVICE)) is None
+        assert not swarm.paused_update(lab.client().services.get(PAUSED_SERVICE))
         provoke_paused_update(lab, PAUSED_SERVICE)
         deployed = lab.deploy("socialNetwork")
         assert deployed["resumed"] == [PAUSED_SERVICE]
-        assert swarm.paused_update(lab.client().services.get(PAUSED_SERVICE)) is None
+        assert not swarm.paused_update(lab.client().services.get(PAUSED_SERVICE))
         assert [(t["node"], t["state"]) for t in lab.tasks(PAUSED_SERVICE)
                 if t["desired"] == "running"] == [("new-1", "running")]
     finally:

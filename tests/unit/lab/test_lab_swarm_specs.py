@@ -95,8 +95,8 @@ def test_a_paused_update_is_an_error_not_a_wait():
     with pytest.raises(swarm.UpdatePaused, match="paused: task failed") as raised:
         swarm.convergence_problem(service, NODES)
     assert raised.value.service == "svc" and isinstance(raised.value, LabError)
-    assert swarm.paused_update(service) == ("paused", "task failed")
-    assert swarm.paused_update(fake_service([], update={"State": "completed"})) is None
+    assert swarm.paused_update(service) == "paused: task failed"
+    assert swarm.paused_update(fake_service([], update={"State": "completed"})) == ""
 
 
 def test_a_forced_update_bumps_force_update_and_keeps_the_rest():
