@@ -394,7 +394,7 @@ class Lab:
         existing = {s.name: s for s in mgr.services.list()
                     if s.attrs["Spec"].get("Labels", {}).get(deploy.MANAGED_LABEL) == "true"
                     or s.name == GATEWAY_NAME}
-        removed, kept, reset, created, resumed = [], [], [], [], []
+        removed, kept, reset, created = [], [], [], []
         for name, service in existing.items():
             labels = service.attrs["Spec"].get("Labels", {})
             if name not in wanted or labels.get(deploy.SPEC_LABEL) != \
@@ -409,13 +409,11 @@ class Lab:
         for name, kwargs in wanted.items():
             if name in existing and name not in removed:
                 spec = existing[name].attrs["Spec"]
-                paused = bool(swarm.paused_update(existing[name]))
-                if paused or (name != GATEWAY_NAME and (
-                        swarm.constraint_generation(spec) != initial
-                        or swarm.replicas_of(spec) != 1)):
-                    swarm.update_service(mgr, name, _reset_mutation(name, initial, paused))
+                if name != GATEWAY_NAME and (swarm.constraint_generation(spec) != initial
+                                             or swarm.replicas_of(spec) != 1):
+                    swarm.update_service(mgr, name, lambda s: (swarm.set_generation(s, initial),
+                                                               swarm.set_replicas(s, 1)))
                     reset.append(name)
-                    resumed += [name] if paused else []
                 else:
                     kept.append(name)
                 continue
@@ -424,11 +422,9 @@ class Lab:
         self._save(app=lab_app.name, spec_id=lab_app.spec_id(), frontend=lab_app.topology.frontend)
         self._write_prometheus_config(list(lab_app.topology.services))
         self.prometheus.reload()
-        paused_note = f" ({len(resumed)} with a paused update, resumed)" if resumed else ""
         self._log(f"{lab_app.name}: {len(created)} services created, {len(reset)} put back on "
-                  f"'{initial}'{paused_note}, {len(kept)} kept, {len(removed)} removed; "
-                  "waiting for tasks")
-        self.wait_converged()
+                  f"'{initial}', {len(kept)} kept, {len(removed)} removed; waiting for tasks")
+        resumed = self.wait_converged()
         self.wait_scraped()
         deploy.remove_unused_configs(mgr, keep=app_config["ConfigName"])
         seconds = round(time.monotonic() - began, 2)
@@ -505,13 +501,14 @@ class Lab:
                          f"{type(exc).__name__}") from exc
 
     def wait_converged(self, services: Iterable[str] | None = None,
-                       timeout_s: float | None = None, resumes: int = 2) -> None:
+                       timeout_s: float | None = None, resumes: int = 2) -> list[str]:
         """Wait until the services (default: all of the app and the gateway) run exactly
         their replicas where their constraints say, and every task answers with the
         deployed app's document.
 
         A rolling update that Swarm paused (a new task failed or ended early, which a busy
-        host can cause) is resumed up to ``resumes`` times per service, then is an error.
+        host can cause) is resumed by a forced update up to ``resumes`` times per service,
+        then is an error. Returns the services it resumed.
         """
         state = self._state()
         spec_id = state.get("spec_id")
@@ -559,6 +556,7 @@ class Lab:
             return True
 
         poll(check, timeout_s or self.config.timeout_s, "services to converge")
+        return sorted(resumed)
 
     def _gateway_health(self) -> dict[str, Any] | None:
         try:
@@ -651,19 +649,6 @@ class Lab:
 def _only_empty_dirs(path: Path) -> bool:
     """True if ``path`` is a folder with no files anywhere below it (only empty folders)."""
     return path.is_dir() and all(p.is_dir() for p in path.rglob("*"))
-
-
-def _reset_mutation(name: str, generation: str,
-                    paused: bool) -> Callable[[dict[str, Any]], None]:
-    """The spec change that puts a service back on ``generation`` with one replica (not the
-    gateway: it stays pinned to the manager), forced when Swarm paused its last update."""
-    def mutate(spec: dict[str, Any]) -> None:
-        if name != GATEWAY_NAME:
-            swarm.set_generation(spec, generation)
-            swarm.set_replicas(spec, 1)
-        if paused:
-            swarm.force_update(spec)
-    return mutate
 
 
 def _summary(problems: list[str], shown: int = 4) -> str:
