@@ -7,6 +7,14 @@ class EcoscaleError(Exception):
     """Base class of every error ecoscale reports to its user."""
 
 
+class UsageError(EcoscaleError):
+    """The command line itself is wrong (a flag's value, a combination of flags): exit code 2.
+
+    Every other EcoscaleError is a runtime error (a file not found, a window outside the
+    trace, a cluster that does not answer): exit code 1.
+    """
+
+
 class InputError(EcoscaleError):
     """A user-supplied file or value is invalid.
 

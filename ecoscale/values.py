@@ -1,0 +1,97 @@
+"""One way to read a number from any file or flag: finite, in range, of the right type.
+
+Every parser (profiles, topologies, hardware, tables, pool and daemon configs, traces,
+command-line flags) reads its numbers with :func:`number`, so that NaN, infinity, booleans
+(YAML ``true`` is not 1) and out-of-range values are refused with the same kind of message:
+the field, what was given, what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ecoscale.errors import UsageError
+
+
+class BadNumber(ValueError):
+    """A value that is not an acceptable number; ``str()`` is the whole message."""
+
+
+def number(value: Any, field: str, *, minimum: float | None = None,
+           maximum: float | None = None, above: float | None = None,
+           below: float | None = None, integer: bool = False,
+           allow_inf: bool = False) -> float:
+    """``value`` as a finite float (or int with ``integer``), or BadNumber naming ``field``.
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive ones.
+    Strings are not numbers here (a YAML file that says ``"3"`` has quoted it); flags go
+    through :func:`flag` which parses the text first. ``allow_inf`` lets +inf through (an
+    open upper limit such as ``max_ci_g_per_kwh: .inf``); NaN never passes.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadNumber(f"{field} must be a number{_range_text(minimum, maximum, above, below)}"
+                        f", got {value!r}")
+    result = float(value)
+    if math.isnan(result) or (math.isinf(result) and not (allow_inf and result > 0)):
+        raise BadNumber(f"{field} must be a finite number"
+                        f"{_range_text(minimum, maximum, above, below)}, got {value!r}")
+    if integer and result != int(result):
+        raise BadNumber(f"{field} must be a whole number"
+                        f"{_range_text(minimum, maximum, above, below)}, got {value!r}")
+    if ((minimum is not None and result < minimum) or (maximum is not None and result > maximum)
+            or (above is not None and not result > above)
+            or (below is not None and not result < below)):
+        raise BadNumber(f"{field} must be a number{_range_text(minimum, maximum, above, below)}"
+                        f", got {value!r}")
+    return int(result) if integer else result
+
+
+def _range_text(minimum: float | None, maximum: float | None, above: float | None,
+                below: float | None) -> str:
+    parts = []
+    if minimum is not None:
+        parts.append(f">= {minimum:g}")
+    if above is not None:
+        parts.append(f"> {above:g}")
+    if maximum is not None:
+        parts.append(f"<= {maximum:g}")
+    if below is not None:
+        parts.append(f"< {below:g}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def parse_number_text(text: str, field: str, **bounds: Any) -> float:
+    """A number written as text (a flag, a CSV cell): parsed, then checked as :func:`number`."""
+    stripped = text.strip()
+    try:
+        value: float = int(stripped)
+    except ValueError:
+        try:
+            value = float(stripped)
+        except ValueError:
+            raise BadNumber(f"{field}: '{text}' is not a number") from None
+    return number(value, field, **bounds)
+
+
+def flag(name: str, **bounds: Any) -> Callable[[str], float]:
+    """An argparse ``type=`` for a numeric flag: a bad value is a usage error naming the flag.
+
+    ``flag("--peak-qps", above=0)`` refuses ``nan``, ``inf``, ``0`` and ``abc`` alike.
+    """
+    def parse(text: str) -> float:
+        try:
+            return parse_number_text(text, name, **bounds)
+        except BadNumber as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name} ").removeprefix(
+                f"{name}: ")) from None
+
+    parse.__name__ = "number"   # argparse shows "invalid number value" for other failures
+    return parse
+
+
+def usage(exc: BadNumber) -> UsageError:
+    """A BadNumber met while reading flags, as the usage error (exit 2) the CLI reports."""
+    return UsageError(str(exc))
