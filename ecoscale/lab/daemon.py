@@ -74,13 +74,29 @@ def start_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
                             stdout=handle, stderr=subprocess.STDOUT, cwd=project_root())
 
 
+def venv_site_packages() -> str:
+    """The running virtual environment's site-packages ('' outside a venv).
+
+    In a venv, ``bin/python3`` is a link to the base interpreter, which the daemon's container
+    would not see: the stack runs the base interpreter (``sys.base_prefix``) and adds the
+    venv's packages to PYTHONPATH instead. The venv must be inside a mounted folder (the
+    checkout's ``.venv``, as ./test.sh makes it, is).
+    """
+    if sys.prefix == sys.base_prefix:
+        return ""
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
+
+
 def stack_env(lab: Lab, config_dir: Path) -> dict[str, str]:
     from ecoscale.lab.images import image_name
 
     return {**os.environ,
             "DOCKER_HOST": lab.docker_host,
             "ECOSCALE_HOME": str(project_root()),
-            "ECOSCALE_PYTHON": sys.prefix,
+            "ECOSCALE_PYTHON": sys.base_prefix,
+            "ECOSCALE_SITE_PACKAGES": venv_site_packages(),
             "ECOSCALE_CONFIG_DIR": str(config_dir.resolve()),
             "ECOSCALE_DOCKER_SOCKET": lab.docker_host.removeprefix("unix://"),
             "ECOSCALE_NETWORK": lab.config.network,
