@@ -122,6 +122,7 @@ def plan_text(model: AppModel, table: PolicyTable, oracle: bool = False,
               f"{'gCO2e/h':>9}" + (f" {'oracle':>11} {'gap %':>6}" if oracle else "")
               + "  status")
     lines.append(header)
+    above = any(not r.within_peak and r.status != MEETS_ALL for r in rows)
     for row in rows:
         level = row.level
         band = ("-" if not math.isfinite(level.max_ci_g_per_kwh)
@@ -135,8 +136,10 @@ def plan_text(model: AppModel, table: PolicyTable, oracle: bool = False,
             else:
                 line += f" {row.oracle_status or '-':>11} {'-':>6}"
         status = row.status if row.within_peak or row.status == MEETS_ALL else (
-            f"{row.status} (above the planning peak)")
+            f"{row.status} (> peak)")
         lines.append(f"{line}  {status}")
+    if above:
+        lines.append("(> peak): a level above the planning peak, planned for load spikes")
     return "\n".join(lines)
 
 

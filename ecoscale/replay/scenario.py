@@ -25,16 +25,17 @@ from ecoscale.model.trace import Trace
 from ecoscale.paths import shown
 from ecoscale.replay.engine import Scenario
 
-_UNITS_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-DURATION_HINT = "a number with a unit: 30s, 5m, 24h, 7d, 1w (a bare number is in seconds)"
+_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION_HINT = ("a number with a unit: 500ms, 30s, 5m, 24h, 7d, 1w (a bare number is in "
+                 "seconds)")
 
 
 def parse_duration_s(text: str, what: str = "duration") -> float:
-    """'90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds.
+    """'500ms', '90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds.
 
     ``what`` names where the text came from: a flag (``--step``: a UsageError, exit 2) or a
     file's field (``carbon.start``: an InputError, exit 1)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(s|min|m|h|d|w)?\s*", str(text))
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|min|m|h|d|w)?\s*", str(text))
     if not match:
         message = f"'{text}' is not a duration; write {DURATION_HINT}"
         if what.startswith("-"):
