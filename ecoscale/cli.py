@@ -213,8 +213,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                              f"{scenario.model.topology.app}; give --app {table.app} or "
                              "another table")
     result = replay(scenario, all_policies(scenario, table, names=tuple(wanted)))
-    out.text(f"ecoscale replay: {scenario.model.topology.app}, {scenario.steps} steps of "
-             f"{scenario.step_s:g} s, SLO {scenario.slo_ms:.2f} ms p99\n")
+    out.text(f"ecoscale replay: {scenario.model.topology.app} ({scenario.model.profile.name} "
+             f"profile), SLO {scenario.slo_ms:.2f} ms p99\n{scenario.steps} steps of "
+             f"{scenario.step_s:g} s{_window_text(scenario)}\n")
     out.text(summary_table(result))
     out.text("\nWhere the numbers come from:")
     out.text("\n".join(provenance_lines(result)))
@@ -223,6 +224,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     out.text(f"\nwrote {len(written)} files to {args.out}/ in "
              f"{time.monotonic() - began:.1f} s")
     return 0
+
+
+def _window_text(scenario: Any) -> str:
+    """': 1998-07-01 00:00 .. 07-01 23:59 UTC': the replayed window (first to last step)."""
+    import datetime as dt
+
+    if not scenario.start:
+        return ""
+    first = dt.datetime.fromisoformat(scenario.start).astimezone(dt.UTC)
+    last = first + dt.timedelta(seconds=(scenario.steps - 1) * scenario.step_s)
+    shape = "%m-%d %H:%M" if last.year == first.year else "%Y-%m-%d %H:%M"
+    return f": {first:%Y-%m-%d %H:%M} .. {last.strftime(shape)} UTC"
 
 
 def _replay_data(result: Any, args: argparse.Namespace, written: list[Path]) -> dict[str, Any]:

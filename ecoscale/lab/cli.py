@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ecoscale.errors import EcoscaleError, InputError, exit_codes_help
-from ecoscale.replay.scenario import duration_flag
+from ecoscale.errors import EcoscaleError, InputError, UsageError, exit_codes_help
+from ecoscale.replay.scenario import check_window, duration_flag
 
 LAB_HELP = """\
 A real multi-node Docker Swarm on this machine (root needed): one Docker engine per emulated
@@ -209,8 +209,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
-        raise EcoscaleError(f"unknown policies {', '.join(unknown)}; choose from "
-                            f"{', '.join(POLICIES)}")
+        raise UsageError(f"--policies: unknown policies {', '.join(unknown)}; choose from "
+                         f"{', '.join(POLICIES)}")
     options = EvaluationOptions(app=args.app, profile=args.profile, load_trace=args.load_trace,
                                 carbon_trace=args.carbon_trace, start=args.start,
                                 duration=args.duration, minutes=args.minutes,
@@ -314,9 +314,10 @@ def _schedule(args: argparse.Namespace) -> tuple[float | None, list[float] | Non
     given = [name for name, value in (("--rate", args.rate), ("--schedule", args.schedule),
                                       ("--trace", args.trace)) if value is not None]
     if len(given) != 1:
-        raise InputError("ecoscale lab load", "give exactly one of --rate (with --duration), "
-                                              "--schedule or --trace")
+        raise UsageError("give exactly one of --rate (with --duration), --schedule or --trace")
     if args.rate is not None:
+        if args.duration is None:
+            raise UsageError("--rate needs --duration, e.g. --duration 30s")
         return args.rate, None, f"{args.rate:g} req/s for {args.duration:g} s"
     if args.schedule is not None:
         try:
@@ -326,11 +327,12 @@ def _schedule(args: argparse.Namespace) -> tuple[float | None, list[float] | Non
                                            f"{args.schedule!r}") from None
         return None, rates, f"schedule of {len(rates)} steps x {args.step_s:g} s"
     if args.peak_qps is None or not args.peak_qps > 0:
-        raise InputError("--trace", "give --peak-qps (> 0): the rate the trace's peak maps to")
+        raise UsageError("--trace: give --peak-qps (> 0), the rate the trace's peak maps to")
     from ecoscale.adapters.tracefiles import load_load_trace
 
     trace = load_load_trace(args.trace)
     duration = args.steps * trace.step_s if args.steps else None
+    check_window(trace, args.trace_start, duration, "load", "--trace-start and --steps")
     window = trace.window(args.trace_start, duration)
     values = [float(v) for v in window.values]
     peak = max(values)

@@ -90,16 +90,20 @@ def hours_text(seconds: float) -> str:
     return f"{seconds / 86400:g} d"
 
 
-def check_window(trace: Trace, start_s: float, duration_s: float | None, what: str) -> None:
-    """InputError (exit 1) in dates and hours when the window leaves the trace."""
+def check_window(trace: Trace, start_s: float, duration_s: float | None, what: str,
+                 flags: str = "--start and --duration") -> None:
+    """InputError (exit 1) in dates and hours when the window leaves the trace; ``flags``
+    names what sets the window."""
     end_s = trace.duration_s if duration_s is None else start_s + duration_s
     if start_s < 0 or end_s > trace.duration_s + 1e-6 or end_s <= start_s:
-        asked = span_text(trace, start_s, max(end_s, start_s + trace.step_s))
+        asked = (f"from {when(trace, start_s)}" if duration_s is None else
+                 f"{span_text(trace, start_s, max(end_s, start_s + trace.step_s))} "
+                 f"({hours_text(max(end_s - start_s, 0))})")
         raise InputError(f"{what} trace {trace.name}",
-                         f"the window {asked} ({hours_text(max(end_s - start_s, 0))}) lies "
+                         f"the window {asked} lies "
                          f"outside the trace, which covers "
-                         f"{span_text(trace, 0, trace.duration_s)}; choose --start and "
-                         "--duration inside it")
+                         f"{span_text(trace, 0, trace.duration_s)}; choose {flags} inside "
+                         "it")
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,13 @@ def test_every_command_documents_the_exit_codes():
                  id="bad-headroom"),
     pytest.param(["lab", "load", "--duration", "soon"], 2, "not a duration",
                  id="lab-load-duration"),
+    pytest.param(["lab", "load", "--rate", "5"], 2, "--rate needs --duration",
+                 id="lab-load-rate-alone"),
+    pytest.param(["lab", "load", "--trace", "worldcup98", "--peak-qps", "9", "--trace-start",
+                  "5d"], 1, "from 1998-07-05 00:00 lies outside the trace, which covers "
+                  "1998-06-30 00:00 .. 07-02 23:59 UTC", id="lab-load-window-outside"),
+    pytest.param(["lab", "evaluate", "--policies", "magic"], 2, "unknown policies magic",
+                 id="lab-evaluate-policy"),
 ])
 def test_exit_codes(tmp_path, capsys, args, code, fragment):
     """0 ok, 1 a runtime error (EcoscaleError), 2 a usage error (argparse, UsageError)."""
@@ -350,6 +357,13 @@ def test_every_duration_flag_says_a_bare_number_is_in_seconds():
         for action in parser._actions:
             if getattr(action.type, "__name__", "") == "duration":
                 assert "bare number is in seconds" in action.help, (words, action.dest)
+
+
+def test_replay_says_its_window_in_dates(tmp_path, capsys):
+    assert main(["replay", *QUICK, "--policies", "all-new", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "120 steps of 60 s: 1998-07-01 00:00 .. 07-01 01:59 UTC" in out
+    assert "window 1998-07-01 00:00 .. 07-01 01:59 UTC (2 h)" in out     # provenance
 
 
 def test_duration_errors_say_how_to_write_one(capsys):
