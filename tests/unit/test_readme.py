@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -97,16 +98,33 @@ def test_the_readme_parser_finds_the_commands():
     assert _without_comment("ecoscale plan   # a comment").strip() == "ecoscale plan"
 
 
-def test_the_readme_quick_start_commands_exit_0(tmp_path):
+def _run_section(section: str, commands: list[str], folder: Path) -> list[str]:
+    """Run one section's commands in order in ``folder``; the failures, as text."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
     prelude = f'ecoscale() {{ {shlex.quote(sys.executable)} -m ecoscale "$@"; }}\n'
+    folder.mkdir()
     failures = []
-    for section, command in quick_start_commands():
-        done = subprocess.run(["bash", "-c", prelude + command], cwd=tmp_path, env=env,
+    for command in commands:
+        done = subprocess.run(["bash", "-c", prelude + command], cwd=folder, env=env,
                               capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             failures.append(f"[{section}] {command}: exit {done.returncode}\n"
                             f"{done.stderr[-2000:]}")
+    return failures
+
+
+def test_the_readme_quick_start_commands_exit_0(tmp_path):
+    """Each section runs in order in a folder of its own (a section's commands may use what
+    an earlier one wrote, e.g. `replay --table policy-table.yaml`); sections run side by
+    side."""
+    by_section: dict[str, list[str]] = {}
+    for section, command in quick_start_commands():
+        by_section.setdefault(section, []).append(command)
+    with ThreadPoolExecutor(max_workers=len(by_section)) as pool:
+        results = pool.map(lambda item: _run_section(item[1][0], item[1][1],
+                                                     tmp_path / f"section-{item[0]}"),
+                           enumerate(by_section.items()))
+        failures = [failure for result in results for failure in result]
     assert not failures, "\n".join(failures)
 
 
