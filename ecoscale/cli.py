@@ -318,7 +318,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle", action="store_true",
                    help="also solve each level exactly (MILP) and print the greedy's gap")
     p.add_argument("--out", type=Path, default=Path("policy-table.yaml"),
-                   help="where to write the table (default: %(default)s)")
+                   help="where to write the table, checked before planning; a file git "
+                        "tracks is written beside, as NAME.new.yaml, unless --force "
+                        "(default: %(default)s)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1, and write no table, if a level within the planning peak "
                         "misses the SLO or the headroom target (default: warn on stderr)")
