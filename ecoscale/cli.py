@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -218,7 +219,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
              f"{scenario.step_s:g} s{_window_text(scenario)}\n")
     out.text(summary_table(result))
     out.text("\nWhere the numbers come from:")
-    out.text("\n".join(provenance_lines(result)))
+    out.text("\n".join(textwrap.fill(line, width=100, subsequent_indent="  ",
+                                      break_on_hyphens=False, break_long_words=False)
+                        for line in provenance_lines(result)))
     written = write_dir(out_dir, lambda folder: write_outputs(result, folder, plots=plots))
     out.data(_replay_data(result, args, written))
     out.text(f"\nwrote {len(written)} files to {args.out}/ in "

@@ -101,7 +101,8 @@ def check_out_dir(path: Path, known: Iterable[str], expected: Iterable[str],
     known = tuple(known)
     expected = set(expected)
     if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {path}: is a file, and a folder is wanted; give a folder "
+        what = "a file" if path.is_file() else "not a folder (a device or a pipe)"
+        raise UsageError(f"{flag} {path}: is {what}, and a folder is wanted; give a folder "
                          "name (it is created)")
     ancestor = _nearest_existing(path)
     if not ancestor.is_dir():

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -196,6 +198,7 @@ def test_quiet_prints_nothing_on_success(tmp_path, capsys, args):
     pytest.param("replay", "file", "is a file, and a folder is wanted", id="replay-file"),
     pytest.param("plan", "dir", "is a folder, and a file is wanted", id="plan-folder"),
     pytest.param("plan", "/dev/null", "not a regular file", id="plan-dev-null"),
+    pytest.param("replay", "/dev/null", "is not a folder", id="replay-dev-null"),
     pytest.param("replay", "/proc/ecoscale-out", "cannot write", id="replay-unwritable"),
     pytest.param("plan", "/proc/ecoscale.yaml", "cannot write", id="plan-unwritable"),
     pytest.param("plan", "under-a-file", "is a file, not a folder", id="plan-parent-file"),
@@ -243,6 +246,22 @@ def test_out_refuses_a_read_only_folder(tmp_path):
             outputs.check_out_dir(folder / "out", OUTPUT_NAMES, OUTPUT_NAMES)
     finally:
         folder.chmod(0o755)
+
+
+def test_out_refuses_a_read_only_file_system(tmp_path, monkeypatch):
+    def refused(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", refused)
+    with pytest.raises(UsageError, match="cannot write in .*Read-only file system"):
+        outputs.check_out_file(tmp_path / "t.yaml")
+    with pytest.raises(UsageError, match="choose a folder you can write to"):
+        outputs.check_out_dir(tmp_path / "out", OUTPUT_NAMES, OUTPUT_NAMES)
+
+
+def test_replay_output_lines_are_wrapped(tmp_path, capsys):
+    assert main(["replay", *QUICK, "--policies", "all-new", "--out", str(tmp_path)]) == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 100
 
 
 def test_an_earlier_runs_outputs_are_named_and_never_mixed_with_a_new_run(tmp_path, capsys):
