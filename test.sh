@@ -1,19 +1,40 @@
 #!/usr/bin/env bash
-# Install what the tests need, lint, then run the whole test suite (unit + integration).
-# Works on a fresh Debian machine as root; extra arguments go to pytest.
+# Install what the tests need, lint, then run the test suite (default: unit + integration).
+# Works on a fresh Debian machine as root (PEP 668: nothing is pip-installed into the system
+# Python; the tests run from a virtual environment, .venv, created here if missing) and with
+# any other Python >= 3.11. Extra arguments go to pytest: ./test.sh tests/unit -q
 set -euo pipefail
 cd "$(dirname "$0")"
+venv="${ECOSCALE_VENV:-.venv}"
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
-if ((${#need[@]})); then
-  echo "test.sh: installing Debian packages: ${need[*]}"
+apt_install() {
+  echo "test.sh: installing Debian packages: $*"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+if ((${#need[@]})); then
+  apt_install "${need[@]}"
 fi
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+
+if [[ ! -x "$venv/bin/python" ]]; then
+  # --system-site-packages: what the system Python already has (apt's python3-numpy, ...)
+  # is reused; pip installs the rest into the venv only.
+  if ! python3 -m venv --system-site-packages "$venv" 2>/dev/null; then
+    rm -rf "$venv"   # Debian without python3-venv leaves a venv without pip behind
+    command -v apt-get >/dev/null 2>&1 || {
+      echo "test.sh: 'python3 -m venv' failed; install your Python's venv module" >&2; exit 1; }
+    apt_install python3-venv
+    python3 -m venv --system-site-packages "$venv"
+  fi
+  echo "test.sh: created the virtual environment $venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+# integration tests start `ecoscale` and `python3 -m ecoscale`: the venv's come first
+export PATH="$PWD/$venv/bin:$PATH"
 python3 -m ruff check .
 exec python3 -m pytest "$@"

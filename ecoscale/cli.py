@@ -3,28 +3,72 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ecoscale import __version__
-from ecoscale.errors import EcoscaleError
+from ecoscale.adapters.files import DEFAULT_PROFILE
+from ecoscale.errors import (
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    EcoscaleError,
+    UsageError,
+    exit_codes_help,
+)
 from ecoscale.lab.cli import register as register_lab
+from ecoscale.replay.scenario import duration_flag
 
 REPLAY_HELP = """\
 Replay a load trace and a grid carbon-intensity trace through each placement policy and
 compare carbon (embodied + operational, kgCO2e) and time in SLO violation.
 
 With no arguments: socialNetwork with its calibrated profile on the EcoScale papers'
-CloudLab servers, one day of the WorldCup98 trace (1998-07-01, UTC) scaled so that its peak
-is the SLO load, California (CISO) carbon intensity from 2022-01-01, one-minute steps.
+CloudLab servers (`--profile calibrated`; `--profile lab` replays the one measured on the
+lab), one day of the WorldCup98 trace (1998-07-01, UTC) scaled so that its peak is the SLO
+load, California (CISO) carbon intensity from 2022-01-01, one-minute steps.
+
+policies (--policies, comma-separated; default: all):
+{policies}
 """
+
+POLICY_HELP = {
+    "all-new": "one replica of every service on new servers (the reference for savings)",
+    "all-old": "one replica of every service on old (second-life) servers",
+    "hpa-cpu": "Kubernetes HPA's CPU rule (target 60 %) on new servers",
+    "carbon-ceiling": "hpa-cpu under a replica ceiling set by the grid intensity (KEDA)",
+    "noscale": "the papers' greedy without scaling, planned once for the peak",
+    "minnew": "the papers' carbon-aware scaling, planned once for the peak",
+    "ecoscale": "the policy table by load, driven by the daemon's decision function",
+    "ecoscale-ct": "the same with a C(t)-aware table (one ladder per carbon band)",
+    "oracle": "the exact least-carbon placement per step (MILP): a bound",
+}
+REFERENCE_POLICY = "all-new"
+
+
+def _policy_list() -> str:
+    from ecoscale.replay.policies import POLICY_NAMES
+
+    return "\n".join(f"  {name:<15} {POLICY_HELP.get(name, '')}" for name in POLICY_NAMES)
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the result as JSON on stdout and nothing else there (notes "
+                        "and warnings go to stderr)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only errors (with --json, the JSON too)")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="evaluate carbon and SLO of placement policies on traces",
-                       description=REPLAY_HELP,
+                       description=REPLAY_HELP.format(policies=_policy_list()),
+                       epilog=exit_codes_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_options(p)
     p.add_argument("--table", type=Path,
@@ -44,31 +88,114 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peak-qps", type=float,
                    help="scale the load trace so that its peak is this many req/s "
                         "(default: the SLO load, 75%% of the all-new saturation)")
-    p.add_argument("--step", default="1m", help="replay step, e.g. 30s, 1m, 5m (default: 1m)")
-    p.add_argument("--start", help="where the load window starts: an offset (24h) or an ISO "
-                                   "time (default: the trace's default window)")
-    p.add_argument("--duration", help="length of the window, e.g. 1d, 7d (default: the trace's "
-                                      "default window)")
+    p.add_argument("--step", default="1m",
+                   help="replay step with a unit, e.g. 30s, 1m, 5m; a bare number is in "
+                        "seconds (default: 1m)")
+    p.add_argument("--start", help="where the load window starts: an offset from the trace's "
+                                   "start (24h, 90m; a bare number is in seconds) or an ISO "
+                                   "time (1998-07-01T06:00, UTC unless it says) (default: the "
+                                   "trace's default window)")
+    p.add_argument("--duration", help="length of the window with a unit, e.g. 6h, 1d, 7d; a "
+                                      "bare number is in seconds (default: the trace's default "
+                                      "window)")
     p.add_argument("--carbon-start", help="offset or ISO time in the carbon trace aligned with "
                                           "the load window's start (default: its first hour)")
     p.add_argument("--slo-ms", type=float, help="end-to-end p99 SLO in ms (default: from the "
                                                 "profile, p99 of all-new at 75%% load)")
-    p.add_argument("--policies", help="comma-separated subset of policies to run "
-                                      "(default: all)")
+    p.add_argument("--policies", help="comma-separated subset of the policies listed above "
+                                      "(default: all); all-new always runs too, as the "
+                                      "reference for savings")
     p.add_argument("--out", default="replay-out", type=Path,
-                   help="folder for summary.csv, steps.csv, report.md and plots "
-                        "(default: %(default)s)")
+                   help="folder for summary.csv, steps.csv, report.md and plots; an earlier "
+                        "run's files there are replaced or removed (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    _add_output_options(p)
     p.set_defaults(func=_cmd_replay)
 
 
+def _wanted_policies(text: str | None) -> tuple[list[str], list[str]]:
+    """(policies to run, notes) from --policies; UsageError naming unknown ones."""
+    from ecoscale.replay.policies import POLICY_NAMES
+
+    if not text:
+        return list(POLICY_NAMES), []
+    wanted = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in wanted if name not in POLICY_NAMES]
+    if unknown or not wanted:
+        raise UsageError(f"--policies: unknown policies {', '.join(unknown) or '(empty list)'}"
+                         f"; choose from {', '.join(POLICY_NAMES)}")
+    notes = []
+    if REFERENCE_POLICY not in wanted:
+        wanted.insert(0, REFERENCE_POLICY)
+        notes.append(f"--policies: {REFERENCE_POLICY} runs too, as the reference for savings")
+    return wanted, notes
+
+
+class _Reporter:
+    """Where a command's output goes: the human text on stdout, unless --json (JSON there,
+    nothing else) or --quiet (only errors); notes and warnings on stderr unless --quiet."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.json = bool(getattr(args, "json", False))
+        self.quiet = bool(getattr(args, "quiet", False))
+
+    def text(self, message: str = "") -> None:
+        if not (self.json or self.quiet):
+            print(message)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(f"note: {message}", file=sys.stderr)
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            print(f"warning: {message}", file=sys.stderr)
+
+    def data(self, document: dict[str, Any]) -> None:
+        if self.json:
+            print(json.dumps(_json_safe(document), indent=1))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity become null (JSON has neither); numpy scalars become numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from ecoscale.adapters.outputs import check_out_dir, write_dir
     from ecoscale.replay.engine import replay
     from ecoscale.replay.policies import all_policies
-    from ecoscale.replay.report import provenance_lines, summary_table, write_outputs
-    from ecoscale.replay.scenario import ReplayOptions, build_scenario
+    from ecoscale.replay.report import (
+        OUTPUT_NAMES,
+        provenance_lines,
+        summary_table,
+        write_outputs,
+    )
+    from ecoscale.replay.scenario import ReplayOptions, build_scenario, parse_duration_s
 
+    out = _Reporter(args)
     began = time.monotonic()
+    wanted, notes = _wanted_policies(args.policies)
+    for name in ("peak_qps", "slo_ms"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value:g}")
+    parse_duration_s(args.step, "--step")
+    if args.duration is not None:
+        parse_duration_s(args.duration, "--duration")
+    plots = not args.no_plots
+    expected = [n for n in OUTPUT_NAMES if plots or not n.endswith(".png")]
+    out_dir = check_out_dir(args.out, OUTPUT_NAMES, expected)
+    for note in notes + out_dir.notes():
+        out.note(note)
     scenario = build_scenario(ReplayOptions(
         app=args.app, profile=args.profile, hardware=args.hardware,
         load_trace=args.load_trace, load_column=args.load_column,
@@ -83,26 +210,58 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
         table = load_table(args.table)
         if table.app != scenario.model.topology.app:
-            raise EcoscaleError(f"--table is for {table.app}, the replay is for "
-                                f"{scenario.model.topology.app}")
-    policies = all_policies(scenario, table)
-    if args.policies:
-        wanted = [name.strip() for name in args.policies.split(",") if name.strip()]
-        known = {p.name for p in policies}
-        unknown = [name for name in wanted if name not in known]
-        if unknown:
-            raise EcoscaleError(f"unknown policies {', '.join(unknown)}; choose from "
-                                f"{', '.join(sorted(known))}")
-        policies = [p for p in policies if p.name in wanted]
-    result = replay(scenario, policies)
-    print(f"ecoscale replay: {scenario.model.topology.app}, {scenario.steps} steps of "
-          f"{scenario.step_s:g} s, SLO {scenario.slo_ms:.2f} ms p99\n")
-    print(summary_table(result))
-    print("\nWhere the numbers come from:")
-    print("\n".join(provenance_lines(result)))
-    written = write_outputs(result, args.out, plots=not args.no_plots)
-    print(f"\nwrote {len(written)} files to {args.out}/ in {time.monotonic() - began:.1f} s")
+            raise UsageError(f"--table {args.table} is for {table.app}, the replay is for "
+                             f"{scenario.model.topology.app}; give --app {table.app} or "
+                             "another table")
+    result = replay(scenario, all_policies(scenario, table, names=tuple(wanted)))
+    out.text(f"ecoscale replay: {scenario.model.topology.app} ({scenario.model.profile.name} "
+             f"profile), SLO {scenario.slo_ms:.2f} ms p99\n{scenario.steps} steps of "
+             f"{scenario.step_s:g} s{_window_text(scenario)}\n")
+    out.text(summary_table(result))
+    out.text("\nWhere the numbers come from:")
+    out.text("\n".join(textwrap.fill(line, width=100, subsequent_indent="  ",
+                                      break_on_hyphens=False, break_long_words=False)
+                        for line in provenance_lines(result)))
+    written = write_dir(out_dir, lambda folder: write_outputs(result, folder, plots=plots))
+    out.data(_replay_data(result, args, written))
+    out.text(f"\nwrote {len(written)} files to {args.out}/ in "
+             f"{time.monotonic() - began:.1f} s")
     return 0
+
+
+def _window_text(scenario: Any) -> str:
+    """': 1998-07-01 00:00 .. 07-01 23:59 UTC': the replayed window (first to last step)."""
+    import datetime as dt
+
+    if not scenario.start:
+        return ""
+    first = dt.datetime.fromisoformat(scenario.start).astimezone(dt.UTC)
+    last = first + dt.timedelta(seconds=(scenario.steps - 1) * scenario.step_s)
+    shape = "%m-%d %H:%M" if last.year == first.year else "%Y-%m-%d %H:%M"
+    return f": {first:%Y-%m-%d %H:%M} .. {last.strftime(shape)} UTC"
+
+
+def _replay_data(result: Any, args: argparse.Namespace, written: list[Path]) -> dict[str, Any]:
+    """The replay's summary rows and what it ran on, for --json."""
+    scenario = result.scenario
+    minutes = scenario.steps * scenario.step_s / 60.0
+    rows = []
+    for row in result.summary().to_dict(orient="records"):
+        row["slo_violation_min"] = row["slo_violation_pct"] / 100 * minutes
+        rows.append(row)
+    return {
+        "app": scenario.model.topology.app,
+        "profile": scenario.model.profile.name,
+        "steps": scenario.steps,
+        "step_s": scenario.step_s,
+        "start": scenario.start,
+        "slo_ms": scenario.slo_ms,
+        "reference": REFERENCE_POLICY,
+        "rows": rows,
+        "provenance": dict(scenario.provenance),
+        "out": str(args.out),
+        "files": [p.name for p in written],
+    }
 
 
 PLAN_HELP = """\
@@ -123,10 +282,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app", default="socialNetwork",
                    help="shipped app (socialNetwork, hotelReservation, mediaMicroservices) or a "
                         "topology YAML path (default: %(default)s)")
-    p.add_argument("--profile", default="default",
-                   help="latency profile name under profiles/<app>/ or a YAML path "
-                        "(default: 'lab', measured on the lab, when the app has one, else "
-                        "'calibrated')")
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help="latency profile name under profiles/<app>/ or a YAML path: "
+                        "'calibrated' (the papers' servers) or 'lab' (measured on `ecoscale "
+                        "lab`) (default: %(default)s)")
     p.add_argument("--hardware", default="cloudlab",
                    help="hardware spec under profiles/hardware/ or a YAML path "
                         "(default: %(default)s)")
@@ -135,6 +294,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="profiles + carbon constants + SLO -> policy table (YAML)",
                        description=PLAN_HELP,
+                       epilog=exit_codes_help(
+                           "  1  also with --strict: a level within the planning peak misses "
+                           "the SLO or the headroom"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_options(p)
     p.add_argument("--slo-ms", type=float,
@@ -159,7 +321,15 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle", action="store_true",
                    help="also solve each level exactly (MILP) and print the greedy's gap")
     p.add_argument("--out", type=Path, default=Path("policy-table.yaml"),
-                   help="where to write the table (default: %(default)s)")
+                   help="where to write the table, checked before planning; a file git "
+                        "tracks is written beside, as NAME.new.yaml, unless --force "
+                        "(default: %(default)s)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1, and write no table, if a level within the planning peak "
+                        "misses the SLO or the headroom target (default: warn on stderr)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out even if git tracks it (default: write beside it)")
+    _add_output_options(p)
     p.set_defaults(func=_cmd_plan)
 
 
@@ -205,11 +375,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from ecoscale.model.app import AppModel
     from ecoscale.model.carbon import carbon_constants
     from ecoscale.paths import shown
-    from ecoscale.planner.report import plan_text
+    from ecoscale.planner.report import level_rows, plan_data, plan_text, plan_warnings
     from ecoscale.planner.table import build_table
     from ecoscale.replay.scenario import default_slo
 
+    out = _Reporter(args)
     began = time.monotonic()
+    levels = _parse_levels(args.levels)
+    bands = _parse_bands(args.ci_bands)
+    if not 0.0 <= args.headroom < 1.0:
+        raise UsageError(f"--headroom must be in [0, 1), got {args.headroom:g}")
+    destination = _checked_out_file(args.out, args.force, out)
     topology = load_topology(args.app)
     profile = load_profile(args.app, args.profile)
     hardware = load_hardware(args.hardware)
@@ -217,9 +393,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     slo_ms, slo_load, slo_how = default_slo(model, args.slo_ms)
     peak = args.peak_qps if args.peak_qps is not None else slo_load
     if not peak > 0:
-        raise EcoscaleError(f"--peak-qps must be > 0, got {peak:g}")
-    if not 0.0 <= args.headroom < 1.0:
-        raise EcoscaleError(f"--headroom must be in [0, 1), got {args.headroom:g}")
+        raise UsageError(f"--peak-qps must be > 0, got {peak:g}")
     constants = carbon_constants(hardware)
     provenance = {
         "profile": f"{profile.name} ({profile.kind}): "
@@ -232,14 +406,41 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         "slo": f"{slo_ms:.3f} ms end-to-end p99, {slo_how}",
         "ecoscale_version": __version__,
     }
-    table = build_table(model, slo_ms, peak, _parse_levels(args.levels),
-                        ci_bands=_parse_bands(args.ci_bands),
+    table = build_table(model, slo_ms, peak, levels, ci_bands=bands,
                         prune_threshold=args.prune_threshold, provenance=provenance,
                         headroom=args.headroom)
-    print(plan_text(model, table, oracle=args.oracle))
-    write_table(args.out, table)
-    print(f"\nwrote {args.out} in {time.monotonic() - began:.1f} s")
+    rows = level_rows(model, table, oracle=args.oracle)
+    out.text(plan_text(model, table, rows=rows))
+    warnings = plan_warnings(table, rows)
+    document = plan_data(table, rows)
+    document["profile"] = profile.name
+    if warnings and args.strict:
+        document["out"] = None
+        out.data(document)
+        raise EcoscaleError("--strict: " + "; ".join(warnings)
+                            + f"; no table written to {destination}")
+    for warning in warnings:
+        out.warn(warning)
+    write_table(destination, table)
+    document["out"] = str(destination)
+    out.data(document)
+    out.text(f"\nwrote {destination} in {time.monotonic() - began:.1f} s")
     return 0
+
+
+def _checked_out_file(path: Path, force: bool, out: _Reporter, flag: str = "--out") -> Path:
+    """``path`` checked before any work, or the file beside it when git tracks ``path``
+    and ``force`` is not given (a shipped file is never overwritten by accident)."""
+    from ecoscale.adapters.outputs import beside, check_out_file, git_tracked
+
+    if git_tracked(path) and not force:
+        instead = beside(path, "new")
+        out.note(f"{flag} {path} is tracked by git: writing {instead} instead (--force "
+                 "overwrites it)")
+        path = instead
+    for note in check_out_file(path, flag):
+        out.note(note)
+    return path
 
 
 RUN_HELP = """\
@@ -259,6 +460,7 @@ label ecoscale.paused=true pauses one service. Example config: deploy/daemon/eco
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the long-running daemon that reschedules Swarm services",
                        description=RUN_HELP,
+                       epilog=exit_codes_help("  1  also with --once: a source was missing"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, type=Path, help="daemon config (YAML)")
     p.add_argument("--dry-run", action="store_true",
@@ -296,7 +498,7 @@ they were. --pool lab profiles the running `ecoscale lab`.
 
 def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure services on a pool's generations -> profile",
-                       description=PROFILE_HELP,
+                       description=PROFILE_HELP, epilog=exit_codes_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--app", default="socialNetwork", help="app (default: %(default)s)")
     p.add_argument("--pool", required=True,
@@ -306,14 +508,22 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                         "or 'lab' for the running ecoscale lab")
     p.add_argument("--loads", help="comma-separated front-end loads in req/s (overrides the "
                                    "pool's loads_qps)")
-    p.add_argument("--warmup-s", type=float, help="warm-up before each window (s)")
-    p.add_argument("--measure-s", type=float, help="measured window per point (s)")
+    p.add_argument("--warmup-s", type=duration_flag("--warmup-s"),
+                   help="warm-up before each window, e.g. 20s, 1m; a bare number is in seconds "
+                        "(default: the pool's warmup_s)")
+    p.add_argument("--measure-s", type=duration_flag("--measure-s"),
+                   help="measured window per point, e.g. 30s, 2m; a bare number is in seconds "
+                        "(default: the pool's measure_s)")
     p.add_argument("--prune-threshold", type=float, default=0.05,
                    help="non-critical if its p99 on old exceeds its p99 on new at the "
                         "pruning load by less than this fraction of the SLO "
                         "(default: %(default)s)")
     p.add_argument("--out", type=Path,
-                   help="profile file (default: profiles/<app>/<pool name>.yaml)")
+                   help="profile file (default: profiles/<app>/<pool name>.yaml; if git "
+                        "tracks it, <pool name>.measured.yaml or, with --refit, "
+                        "<pool name>.refit.yaml beside it, unless --force)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite the profile even if git tracks it")
     p.add_argument("--dry-run", action="store_true",
                    help="print the experiment plan and its duration, run nothing")
     p.add_argument("--refit", action="store_true",
@@ -325,7 +535,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from ecoscale.profiler.main import pool_overrides, run_profile
 
     return run_profile(args.app, args.pool, args.out, args.dry_run, pool_overrides(args),
-                       args.prune_threshold, refit=args.refit)
+                       args.prune_threshold, refit=args.refit, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ecoscale",
         description="Carbon-aware microservice autoscaler: places the services that tolerate "
                     "older servers on them while keeping the end-to-end tail-latency SLO.",
+        epilog=exit_codes_help() + "\n\n`ecoscale COMMAND --help` describes each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ecoscale {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -346,15 +558,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit 0 on success, 1 on a runtime error, 2 on a usage error."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = " ".join(part for part in (args.command, getattr(args, "lab_command", None))
+                       if part)
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"ecoscale {command}: error: {exc}\n(see `ecoscale {command} --help`)",
+              file=sys.stderr)
+        return EXIT_USAGE
     except EcoscaleError as exc:
-        print(f"ecoscale {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"ecoscale {command}: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
-        print(f"ecoscale {args.command}: interrupted", file=sys.stderr)
+        print(f"ecoscale {command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:   # output piped into `head` and closed: not an error of ours
         sys.stderr.close()

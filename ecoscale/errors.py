@@ -29,3 +29,23 @@ class InputError(EcoscaleError):
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(f"{source}: {count} {noun}:\n{lines}")
+
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+"""An EcoscaleError other than UsageError: a file not found or invalid, a window outside the
+trace, a cluster that does not answer."""
+EXIT_USAGE = 2
+"""argparse's errors and UsageError: the command line itself is wrong."""
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success
+  1  runtime error: a file not found or invalid, a window outside the trace, a cluster or
+     service that does not answer
+  2  usage error: an unknown flag, a bad flag value or combination (see --help)"""
+
+
+def exit_codes_help(*extra: str) -> str:
+    """The exit-code epilog of a command's --help, with command-specific lines."""
+    return EXIT_CODES_HELP + "".join(f"\n{line}" for line in extra)

@@ -15,9 +15,13 @@ from ecoscale.model.topology import Topology, parse_topology
 from ecoscale.paths import profiles_dir
 
 DEFAULT_HARDWARE = "cloudlab"
-DEFAULT_PROFILE = "default"
-"""Resolves to the app's profile measured on the lab ("lab") when there is one, else to its
-calibrated profile ("calibrated")."""
+DEFAULT_PROFILE = "calibrated"
+"""The profile `replay` and `plan` use unless told otherwise: the one calibrated to the papers'
+servers (the hardware the method is about). The lab's own commands default to "lab"."""
+LAB_PROFILE = "lab"
+"""The profile measured on the lab by `ecoscale profile --pool lab`: the lab commands' default."""
+LEGACY_DEFAULT = "default"
+"""The name configs used for the default before it was "calibrated"; still accepted."""
 
 
 def read_yaml(path: Path) -> Any:
@@ -36,11 +40,10 @@ def read_yaml(path: Path) -> Any:
 
 def write_yaml(path: Path, data: Any, header: str = "") -> None:
     """Write YAML atomically (a temporary file renamed over the target): nothing half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    from ecoscale.adapters.outputs import atomic_write_text
+
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-    tmp.write_text(header + body, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, header + body)
 
 
 def resolve(name_or_path: str, folder: Path, suffix: str = ".yaml") -> Path:
@@ -172,13 +175,12 @@ def _power_curve(raw: Any, where: str, problems: list[str]) -> tuple[tuple[float
 
 
 def default_profile_name(app: str) -> str:
-    """'lab' when profiles/<app>/lab.yaml exists (measured), else 'calibrated'."""
-    folder = topology_path(app).parent
-    return "lab" if (folder / "lab.yaml").is_file() else "calibrated"
+    """The default profile's name for every app: DEFAULT_PROFILE ('calibrated')."""
+    return DEFAULT_PROFILE
 
 
 def profile_path(app: str, name: str = DEFAULT_PROFILE) -> Path:
-    if name == DEFAULT_PROFILE:
+    if name == LEGACY_DEFAULT:
         name = default_profile_name(app)
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml"):

@@ -9,12 +9,14 @@ import argparse
 import csv
 import json
 import math
+import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-from ecoscale.errors import EcoscaleError, InputError
+from ecoscale.errors import EcoscaleError, InputError, UsageError, exit_codes_help
+from ecoscale.replay.scenario import check_window, duration_flag
 
 LAB_HELP = """\
 A real multi-node Docker Swarm on this machine (root needed): one Docker engine per emulated
@@ -50,12 +52,18 @@ lasts --step-s seconds).
 """
 
 
+class _RawWithDefaults(argparse.RawDescriptionHelpFormatter,
+                       argparse.ArgumentDefaultsHelpFormatter):
+    """Description and epilog as written, and every flag's default in its help."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ecoscale lab`` and its subcommands to the ``ecoscale`` command."""
     lab = subparsers.add_parser(
         "lab", help="a real multi-node Docker Swarm on this machine, with emulated old/new "
                     "servers, the emulated apps and Prometheus",
-        description=LAB_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=LAB_HELP, epilog=exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     lab.add_argument("--state-dir", type=Path,
                      help="the lab's folder (default: $ECOSCALE_LAB_DIR or "
                           "/var/tmp/ecoscale-lab)")
@@ -63,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
 
     up = sub.add_parser("up", help="bring the lab up (root)", description=UP_HELP,
+                        epilog=exit_codes_help(),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     up.add_argument("--new-nodes", type=int, default=1,
                     help="nodes of the 'new' generation; the first is the Swarm manager "
@@ -83,12 +92,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     down = sub.add_parser("down", help="tear everything down, leaving nothing behind (root)",
                           description="Leave the Swarm, stop every engine by its pidfile, "
                                       "delete the network namespaces, links, cgroups, mounts "
-                                      "and the lab's folder. Works after a crash.")
+                                      "and the lab's folder. Works after a crash.",
+                          epilog=exit_codes_help(),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     down.set_defaults(func=_cmd_down)
 
     status = sub.add_parser("status", help="nodes, emulation and where each service runs",
                             description="Show the nodes (generation, ready, emulation knobs), "
-                                        "the services and the node of each of their tasks.")
+                                        "the services and the node of each of their tasks.",
+                            epilog=exit_codes_help(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=_cmd_status)
 
@@ -98,7 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "in its topology, labelled ecoscale.managed=true), all on the 'new' "
                     "generation, plus the gateway that is the lab's entry point. Replaces a "
                     "previously deployed app; waits until every task runs, answers and is "
-                    "scraped by Prometheus.")
+                    "scraped by Prometheus.",
+        epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     deploy.add_argument("app", help="socialNetwork, hotelReservation, mediaMicroservices, or a "
                                     "topology YAML path")
     deploy.add_argument("--emulation", type=Path,
@@ -108,32 +122,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     load = sub.add_parser("load", help="drive open-loop load and print client-side "
                                        "percentiles", description=LOAD_HELP,
+                          epilog=exit_codes_help("  1  also: some requests failed"),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     load.add_argument("--rate", type=float, help="constant rate (req/s)")
-    load.add_argument("--duration", type=float, help="seconds at --rate")
+    load.add_argument("--duration", type=duration_flag("--duration"),
+                      help="how long to send at --rate, e.g. 30s, 5m; a bare number is in "
+                           "seconds")
     load.add_argument("--schedule", help="comma-separated rates (req/s), one per --step-s")
     load.add_argument("--trace", help="shipped load trace (worldcup98, google2011) or a CSV "
                                       "path, scaled so that its peak in the window is "
                                       "--peak-qps")
     load.add_argument("--peak-qps", type=float, help="peak rate of the scaled --trace (req/s)")
-    load.add_argument("--trace-start", type=float, default=0.0,
-                      help="offset into the trace (s of trace time, default: 0)")
+    load.add_argument("--trace-start", type=duration_flag("--trace-start", positive=False),
+                      default=0.0,
+                      help="offset into the trace in trace time, e.g. 6h; a bare number is in "
+                           "seconds (default: 0)")
     load.add_argument("--steps", type=int, help="trace steps to replay (default: all)")
-    load.add_argument("--step-s", type=float, default=1.0,
-                      help="wall seconds per schedule or trace step (default: %(default)s)")
+    load.add_argument("--step-s", type=duration_flag("--step-s"), default=1.0,
+                      help="wall time per schedule or trace step, e.g. 1s, 500ms; a bare "
+                           "number is in seconds (default: %(default)s)")
     load.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     load.add_argument("--app", help="app whose endpoint mix to send (default: the deployed one)")
     load.add_argument("--url", help="entry point (default: the lab's, http://127.0.0.1:18080)")
-    load.add_argument("--timeout", type=float, default=10.0,
-                      help="per-request timeout in s (default: %(default)s)")
+    load.add_argument("--timeout", type=duration_flag("--timeout"), default=10.0,
+                      help="per-request timeout, e.g. 10s; a bare number is in seconds "
+                           "(default: %(default)s)")
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
-    load.add_argument("--csv", type=Path, help="write every request to this CSV file")
+    load.add_argument("--csv", type=Path, help="write every request to this CSV file "
+                                               "(checked before the load starts)")
     load.set_defaults(func=_cmd_load)
 
     evaluate = sub.add_parser(
         "evaluate", help="run policies live on the lab against a compressed trace and compare "
                          "with the replay simulator",
-        description="For each policy (all-new, all-old, ecoscale, ecoscale-ct): deploy the "
+        description=textwrap.fill(
+                    "For each policy (all-new, all-old, ecoscale, ecoscale-ct): deploy the "
                     "app, start the daemon when the policy needs it, drive load that follows a "
                     "production trace compressed in time (the carbon trace compressed the "
                     "same way), and record measured p99, the tasks running per generation, "
@@ -141,19 +164,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "compressed traces with the lab's measured profile and write a report "
                     "(report.md, comparison.csv, PNGs) that sets measured and simulated side "
                     "by side. Needs a lab that is up; plans from a profile measured on it "
-                    "(`ecoscale profile --pool lab`, or --profile-sweep).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "(`ecoscale profile --pool lab`, or --profile-sweep).", width=92),
+        epilog=exit_codes_help(), formatter_class=_RawWithDefaults)
     evaluate.add_argument("--app", default="socialNetwork")
     evaluate.add_argument("--profile", default="lab",
                           help="profile measured on the lab (profiles/<app>/<name>.yaml)")
     evaluate.add_argument("--load-trace", default="worldcup98")
     evaluate.add_argument("--carbon-trace", default="CISO")
-    evaluate.add_argument("--start", help="where the trace window starts (offset or ISO time)")
-    evaluate.add_argument("--duration", default="1d", help="trace window to compress")
+    evaluate.add_argument("--start", help="where the trace window starts: an offset such as "
+                                          "6h (a bare number is in seconds) or an ISO time")
+    evaluate.add_argument("--duration", default="1d",
+                          help="trace window to compress, e.g. 6h, 1d (a bare number is in "
+                               "seconds)")
     evaluate.add_argument("--minutes", type=float, default=12.0,
                           help="wall-clock minutes per policy")
-    evaluate.add_argument("--period-s", type=float, default=5.0,
-                          help="seconds of wall time per trace step (and daemon interval)")
+    evaluate.add_argument("--period-s", type=duration_flag("--period-s"), default=5.0,
+                          help="wall time per trace step (and daemon interval), e.g. 10s; a "
+                               "bare number is in seconds")
     evaluate.add_argument("--policies", default="all-new,all-old,ecoscale,ecoscale-ct")
     evaluate.add_argument("--peak-qps", type=float,
                           help="trace peak, req/s (default: --peak-fraction x the profile's "
@@ -165,8 +192,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "and replay with that profile (written to --out)")
     evaluate.add_argument("--headroom", type=float, default=0.0,
                           help="share of the SLO the plan keeps free (ecoscale plan --headroom)")
-    evaluate.add_argument("--out", type=Path, default=Path("lab-evaluation"))
+    evaluate.add_argument("--out", type=Path, default=Path("lab-evaluation"),
+                          help="folder for report.md, comparison.csv, measured_steps.csv, "
+                               "tables and PNGs (checked before the lab is touched)")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+
+EVALUATION_OUTPUTS = ("report.md", "comparison.csv", "measured_steps.csv", "lab_evaluation.png",
+                      "lab_carbon.png", "profile-lab.yaml", "profile-lab.csv")
+"""What `lab evaluate` writes into --out (besides table-<policy>.yaml)."""
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -175,8 +209,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
-        raise EcoscaleError(f"unknown policies {', '.join(unknown)}; choose from "
-                            f"{', '.join(POLICIES)}")
+        raise UsageError(f"--policies: unknown policies {', '.join(unknown)}; choose from "
+                         f"{', '.join(POLICIES)}")
     options = EvaluationOptions(app=args.app, profile=args.profile, load_trace=args.load_trace,
                                 carbon_trace=args.carbon_trace, start=args.start,
                                 duration=args.duration, minutes=args.minutes,
@@ -187,6 +221,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise EcoscaleError(f"--headroom must be in [0, 1), got {options.headroom:g}")
     if not 0.0 < options.peak_fraction <= 2.0:
         raise EcoscaleError(f"--peak-fraction must be in (0, 2], got {options.peak_fraction:g}")
+    from ecoscale.adapters.outputs import check_out_dir
+
+    for note in check_out_dir(args.out, EVALUATION_OUTPUTS, EVALUATION_OUTPUTS).notes():
+        print(f"note: {note}", file=sys.stderr)
     table = evaluate(options, args.out, log=_progress)
     print(table.round(3).to_string(index=False))
     print(f"report: {args.out}/report.md")
@@ -276,10 +314,11 @@ def _schedule(args: argparse.Namespace) -> tuple[float | None, list[float] | Non
     given = [name for name, value in (("--rate", args.rate), ("--schedule", args.schedule),
                                       ("--trace", args.trace)) if value is not None]
     if len(given) != 1:
-        raise InputError("ecoscale lab load", "give exactly one of --rate (with --duration), "
-                                              "--schedule or --trace")
+        raise UsageError("give exactly one of --rate (with --duration), --schedule or --trace")
     if args.rate is not None:
-        return args.rate, None, f"{args.rate:g} req/s for {args.duration} s"
+        if args.duration is None:
+            raise UsageError("--rate needs --duration, e.g. --duration 30s")
+        return args.rate, None, f"{args.rate:g} req/s for {args.duration:g} s"
     if args.schedule is not None:
         try:
             rates = [float(v) for v in args.schedule.split(",") if v.strip()]
@@ -288,11 +327,12 @@ def _schedule(args: argparse.Namespace) -> tuple[float | None, list[float] | Non
                                            f"{args.schedule!r}") from None
         return None, rates, f"schedule of {len(rates)} steps x {args.step_s:g} s"
     if args.peak_qps is None or not args.peak_qps > 0:
-        raise InputError("--trace", "give --peak-qps (> 0): the rate the trace's peak maps to")
+        raise UsageError("--trace: give --peak-qps (> 0), the rate the trace's peak maps to")
     from ecoscale.adapters.tracefiles import load_load_trace
 
     trace = load_load_trace(args.trace)
     duration = args.steps * trace.step_s if args.steps else None
+    check_window(trace, args.trace_start, duration, "load", "--trace-start and --steps")
     window = trace.window(args.trace_start, duration)
     values = [float(v) for v in window.values]
     peak = max(values)
@@ -308,6 +348,11 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from ecoscale.lab.loadgen import run_load
 
     rate, schedule, what = _schedule(args)
+    if args.csv is not None:
+        from ecoscale.adapters.outputs import check_out_file
+
+        for note in check_out_file(args.csv, "--csv"):
+            print(f"note: {note}", file=sys.stderr)
     lab = _lab(args)
     app = args.app or lab.deployed_app
     if not app:

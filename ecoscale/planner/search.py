@@ -155,7 +155,7 @@ def noscale(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[s
                                                                "not suffice)"
         reasons[service] = (f"{label} #{position + 1}: moved to {terms.newest}, SLO missed "
                             f"with it on {terms.cheapest}")
-    note = "" if _ok(p99, slo_ms) else "SLO cannot hold at this load even with all on new"
+    note = "" if _ok(p99, slo_ms) else "planned p99 target cannot hold here with all on new"
     plan = Plan(load_qps, evaluator.placement, p99, _ok(p99, slo_ms),
                 model.carbon_rate_g_per_h(evaluator.placement, load_qps, terms.ci_g_per_kwh),
                 reasons, evaluator.evaluations, terms.ci_g_per_kwh, note, dict(terms.ratio))

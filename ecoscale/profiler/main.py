@@ -101,17 +101,46 @@ def describe_plan(pool: PoolConfig, topology: Topology) -> str:
     return "\n".join(lines)
 
 
+def profile_destination(out: Path, refit: bool, force: bool) -> tuple[Path, list[str]]:
+    """Where to write the profile: ``out``, or beside it when git tracks ``out`` and
+    ``force`` is not given (``lab.refit.yaml`` for --refit, ``lab.measured.yaml`` with its
+    own raw CSV for a new measurement), so a shipped profile is never overwritten by
+    accident. Returns the path and notes for the user."""
+    from ecoscale.adapters.outputs import beside, git_tracked
+
+    if force or not git_tracked(out):
+        return out, []
+    instead = beside(out, "refit" if refit else "measured")
+    return instead, [f"{out} is tracked by git: writing {instead} instead (--force "
+                     "overwrites it)"]
+
+
 def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
                 overrides: dict[str, Any], prune_threshold: float = 0.05,
-                refit: bool = False) -> int:
+                refit: bool = False, force: bool = False) -> int:
+    """Profile ``app`` on a pool (or refit the raw CSV beside ``out``) and write the profile.
+
+    A git-tracked ``out`` is written beside, not over, unless ``force``."""
+    from ecoscale.adapters.outputs import check_out_file
+
     topology = load_topology(app)
     pool = load_pool(pool_name, overrides)
     hardware = load_hardware(pool.hardware)
-    out = out or profiles_dir() / topology.app / f"{pool.name}.yaml"
-    raw_csv = out.with_suffix(".csv")
+    asked = out or profiles_dir() / topology.app / f"{pool.name}.yaml"
+    out, notes = profile_destination(asked, refit, force)
+    # --refit reads the raw measurements beside the profile asked for; a new measurement
+    # keeps its raw CSV beside the profile it writes (resumable by the same command)
+    raw_csv = (asked if refit else out).with_suffix(".csv")
+    if not dry_run:
+        notes += check_out_file(out, "--out")
+        if not refit:
+            notes += check_out_file(raw_csv, "--out (raw CSV)")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if refit:
         if not raw_csv.exists():
-            raise EcoscaleError(f"--refit: no raw measurements at {raw_csv}")
+            raise EcoscaleError(f"--refit: no raw measurements at {raw_csv}; profile first "
+                                "(without --refit) or give --out beside an existing CSV")
         write_profile(out, raw_csv, topology, hardware, pool, prune_threshold)
         return 0
     print(describe_plan(pool, topology))
@@ -152,10 +181,11 @@ def write_profile(out: Path, raw_csv: Path, topology: Topology, hardware: Any,
     """Fit the finished points of the raw CSV and write the profile beside it."""
     rows = complete_rows(read_rows(raw_csv))
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    document = build_profile(rows, topology, hardware, pool, created, raw_csv.name,
+    raw_name = raw_csv.name if raw_csv.parent.resolve() == out.parent.resolve() else str(raw_csv)
+    document = build_profile(rows, topology, hardware, pool, created, raw_name,
                              prune_threshold, power_source())
     header = (f"# {topology.app} latency profile MEASURED on pool '{pool.name}' by "
-              f"`ecoscale profile`.\n# Raw measurements: {raw_csv.name} (beside this file).\n"
+              f"`ecoscale profile`.\n# Raw measurements: {raw_name} (beside this file).\n"
               "# points: [per-replica load req/s, p99 ms, CPU utilisation of the slot 0..1]\n")
     write_yaml(out, document, header)
     print(f"wrote {out} (raw measurements: {raw_csv})")

@@ -10,6 +10,10 @@ import pandas as pd
 from ecoscale import __version__
 from ecoscale.replay.engine import SUMMARY_COLUMNS, ReplayResult
 
+OUTPUT_NAMES = ("summary.csv", "steps.csv", "report.md", "summary.png", "load.png",
+                "carbon_intensity.png", "placement.png", "p99_vs_slo.png", "cumulative_carbon.png")
+"""Every file name write_outputs may write (an output folder holds only these of a run)."""
+
 
 def summary_table(result: ReplayResult) -> str:
     """The summary as an aligned text table, with SLO-violation minutes."""

@@ -2,36 +2,114 @@
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ecoscale.adapters.files import load_hardware, load_profile, load_topology, profile_path
+from ecoscale.adapters.files import (
+    DEFAULT_PROFILE,
+    load_hardware,
+    load_profile,
+    load_topology,
+    profile_path,
+)
 from ecoscale.adapters.tracefiles import catalog, load_carbon_trace, load_load_trace
-from ecoscale.errors import InputError
+from ecoscale.errors import EcoscaleError, InputError, UsageError
 from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement
 from ecoscale.model.trace import Trace
 from ecoscale.paths import shown
 from ecoscale.replay.engine import Scenario
 
-_UNITS_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION_HINT = ("a number with a unit: 500ms, 30s, 5m, 24h, 7d, 1w (a bare number is in "
+                 "seconds)")
 
 
 def parse_duration_s(text: str, what: str = "duration") -> float:
-    """'90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|min|m|h|d|w)?\s*", str(text))
+    """'500ms', '90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds.
+
+    ``what`` names where the text came from: a flag (``--step``: a UsageError, exit 2) or a
+    file's field (``carbon.start``: an InputError, exit 1)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|min|m|h|d|w)?\s*", str(text))
     if not match:
-        raise InputError(what, f"'{text}' is not a duration; write e.g. 60s, 1m, 24h, 7d")
+        message = f"'{text}' is not a duration; write {DURATION_HINT}"
+        if what.startswith("-"):
+            raise UsageError(f"{what}: {message}")
+        raise InputError(what, message)
     return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
+
+
+def duration_flag(name: str, positive: bool = True) -> Callable[[str], float]:
+    """An argparse ``type=`` for a duration flag: '30s', '5m', '1h' or seconds -> seconds."""
+    def parse(text: str) -> float:
+        try:
+            seconds = parse_duration_s(text, name)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name}: ")) from None
+        if positive and not seconds > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0 s, got '{text}'")
+        return seconds
+
+    parse.__name__ = "duration"
+    return parse
+
+
+def when(trace: Trace, offset_s: float, with_year: bool = True) -> str:
+    """A moment of a trace for people: '1998-06-30 00:00' (UTC) when the trace has
+    timestamps, else '+24 h' from its start."""
+    if trace.start is None:
+        return f"+{offset_s / 3600:g} h"
+    moment = pd.Timestamp(trace.start) + pd.Timedelta(seconds=offset_s)
+    if moment.tzinfo is not None:
+        moment = moment.tz_convert("UTC")
+    return moment.strftime("%Y-%m-%d %H:%M" if with_year else "%m-%d %H:%M")
+
+
+def span_text(trace: Trace, start_s: float, end_s: float) -> str:
+    """'1998-06-30 00:00 .. 07-02 23:59 UTC': from ``start_s`` to the last step before
+    ``end_s`` (seconds from the trace's start)."""
+    last_s = max(start_s, end_s - trace.step_s)
+    if trace.start is None:
+        return f"{when(trace, start_s)} .. {when(trace, last_s)} from its start"
+    first = when(trace, start_s)
+    last = when(trace, last_s, with_year=first[:4] != when(trace, last_s)[:4])
+    return f"{first} .. {last} UTC"
+
+
+def hours_text(seconds: float) -> str:
+    """A duration for people: '45 min', '24 h', '7 d'."""
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    if seconds < 2 * 86400 or seconds % 86400:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 86400:g} d"
+
+
+def check_window(trace: Trace, start_s: float, duration_s: float | None, what: str,
+                 flags: str = "--start and --duration") -> None:
+    """InputError (exit 1) in dates and hours when the window leaves the trace; ``flags``
+    names what sets the window."""
+    end_s = trace.duration_s if duration_s is None else start_s + duration_s
+    if start_s < 0 or end_s > trace.duration_s + 1e-6 or end_s <= start_s:
+        asked = (f"from {when(trace, start_s)}" if duration_s is None else
+                 f"{span_text(trace, start_s, max(end_s, start_s + trace.step_s))} "
+                 f"({hours_text(max(end_s - start_s, 0))})")
+        raise InputError(f"{what} trace {trace.name}",
+                         f"the window {asked} lies "
+                         f"outside the trace, which covers "
+                         f"{span_text(trace, 0, trace.duration_s)}; choose {flags} inside "
+                         "it")
 
 
 @dataclass(frozen=True)
 class ReplayOptions:
     app: str = "socialNetwork"
-    profile: str = "default"
+    profile: str = DEFAULT_PROFILE
     hardware: str = "cloudlab"
     load_trace: str = "worldcup98"
     load_column: str | None = None
@@ -51,15 +129,19 @@ def trace_offset_s(trace: Trace, start: str, what: str) -> float:
     """An offset ('24h') or an ISO time inside a timestamped trace -> seconds from its start."""
     try:
         return parse_duration_s(start, what)
-    except InputError:
+    except EcoscaleError:
         pass
+    fail = UsageError if what.startswith("-") else None
     if trace.start is None:
-        raise InputError(what, f"'{start}' is a time, but {trace.name} has no timestamps; give "
-                               "an offset such as 24h")
+        message = (f"'{start}' is a time, but {trace.name} has no timestamps; give an offset "
+                   "such as 24h")
+        raise fail(f"{what}: {message}") if fail else InputError(what, message)
     try:
         wanted = pd.Timestamp(start)
     except ValueError:
-        raise InputError(what, f"'{start}' is neither an offset (24h) nor an ISO time") from None
+        message = (f"'{start}' is neither an offset (24h) nor an ISO time (1998-07-01T06:00); "
+                   f"{trace.name} covers {span_text(trace, 0, trace.duration_s)}")
+        raise (fail(f"{what}: {message}") if fail else InputError(what, message)) from None
     if wanted.tzinfo is None:
         wanted = wanted.tz_localize("UTC")
     return (wanted - pd.Timestamp(trace.start)).total_seconds()
@@ -104,12 +186,14 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     duration = options.duration or default_duration
     load_start_s = trace_offset_s(load_raw, start, "--start")
     duration_s = parse_duration_s(duration, "--duration") if duration else None
+    check_window(load_raw, load_start_s, duration_s, "load")
     load_window = load_raw.window(load_start_s, duration_s)
     load = load_window.resample(step_s, "linear")
 
     carbon_raw = load_carbon_trace(options.carbon_trace, options.carbon_factors,
                                    options.carbon_column, options.timezone)
     carbon_start_s = trace_offset_s(carbon_raw, options.carbon_start or "0s", "--carbon-start")
+    check_window(carbon_raw, carbon_start_s, load_window.duration_s, "carbon")
     carbon = carbon_raw.window(carbon_start_s, load_window.duration_s).resample(step_s, "hold")
 
     steps = min(len(load.values), len(carbon.values))
@@ -122,6 +206,7 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     if not peak > 0:
         raise InputError("--peak-qps", f"must be > 0, got {peak:g}")
     load_scaled = load.scaled_to_peak(peak)
+    span_s = load_window.duration_s
     provenance = {
         "app": f"{topology.app} (topology: {topology.source})",
         "profile": f"{profile.name} ({profile.kind}) from "
@@ -131,10 +216,11 @@ def build_scenario(options: ReplayOptions) -> Scenario:
         "power_source": "modelled: idle + (peak - idle) x CPU utilisation per slot, from the "
                         "hardware file (no power measurement in a replay)",
         "pue": hardware.pue,
-        "carbon_trace": f"{carbon_raw.source}; {'; '.join(carbon_raw.notes)}; window from "
-                        f"+{carbon_start_s / 3600:g} h",
-        "load_trace": f"{load_raw.source}; window from +{load_start_s / 3600:g} h for "
-                      f"{load_window.duration_s / 3600:g} h; normalised to its peak and "
+        "carbon_trace": f"{carbon_raw.source}; {'; '.join(carbon_raw.notes)}; window "
+                        f"{span_text(carbon_raw, carbon_start_s, carbon_start_s + span_s)}",
+        "load_trace": f"{load_raw.source}; window "
+                      f"{span_text(load_raw, load_start_s, load_start_s + span_s)} "
+                      f"({hours_text(load_window.duration_s)}); normalised to its peak and "
                       f"scaled to {peak:.0f} req/s",
         "step": f"{step_s:g} s ({steps} steps)",
         "slo": f"{slo_ms:.2f} ms end-to-end p99, {slo_how}",

@@ -49,7 +49,7 @@ def test_bad_config_is_a_clear_error_and_nonzero_exit(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("app: socialNetwork\nprometheus: {url: nope}\n")
     code = main(["run", "--config", str(path)])
-    assert code == 2
+    assert code == 1   # a bad file is a runtime error; 2 is for a bad command line
     err = capsys.readouterr().err
     assert "c.yaml" in err and "table: required" in err and "must start with http" in err
 
@@ -57,7 +57,7 @@ def test_bad_config_is_a_clear_error_and_nonzero_exit(tmp_path, capsys):
 def test_missing_table_file_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("app: socialNetwork\ntable: nowhere.yaml\nprometheus: {qps: a, p99_ms: b}\n")
-    assert main(["run", "--check", "--config", str(path)]) == 2
+    assert main(["run", "--check", "--config", str(path)]) == 1
     assert "nowhere.yaml" in capsys.readouterr().err
 
 

@@ -17,12 +17,15 @@ def default_result():
     return replay(scenario, baseline_policies(scenario.model.services, ["new", "old"]))
 
 
-def test_the_default_profile_is_the_one_measured_on_the_lab():
+def test_the_default_profile_is_calibrated_and_lab_is_one_flag_away():
     scenario = build_scenario(ReplayOptions(duration="2h"))
-    assert scenario.model.profile.kind == "measured"
-    assert scenario.model.profile.name == "lab"
-    assert "MEASURED" in scenario.provenance["profile_statement"]
-    result = replay(scenario, baseline_policies(scenario.model.services, ["new", "old"]))
+    assert scenario.model.profile.name == "calibrated"
+    assert scenario.model.profile.kind != "measured"
+    lab = build_scenario(ReplayOptions(duration="2h", profile="lab"))
+    assert lab.model.profile.kind == "measured"
+    assert lab.model.profile.name == "lab"
+    assert "MEASURED" in lab.provenance["profile_statement"]
+    result = replay(lab, baseline_policies(lab.model.services, ["new", "old"]))
     rows = result.summary().set_index("policy")
     assert rows.loc["all-new", "slo_violation_pct"] == 0.0   # all-new meets its own SLO
 
@@ -123,17 +126,18 @@ def test_cli_replay_writes_everything(tmp_path, capsys):
     assert "IPCC AR5" in report and "power source" in report
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--load-trace", "nope"], "no shipped load trace"),
-    (["--app", "nope"], "shipped apps"),
-    (["--step", "fast"], "not a duration"),
-    (["--policies", "all-new,magic"], "unknown policies magic"),
-    (["--peak-qps", "-5"], "must be > 0"),
-    (["--start", "1999-01-01"], "outside the trace"),
+@pytest.mark.parametrize("args,fragment,code", [
+    pytest.param(["--load-trace", "nope"], "no shipped load trace", 1, id="unknown-trace"),
+    pytest.param(["--app", "nope"], "shipped apps", 1, id="unknown-app"),
+    pytest.param(["--step", "fast"], "not a duration", 2, id="bad-step"),
+    pytest.param(["--policies", "all-new,magic"], "unknown policies magic", 2,
+                 id="unknown-policy"),
+    pytest.param(["--peak-qps", "-5"], "must be > 0", 2, id="negative-peak"),
+    pytest.param(["--start", "1999-01-01"], "outside the trace", 1, id="window-outside"),
 ])
-def test_cli_replay_bad_input_is_a_clear_error(tmp_path, capsys, args, fragment):
-    code = main(["replay", "--no-plots", "--out", str(tmp_path), *args])
-    assert code == 2
+def test_cli_replay_bad_input_is_a_clear_error(tmp_path, capsys, args, fragment, code):
+    """Runtime errors (a file or trace that is not there) exit 1, usage errors exit 2."""
+    assert main(["replay", "--no-plots", "--out", str(tmp_path), *args]) == code
     assert fragment in capsys.readouterr().err
 
 
