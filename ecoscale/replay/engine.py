@@ -47,6 +47,14 @@ class Scenario:
     start: str | None = None
     """ISO time (UTC) of the first step of the load trace, when known."""
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    load_trace: str = ""
+    """Name of the load trace (shipped name or file), for titles."""
+    load_offset_s: float = 0.0
+    """Where the replayed window starts in the load trace, s from its first value."""
+    carbon_trace: str = ""
+    """Name of the carbon trace: the grid region (e.g. CISO) or file, for titles."""
+    carbon_start: str | None = None
+    """ISO time (UTC) of the carbon trace at the first step, when known."""
 
     @property
     def steps(self) -> int:
@@ -64,6 +72,8 @@ class PolicyRun:
     moves: np.ndarray
     """Service updates made at each step (placement changes, counted per service)."""
     reasons: list[list[str]]
+    policy: Any = field(default=None, compare=False, repr=False)
+    """The policy object that ran (its settings explain results, e.g. duplicate rows)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,7 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
         by_generation_g=carbon.by_generation_g,
         moves=_moves(placements),
         reasons=reasons,
+        policy=policy,
     )
 
 
