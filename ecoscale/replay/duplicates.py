@@ -41,6 +41,10 @@ class Likeness:
     """Steps at which the two ran different placements."""
     reason: str
     """Why, computed from the runs."""
+    carbon_change_pct: float = 0.0
+    """Carbon of ``policy`` relative to ``like``'s, %."""
+    violation_change_pp: float = 0.0
+    """SLO-violation time of ``policy`` minus ``like``'s, percentage points."""
 
     @property
     def mark(self) -> str:
@@ -54,7 +58,12 @@ class Likeness:
             head = (f"{self.policy} = {self.like}: the same figures (placements differ at "
                     f"{self.differing_steps} steps)")
         else:
-            head = f"{self.policy} ~ {self.like}: close"
+            violation = ("the same SLO-violation time" if abs(self.violation_change_pp) < 0.005
+                         else f"SLO-violation time {self.violation_change_pp:+.2f} points")
+            change = self.carbon_change_pct
+            digits = 2 if abs(change) < 0.1 else 1
+            head = (f"{self.policy} ~ {self.like}: carbon {change:+.{digits}f} %, "
+                    f"{violation}")
         return f"{head}; {self.reason}"
 
 
@@ -84,8 +93,12 @@ def likenesses(result: ReplayResult) -> list[Likeness]:
         close = [o for o in earlier if _close(summary.loc[o.name], summary.loc[run.name])]
         if close:
             like = min(close, key=lambda o: len(differing[o.name]))
-            out.append(Likeness(run.name, like.name, "close", len(differing[like.name]),
-                                explain(result, like, run, exact=False)))
+            mine, theirs = summary.loc[run.name], summary.loc[like.name]
+            out.append(Likeness(
+                run.name, like.name, "close", len(differing[like.name]),
+                explain(result, like, run, exact=False),
+                carbon_change_pct=100 * (float(mine.carbon_kg) / float(theirs.carbon_kg) - 1),
+                violation_change_pp=float(mine.slo_violation_pct - theirs.slo_violation_pct)))
     return out
 
 
@@ -155,11 +168,19 @@ def _hpa_reason(result: ReplayResult, like: PolicyRun, run: PolicyRun, exact: bo
         service, peak = max(((s, float(np.max(u))) for s, u in util.items()),
                             key=lambda item: item[1])
         step = int(np.argmax(util[service]))
-        reason = (f"HPA never scaled: per-replica CPU peaked at {_pct(peak)} ({service}, "
-                  f"{clock(result, step)}), under the {target}")
+        seen = f"per-replica CPU peaked at {_pct(peak)} ({service}, {clock(result, step)})"
+        if peak <= threshold:
+            reason = f"HPA never scaled: {seen}, under the {target}"
+            if policy.carbon_bands:
+                reason += "; so the carbon ceiling had nothing to cap"
+            return reason
         if policy.carbon_bands:
-            reason += "; so the carbon ceiling had nothing to cap"
-        return reason
+            ci = scenario.carbon_g_per_kwh
+            ceilings = np.array([policy.ceiling(float(c)) for c in ci])
+            return (f"HPA wanted to scale out ({seen}, over the {target}), but the carbon "
+                    f"ceiling capped every service at {_range(ceilings)} (replicas, at "
+                    f"{_range(ci)} g/kWh)")
+        return f"HPA never scaled ({seen}; the {target})"
     like_policy = like.policy
     if (isinstance(like_policy, HpaCpuPolicy) and policy.carbon_bands
             and not like_policy.carbon_bands):
@@ -232,8 +253,8 @@ def _minnew_reason(result: ReplayResult, like: PolicyRun, run: PolicyRun, exact:
         service, option, p99, _ = min(tried, key=lambda t: t[2])
         return (f"{head}, MinNew found nothing to move: each of the {len(on_newest)} services "
                 f"NoScale keeps on {terms.newest} ({names}) misses the SLO at the peak on "
-                f"{'/'.join(terms.order[1:])} with {limits} (closest: {service} as {option}, "
-                f"p99 {p99:.1f} ms > SLO {scenario.slo_ms:.1f} ms)")
+                f"{'/'.join(terms.order[1:])} with {limits}; closest: {service} as {option}, "
+                f"p99 {p99:.1f} ms > SLO {scenario.slo_ms:.1f} ms")
     if not any(cheaper for *_, cheaper in fits):
         return (f"{head}, MinNew found nothing to move: of the services NoScale keeps on "
                 f"{terms.newest} ({names}), those that keep the SLO elsewhere with {limits} "

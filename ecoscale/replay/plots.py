@@ -7,6 +7,7 @@ Policies that ran the same placements at every step share one line (or one row),
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def summary_figure(plt, result: ReplayResult, likes: Sequence[Likeness]):
     fig.subplots_adjust(left=0.06, right=0.98, top=0.84, bottom=0.16, wspace=0.12)
     papers_y = [saving for _, saving, _ in PAPERS_MINNEW]
     papers_x = max(violation for *_, violation in PAPERS_MINNEW)
-    box_x = (-0.3, max(5.0, papers_x * 1.9))
+    box_x = (-0.3, max(5.8, papers_x * 2.3))
     ours = [y for (x, y), names in points.items() if x <= box_x[1]
             and any(n.startswith("ecoscale") or n == "oracle" for n in names)]
     box_y = (min([min(papers_y) - 8, *[y - 4 for y in ours]]), max(papers_y) + 4)
@@ -272,7 +273,6 @@ def _label_points(fig, ax, labels: list[tuple[float, float, str, str]],
     in x are moved apart vertically and joined to their point by a thin line."""
     if not labels:
         return
-    fig.canvas.draw()
     to_pixels = ax.transData.transform
     from_pixels = ax.transData.inverted().transform
     pixels = [to_pixels((x, y)) for x, y, _, _ in labels]
@@ -407,22 +407,21 @@ def placement_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]
 
 
 def _row_label(ax, group: Sequence[PolicyRun], close: dict[str, Likeness]) -> None:
-    """The policies of one row (and the row it is close to), inside its top-left corner."""
+    """The policies of one row (and the row it is close to), above it at the left."""
     text = group_label(group)
     like = close.get(group[0].name)
     if like is not None:
         text += f"   (close to {like.like}: differs at {like.differing_steps} steps)"
-    ax.text(0.005, 0.95, text, transform=ax.transAxes, ha="left", va="top",
-            fontsize=8.5, color=style(group[0].name)["color"], fontweight="bold",
-            bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.5}, zorder=5)
+    ax.set_title(text, loc="left", fontsize=8.5, color=style(group[0].name)["color"],
+                 fontweight="bold", pad=2)
 
 
 def _multiples(plt, scenario: Scenario, rows: int, what: str):
     """A column of ``rows`` panels sharing the time axis, titled at the top left."""
-    height = 1.0 + 1.05 * rows
+    height = 1.0 + 1.15 * rows
     fig, axes = plt.subplots(rows, 1, figsize=(10, height), sharex=True, squeeze=False)
-    fig.subplots_adjust(left=0.08, right=0.84, top=1 - 0.75 / height, bottom=0.5 / height,
-                        hspace=0.25)
+    fig.subplots_adjust(left=0.08, right=0.84, top=1 - 0.8 / height, bottom=0.5 / height,
+                        hspace=0.42)
     fig.text(0.02, 1 - 0.12 / height, f"{what}\n{scenario_title(scenario)}", fontsize=9.5,
              va="top")
     hours = _hours(scenario)
@@ -439,21 +438,25 @@ def p99_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]],
     hours = _hours(scenario)
     slo = scenario.slo_ms
     axis_top = slo * P99_AXIS_TOP
+    axis_low = p99_axis_low(result)
     fig, axes = _multiples(plt, scenario, len(run_groups),
-                           f"Modelled end-to-end p99 vs the SLO (ms, linear up to "
-                           f"{P99_AXIS_TOP:g} x SLO); red: steps over the SLO")
+                           f"Modelled end-to-end p99 vs the SLO (ms; linear axis "
+                           f"{axis_low:g}..{axis_top:.0f} = {P99_AXIS_TOP:g} x SLO, higher "
+                           "values drawn at the top); red: steps over the SLO")
     step_min = scenario.step_s / 60
     for ax, group in zip(axes, run_groups, strict=True):
         run = group[0]
         violated = result.violations(run)
         p99 = np.where(np.isfinite(run.p99_ms), run.p99_ms, np.inf)
-        ax.fill_between(hours, 0, axis_top, where=violated, step="post", color="#d62728",
+        ax.fill_between(hours, axis_low, axis_top, where=violated, step="post", color="#d62728",
                         alpha=0.18, lw=0)
-        ax.plot(hours, np.minimum(p99, axis_top), color=style(run.name)["color"], lw=1.0)
+        ax.plot(hours, np.clip(p99, axis_low, axis_top), color=style(run.name)["color"],
+                lw=1.0)
         ax.axhline(slo, color="black", ls="--", lw=0.9)
-        ax.set_ylim(0, axis_top * 1.02)
-        ax.set_yticks([0, round(slo, 1)])
-        ax.set_yticklabels(["0", f"SLO {slo:.1f}"], fontsize=7.5)
+        ax.set_ylim(axis_low, axis_top + (axis_top - axis_low) * 0.02)
+        ax.set_yticks([axis_low, slo, axis_top])
+        ax.set_yticklabels([f"{axis_low:.0f}", f"SLO {slo:.1f}", f"{axis_top:.0f}"],
+                           fontsize=7.5)
         _row_label(ax, group, close)
         count = int(violated.sum())
         note = (f"violates {count} of {scenario.steps}\nsteps ({100 * count / scenario.steps:.1f}"
@@ -468,6 +471,19 @@ def p99_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]],
                 color="#b22222" if count else "#1a6b1a")
         ax.grid(True, alpha=0.3, axis="x")
     return fig
+
+
+def p99_axis_low(result: ReplayResult) -> float:
+    """Bottom of the p99 axis (ms): a round number under the 1st percentile of every
+    run's finite p99 and under 90 % of the SLO, never below 0."""
+    values = np.concatenate([run.p99_ms[np.isfinite(run.p99_ms)] for run in result.runs])
+    if not values.size:
+        return 0.0
+    low = float(np.percentile(values, 1)) * 0.9
+    slo = result.scenario.slo_ms
+    low = min(low, slo * 0.9)
+    magnitude = 10 ** math.floor(math.log10(max(slo, 1e-9)))
+    return max(0.0, math.floor(low / magnitude * 2) * magnitude / 2)
 
 
 def cumulative_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]]):

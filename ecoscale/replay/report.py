@@ -59,13 +59,13 @@ def duplicate_notes(likes: list[Likeness], width: int = NOTE_WIDTH) -> list[str]
     """The 'same as' column explained: one wrapped paragraph per repeating row."""
     if not likes:
         return []
-    lines = ["Rows with the same result (=: same placements at every step or the same "
-             "figures; ~: carbon within "
-             f"{100 * CLOSE_CARBON_FRACTION:g} % and violation time within "
-             f"{CLOSE_VIOLATION_PP:g} points):"]
+    header = ("Rows with the same result (=: the same placements at every step, or the same "
+              f"figures; ~: carbon within {100 * CLOSE_CARBON_FRACTION:g} % and SLO-violation "
+              f"time within {CLOSE_VIOLATION_PP:g} points):")
+    lines = textwrap.wrap(header, width, break_on_hyphens=False)
     for like in likes:
         lines.extend(textwrap.wrap(like.sentence(), width, initial_indent="- ",
-                                   subsequent_indent="  "))
+                                   subsequent_indent="  ", break_on_hyphens=False))
     return lines
 
 
