@@ -10,6 +10,7 @@ policies' settings and the model), never written in advance.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,8 +68,21 @@ class Likeness:
         return f"{head}; {self.reason}"
 
 
+_FOUND: dict[int, tuple[weakref.ref, list[Likeness]]] = {}
+
+
 def likenesses(result: ReplayResult) -> list[Likeness]:
-    """For each row that repeats (or nearly repeats) an earlier row, which and why."""
+    """For each row that repeats (or nearly repeats) an earlier row, which and why
+    (computed once per result: the table, the plots and the report ask for them)."""
+    known = _FOUND.get(id(result))
+    if known is not None and known[0]() is result:
+        return list(known[1])
+    found = _likenesses(result)
+    _FOUND[id(result)] = (weakref.ref(result, lambda _: _FOUND.pop(id(result), None)), found)
+    return list(found)
+
+
+def _likenesses(result: ReplayResult) -> list[Likeness]:
     runs = result.runs
     summary = result.summary().set_index("policy")
     out: list[Likeness] = []

@@ -125,14 +125,17 @@ class ReplayResult:
                 "operational_g": run.operational_g,
                 "moves": run.moves,
             })
+            counted: dict[Placement, tuple[dict[str, int], dict[str, int]]] = {}
+            for placement in run.placements:
+                if placement not in counted:
+                    services: dict[str, int] = {}
+                    for _, placed in placement.items:
+                        services[placed.generation] = services.get(placed.generation, 0) + 1
+                    counted[placement] = (services, placement.slots())
+            per_step = [counted[placement] for placement in run.placements]
             for generation in generations:
-                frame[f"services_on_{generation}"] = [
-                    sum(1 for _, p in placement.items if p.generation == generation)
-                    for placement in run.placements
-                ]
-                frame[f"slots_{generation}"] = [
-                    placement.slots().get(generation, 0) for placement in run.placements
-                ]
+                frame[f"services_on_{generation}"] = [s.get(generation, 0) for s, _ in per_step]
+                frame[f"slots_{generation}"] = [slots.get(generation, 0) for _, slots in per_step]
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 

@@ -378,8 +378,8 @@ def placement_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]
     generations = list(scenario.model.hardware.generations)
     colours = {g: GENERATION_COLOURS[i % len(GENERATION_COLOURS)]
                for i, g in enumerate(generations)}
-    slots = {run.name: {g: np.array([p.slots().get(g, 0) for p in run.placements])
-                        for g in generations} for group in run_groups for run in group[:1]}
+    slots = {group[0].name: slots_per_generation(group[0], generations)
+             for group in run_groups}
     top = max(float(sum(s[g] for g in generations).max()) for s in slots.values())
     fig, axes = _multiples(plt, scenario, len(run_groups),
                            "Placement: slots (replicas) per generation, stacked, per policy")
@@ -404,6 +404,16 @@ def placement_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]
                    ncol=len(generations), loc="lower right", bbox_to_anchor=(1.0, 1.0),
                    frameon=False)
     return fig
+
+
+def slots_per_generation(run: PolicyRun, generations: Sequence[str]) -> dict[str, np.ndarray]:
+    """generation -> slots (replicas) the run used there at each step."""
+    distinct: dict = {}
+    for placement in run.placements:
+        if placement not in distinct:
+            distinct[placement] = placement.slots()
+    rows = [distinct[p] for p in run.placements]
+    return {g: np.array([row.get(g, 0) for row in rows]) for g in generations}
 
 
 def _row_label(ax, group: Sequence[PolicyRun], close: dict[str, Likeness]) -> None:
