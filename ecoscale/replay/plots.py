@@ -204,6 +204,12 @@ def summary_figure(plt, result: ReplayResult, likes: Sequence[Likeness]):
         if (x, y) not in inside:
             labels.append((x, y, " = ".join(names), style(names[0])["color"]))
     _label_points(fig, whole, labels, cluster_px=70)
+    unplotted = [row.policy for row in result.summary().itertuples(index=False)
+                 if not np.isfinite(row.saving_vs_all_new_pct)]
+    if unplotted:
+        whole.text(0.5, 0.35, f"no saving for {', '.join(unplotted)}:\nthe reference "
+                   "(all-new) was not replayed", transform=whole.transAxes, ha="center",
+                   fontsize=8.5, color="#b22222", wrap=True)
     whole.axhline(0, color="#999999", lw=0.8)
     whole.set_xlabel(f"time in SLO violation (% of steps; linear to {linthresh:g} %, "
                      "log above)")

@@ -34,8 +34,18 @@ PLOT_CAPTIONS = {
 def summary_table(result: ReplayResult) -> str:
     """The summary as an aligned text table, with SLO-violation minutes; rows that repeat
     an earlier row are marked in a last column and explained under the table."""
+    likes = likenesses(result)
+    lines = table_lines(result, likes)
+    notes = duplicate_notes(likes)
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def table_lines(result: ReplayResult, likes: list[Likeness]) -> list[str]:
+    """The aligned rows of the summary, the last column marking repeating rows."""
     summary = result.summary()
-    likes = {like.policy: like for like in likenesses(result)}
+    marks = {like.policy: like.mark for like in likes}
     step_min = result.scenario.step_s / 60.0
     lines = [
         f"{'policy':<16}{'carbon kg':>11}{'embodied':>10}{'operat.':>10}{'saving %':>10}"
@@ -43,26 +53,27 @@ def summary_table(result: ReplayResult) -> str:
     ]
     for row in summary.itertuples(index=False):
         minutes = row.slo_violation_pct / 100 * result.scenario.steps * step_min
-        mark = likes[row.policy].mark if row.policy in likes else ""
         lines.append(
             f"{row.policy:<16}{row.carbon_kg:>11.2f}{row.embodied_kg:>10.2f}"
             f"{row.operational_kg:>10.2f}{row.saving_vs_all_new_pct:>10.1f}"
-            f"{row.slo_violation_pct:>12.2f}{minutes:>10.0f}{row.moves:>7d}  {mark}".rstrip()
+            f"{row.slo_violation_pct:>12.2f}{minutes:>10.0f}{row.moves:>7d}  "
+            f"{marks.get(row.policy, '')}".rstrip()
         )
-    notes = duplicate_notes(list(likes.values()))
-    if notes:
-        lines += ["", *notes]
-    return "\n".join(lines)
+    return lines
+
+
+def _marks_legend() -> str:
+    return (f"=: the same placements at every step, or the same figures; ~: carbon within "
+            f"{100 * CLOSE_CARBON_FRACTION:g} % and SLO-violation time within "
+            f"{CLOSE_VIOLATION_PP:g} points")
 
 
 def duplicate_notes(likes: list[Likeness], width: int = NOTE_WIDTH) -> list[str]:
     """The 'same as' column explained: one wrapped paragraph per repeating row."""
     if not likes:
         return []
-    header = ("Rows with the same result (=: the same placements at every step, or the same "
-              f"figures; ~: carbon within {100 * CLOSE_CARBON_FRACTION:g} % and SLO-violation "
-              f"time within {CLOSE_VIOLATION_PP:g} points):")
-    lines = textwrap.wrap(header, width, break_on_hyphens=False)
+    lines = textwrap.wrap(f"Rows with the same result ({_marks_legend()}):", width,
+                          break_on_hyphens=False)
     for like in likes:
         lines.extend(textwrap.wrap(like.sentence(), width, initial_indent="- ",
                                    subsequent_indent="  ", break_on_hyphens=False))
@@ -117,7 +128,11 @@ def report_markdown(result: ReplayResult, files: list[str]) -> str:
     ]
     if "summary.png" in images:
         parts += [f"![{PLOT_CAPTIONS['summary.png']}](summary.png)", ""]
-    parts += ["```", summary_table(result), "```", ""]
+    likes = likenesses(result)
+    parts += ["```", *table_lines(result, likes), "```", ""]
+    if likes:
+        parts += ["## Rows with the same result", "", f"{_marks_legend()}.", "",
+                  *[f"- {like.sentence()}" for like in likes], ""]
     if any(name != "summary.png" for name in images):
         parts += ["## Plots", ""]
         for name in images:

@@ -175,3 +175,18 @@ def test_spread_keeps_order_and_gap(positions, gap):
     assert np.all(np.diff(placed) >= gap - 1e-9)
     if all(abs(a - b) >= gap for i, a in enumerate(positions) for b in positions[i + 1:]):
         assert moved == positions
+
+
+def test_summary_says_why_a_policy_has_no_point(social_model):
+    from ecoscale.model.placement import Placement
+    from ecoscale.replay.baselines import StaticPolicy
+    from ecoscale.replay.engine import Scenario
+
+    scenario = Scenario(social_model, np.full(4, 500.0), np.full(4, 200.0), 60.0, slo_ms=1e9)
+    alone = replay(scenario, [StaticPolicy("all-old", Placement.uniform(social_model.services,
+                                                                        "old"))])
+    fig = plots.summary_figure(plt, alone, likenesses(alone))
+    try:
+        assert "no saving for all-old" in _texts(fig)
+    finally:
+        plt.close(fig)
