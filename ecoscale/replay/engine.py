@@ -125,14 +125,15 @@ class ReplayResult:
                 "operational_g": run.operational_g,
                 "moves": run.moves,
             })
-            counted: dict[Placement, tuple[dict[str, int], dict[str, int]]] = {}
+            # counted once per placement object (policies return the same objects again)
+            counted: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
             for placement in run.placements:
-                if placement not in counted:
+                if id(placement) not in counted:
                     services: dict[str, int] = {}
                     for _, placed in placement.items:
                         services[placed.generation] = services.get(placed.generation, 0) + 1
-                    counted[placement] = (services, placement.slots())
-            per_step = [counted[placement] for placement in run.placements]
+                    counted[id(placement)] = (services, placement.slots())
+            per_step = [counted[id(placement)] for placement in run.placements]
             for generation in generations:
                 frame[f"services_on_{generation}"] = [s.get(generation, 0) for s, _ in per_step]
                 frame[f"slots_{generation}"] = [slots.get(generation, 0) for _, slots in per_step]

@@ -420,11 +420,11 @@ def placement_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]
 
 def slots_per_generation(run: PolicyRun, generations: Sequence[str]) -> dict[str, np.ndarray]:
     """generation -> slots (replicas) the run used there at each step."""
-    distinct: dict = {}
+    distinct: dict[int, dict[str, int]] = {}   # by object: policies repeat their objects
     for placement in run.placements:
-        if placement not in distinct:
-            distinct[placement] = placement.slots()
-    rows = [distinct[p] for p in run.placements]
+        if id(placement) not in distinct:
+            distinct[id(placement)] = placement.slots()
+    rows = [distinct[id(p)] for p in run.placements]
     return {g: np.array([row.get(g, 0) for row in rows]) for g in generations}
 
 
