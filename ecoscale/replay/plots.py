@@ -111,18 +111,23 @@ def group_label(group: Sequence[PolicyRun]) -> str:
 
 
 def spread(positions: Sequence[float], gap: float, low: float, high: float) -> list[float]:
-    """Positions moved apart to at least ``gap`` from each other (order kept), within
-    [low, high] where there is room."""
+    """Positions moved apart to at least ``gap`` from each other (order kept), kept within
+    [low, high] where there is room (above ``high`` when there is not)."""
     order = sorted(range(len(positions)), key=lambda i: positions[i])
     placed = [float(positions[i]) for i in order]
-    for i in range(1, len(placed)):
-        placed[i] = max(placed[i], placed[i - 1] + gap)
-    overflow = placed[-1] - high if placed else 0.0
-    if overflow > 0:
-        placed = [p - overflow for p in placed]
+
+    def push_up() -> None:
+        for i in range(1, len(placed)):
+            placed[i] = max(placed[i], placed[i - 1] + gap)
+
+    push_up()
+    if placed and placed[-1] > high:
+        placed[-1] = high
         for i in range(len(placed) - 2, -1, -1):
             placed[i] = min(placed[i], placed[i + 1] - gap)
-    placed = [max(p, low) if i == 0 else p for i, p in enumerate(placed)]
+    if placed and placed[0] < low:
+        placed[0] = low
+        push_up()
     out = [0.0] * len(positions)
     for rank, i in enumerate(order):
         out[i] = placed[rank]
@@ -155,6 +160,11 @@ def write_plots(result: ReplayResult, likes: Sequence[Likeness], out: Path) -> l
     save(p99_figure(plt, result, run_groups, close), "p99_vs_slo.png")
     save(cumulative_figure(plt, result, run_groups), "cumulative_carbon.png")
     return written
+
+
+def _edge_aware(fraction: float) -> str:
+    """Horizontal alignment of a text at ``fraction`` of the x axis that stays inside."""
+    return "left" if fraction < 0.3 else "right" if fraction > 0.7 else "center"
 
 
 def _hours(scenario: Scenario) -> np.ndarray:
@@ -317,8 +327,8 @@ def load_figure(plt, result: ReplayResult):
     top = float(scenario.load_qps[peak])
     ax.annotate(f"peak {top:.0f} req/s at {hours[peak]:.1f} h: the plans (noscale, minnew, "
                 "the ecoscale tables) are made for it", (hours[peak], top),
-                xytext=(hours[peak], top * 1.12),
-                fontsize=8, ha="center", va="bottom",
+                xytext=(hours[peak], top * 1.12), fontsize=8, va="bottom",
+                ha=_edge_aware(hours[peak] / max(float(hours[-1]), 1e-9)),
                 arrowprops={"arrowstyle": "->", "lw": 0.7})
     ax.set_ylim(0, top * 1.3)
     ax.set_xlim(0, hours[-1] + scenario.step_s / 3600)

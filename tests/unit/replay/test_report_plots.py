@@ -163,16 +163,19 @@ def test_summary_marks_the_papers_point_and_every_result(result, figures):
     assert "all-old" in text
 
 
-@pytest.mark.parametrize(("positions", "gap"), [
-    ([0.0, 0.1, 0.2], 1.0),
-    ([5.0, 1.0, 1.0, 9.0], 2.0),
-    ([0.0, 10.0], 1.0),
-], ids=["crowded", "unsorted-ties", "already-apart"])
-def test_spread_keeps_order_and_gap(positions, gap):
-    moved = plots.spread(positions, gap, low=-100.0, high=100.0)
+@pytest.mark.parametrize(("positions", "gap", "low", "high"), [
+    ([0.0, 0.1, 0.2], 1.0, -100.0, 100.0),
+    ([5.0, 1.0, 1.0, 9.0], 2.0, -100.0, 100.0),
+    ([0.0, 10.0], 1.0, -100.0, 100.0),
+    ([9.5, 9.6, 9.7], 1.0, 0.0, 10.0),
+    ([0.1, 0.2, 0.3], 1.0, 0.0, 10.0),
+], ids=["crowded", "unsorted-ties", "already-apart", "against-the-top", "against-the-bottom"])
+def test_spread_keeps_order_gap_and_bounds(positions, gap, low, high):
+    moved = plots.spread(positions, gap, low=low, high=high)
     order = np.argsort(positions, kind="stable")
     placed = np.array(moved)[order]
     assert np.all(np.diff(placed) >= gap - 1e-9)
+    assert low - 1e-9 <= placed.min() and placed.max() <= high + 1e-9
     if all(abs(a - b) >= gap for i, a in enumerate(positions) for b in positions[i + 1:]):
         assert moved == positions
 
