@@ -47,6 +47,14 @@ class Scenario:
     start: str | None = None
     """ISO time (UTC) of the first step of the load trace, when known."""
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    load_trace: str = ""
+    """Name of the load trace (shipped name or file), for titles."""
+    load_offset_s: float = 0.0
+    """Where the replayed window starts in the load trace, s from its first value."""
+    carbon_trace: str = ""
+    """Name of the carbon trace: the grid region (e.g. CISO) or file, for titles."""
+    carbon_start: str | None = None
+    """ISO time (UTC) of the carbon trace at the first step, when known."""
 
     @property
     def steps(self) -> int:
@@ -64,6 +72,8 @@ class PolicyRun:
     moves: np.ndarray
     """Service updates made at each step (placement changes, counted per service)."""
     reasons: list[list[str]]
+    policy: Any = field(default=None, compare=False, repr=False)
+    """The policy object that ran (its settings explain results, e.g. duplicate rows)."""
 
 
 @dataclass(frozen=True)
@@ -115,14 +125,18 @@ class ReplayResult:
                 "operational_g": run.operational_g,
                 "moves": run.moves,
             })
+            # counted once per placement object (policies return the same objects again)
+            counted: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+            for placement in run.placements:
+                if id(placement) not in counted:
+                    services: dict[str, int] = {}
+                    for _, placed in placement.items:
+                        services[placed.generation] = services.get(placed.generation, 0) + 1
+                    counted[id(placement)] = (services, placement.slots())
+            per_step = [counted[id(placement)] for placement in run.placements]
             for generation in generations:
-                frame[f"services_on_{generation}"] = [
-                    sum(1 for _, p in placement.items if p.generation == generation)
-                    for placement in run.placements
-                ]
-                frame[f"slots_{generation}"] = [
-                    placement.slots().get(generation, 0) for placement in run.placements
-                ]
+                frame[f"services_on_{generation}"] = [s.get(generation, 0) for s, _ in per_step]
+                frame[f"slots_{generation}"] = [slots.get(generation, 0) for _, slots in per_step]
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
@@ -191,6 +205,7 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
         by_generation_g=carbon.by_generation_g,
         moves=_moves(placements),
         reasons=reasons,
+        policy=policy,
     )
 
 

@@ -2,35 +2,81 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from ecoscale import __version__
+from ecoscale.replay.duplicates import (
+    CLOSE_CARBON_FRACTION,
+    CLOSE_VIOLATION_PP,
+    Likeness,
+    likenesses,
+)
 from ecoscale.replay.engine import SUMMARY_COLUMNS, ReplayResult
+from ecoscale.replay.plots import PLOT_NAMES, scenario_title, write_plots
 
-OUTPUT_NAMES = ("summary.csv", "steps.csv", "report.md", "summary.png", "load.png",
-                "carbon_intensity.png", "placement.png", "p99_vs_slo.png", "cumulative_carbon.png")
-"""Every file name write_outputs may write (an output folder holds only these of a run)."""
-
+DATA_NAMES = ("summary.csv", "steps.csv", "report.md")
+OUTPUT_NAMES = DATA_NAMES + PLOT_NAMES
+"""Every file name write_outputs may write into its folder."""
+NOTE_WIDTH = 100
+PLOT_CAPTIONS = {
+    "summary.png": "Carbon saving vs all-new against SLO-violation time, per policy, with the "
+                   "papers' MinNew result",
+    "load.png": "The replayed load",
+    "carbon_intensity.png": "The grid carbon intensity, with the bands the carbon-aware "
+                            "policies switch on",
+    "placement.png": "Slots (replicas) per generation over time, per policy",
+    "p99_vs_slo.png": "Modelled end-to-end p99 against the SLO; steps over it in red",
+    "cumulative_carbon.png": "Cumulative carbon, each line ending with its total and saving",
+}
 
 def summary_table(result: ReplayResult) -> str:
-    """The summary as an aligned text table, with SLO-violation minutes."""
+    """The summary as an aligned text table, with SLO-violation minutes; rows that repeat
+    an earlier row are marked in a last column and explained under the table."""
+    likes = likenesses(result)
+    lines = table_lines(result, likes)
+    notes = duplicate_notes(likes)
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def table_lines(result: ReplayResult, likes: list[Likeness]) -> list[str]:
+    """The aligned rows of the summary, the last column marking repeating rows."""
     summary = result.summary()
+    marks = {like.policy: like.mark for like in likes}
     step_min = result.scenario.step_s / 60.0
     lines = [
         f"{'policy':<16}{'carbon kg':>11}{'embodied':>10}{'operat.':>10}{'saving %':>10}"
-        f"{'SLO viol %':>12}{'viol min':>10}{'moves':>7}"
+        f"{'SLO viol %':>12}{'viol min':>10}{'moves':>7}  same as"
     ]
     for row in summary.itertuples(index=False):
         minutes = row.slo_violation_pct / 100 * result.scenario.steps * step_min
         lines.append(
             f"{row.policy:<16}{row.carbon_kg:>11.2f}{row.embodied_kg:>10.2f}"
             f"{row.operational_kg:>10.2f}{row.saving_vs_all_new_pct:>10.1f}"
-            f"{row.slo_violation_pct:>12.2f}{minutes:>10.0f}{row.moves:>7d}"
+            f"{row.slo_violation_pct:>12.2f}{minutes:>10.0f}{row.moves:>7d}  "
+            f"{marks.get(row.policy, '')}".rstrip()
         )
-    return "\n".join(lines)
+    return lines
+
+
+def _marks_legend() -> str:
+    return (f"=: the same placements at every step, or the same figures; ~: carbon within "
+            f"{100 * CLOSE_CARBON_FRACTION:g} % and SLO-violation time within "
+            f"{CLOSE_VIOLATION_PP:g} points")
+
+
+def duplicate_notes(likes: list[Likeness], width: int = NOTE_WIDTH) -> list[str]:
+    """The 'same as' column explained: one wrapped paragraph per repeating row."""
+    if not likes:
+        return []
+    lines = textwrap.wrap(f"Rows with the same result ({_marks_legend()}):", width,
+                          break_on_hyphens=False)
+    for like in likes:
+        lines.extend(textwrap.wrap(like.sentence(), width, initial_indent="- ",
+                                   subsequent_indent="  ", break_on_hyphens=False))
+    return lines
 
 
 def provenance_lines(result: ReplayResult) -> list[str]:
@@ -45,7 +91,8 @@ def provenance_lines(result: ReplayResult) -> list[str]:
 
 
 def write_outputs(result: ReplayResult, out: Path, plots: bool = True) -> list[Path]:
-    """Write summary.csv, steps.csv, report.md and (unless ``plots`` is False) PNGs."""
+    """Write summary.csv, steps.csv, report.md and (unless ``plots`` is False) the PNGs of
+    PLOT_NAMES into ``out``; every name is in OUTPUT_NAMES."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     summary = result.summary()
@@ -57,7 +104,7 @@ def write_outputs(result: ReplayResult, out: Path, plots: bool = True) -> list[P
     steps.to_csv(path, index=False, float_format="%.4f")
     written.append(path)
     if plots:
-        written.extend(write_plots(result, steps, out))
+        written.extend(write_plots(result, likenesses(result), out))
     path = out / "report.md"
     path.write_text(report_markdown(result, [p.name for p in written]), encoding="utf-8")
     written.append(path)
@@ -65,18 +112,33 @@ def write_outputs(result: ReplayResult, out: Path, plots: bool = True) -> list[P
 
 
 def report_markdown(result: ReplayResult, files: list[str]) -> str:
+    """report.md: the table, the duplicate rows explained, the plots embedded, provenance."""
     scenario = result.scenario
     start = f", starting {scenario.start}" if scenario.start else ""
+    images = [name for name in PLOT_NAMES if name in files]
     parts = [
         "# ecoscale replay",
+        "",
+        scenario_title(scenario),
         "",
         f"{scenario.steps} steps of {scenario.step_s:g} s{start}; "
         f"SLO {scenario.slo_ms:.2f} ms end-to-end p99.",
         "",
-        "```",
-        summary_table(result),
-        "```",
-        "",
+    ]
+    if "summary.png" in images:
+        parts += [f"![{PLOT_CAPTIONS['summary.png']}](summary.png)", ""]
+    likes = likenesses(result)
+    parts += ["```", *table_lines(result, likes), "```", ""]
+    if likes:
+        parts += ["## Rows with the same result", "", f"{_marks_legend()}.", "",
+                  *[f"- {like.sentence()}" for like in likes], ""]
+    if any(name != "summary.png" for name in images):
+        parts += ["## Plots", ""]
+        for name in images:
+            if name == "summary.png":
+                continue
+            parts += [f"### {PLOT_CAPTIONS.get(name, name)}", "", f"![{name}]({name})", ""]
+    parts += [
         "## Where the numbers come from",
         *provenance_lines(result),
         "",
@@ -85,60 +147,3 @@ def report_markdown(result: ReplayResult, files: list[str]) -> str:
         "",
     ]
     return "\n".join(parts)
-
-
-def write_plots(result: ReplayResult, steps: pd.DataFrame, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scenario = result.scenario
-    hours = np.arange(scenario.steps) * scenario.step_s / 3600.0
-    written = []
-    note = "modelled (see report.md)"
-
-    def save(fig, name: str) -> None:
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
-
-    fig, ax = plt.subplots(figsize=(9, 3))
-    ax.plot(hours, scenario.load_qps, color="tab:blue")
-    ax.set(xlabel="hours", ylabel="front-end load (req/s)", title="Load (replayed trace)")
-    save(fig, "load.png")
-
-    fig, ax = plt.subplots(figsize=(9, 3))
-    ax.plot(hours, scenario.carbon_g_per_kwh, color="tab:green")
-    ax.set(xlabel="hours", ylabel="gCO2e/kWh", title="Grid carbon intensity")
-    save(fig, "carbon_intensity.png")
-
-    generations = list(scenario.model.hardware.generations)
-    oldest = generations[-1]
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for run in result.runs:
-        frame = steps[steps.policy == run.name]
-        ax.step(hours, frame[f"slots_{oldest}"].to_numpy(), where="post", label=run.name)
-    ax.set(xlabel="hours", ylabel=f"slots on '{oldest}'",
-           title=f"Placement: replicas on '{oldest}' servers per policy")
-    ax.legend(fontsize=7, ncol=3)
-    save(fig, "placement.png")
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for run in result.runs:
-        ax.plot(hours, np.minimum(run.p99_ms, scenario.slo_ms * 20), label=run.name, lw=0.8)
-    ax.axhline(scenario.slo_ms, color="black", ls="--", label="SLO")
-    ax.set_yscale("log")
-    ax.set(xlabel="hours", ylabel="end-to-end p99 (ms)", title=f"p99 vs SLO, {note}")
-    ax.legend(fontsize=7, ncol=3)
-    save(fig, "p99_vs_slo.png")
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for run in result.runs:
-        ax.plot(hours, np.cumsum(run.embodied_g + run.operational_g) / 1000, label=run.name)
-    ax.set(xlabel="hours", ylabel="kgCO2e", title=f"Cumulative carbon, {note}")
-    ax.legend(fontsize=7, ncol=3)
-    save(fig, "cumulative_carbon.png")
-    return written

@@ -230,6 +230,10 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     start_time = None
     if load_raw.start is not None:
         start_time = (pd.Timestamp(load_raw.start) + pd.Timedelta(seconds=load_start_s)).isoformat()
+    carbon_start_time = None
+    if carbon_raw.start is not None:
+        carbon_start_time = (pd.Timestamp(carbon_raw.start)
+                             + pd.Timedelta(seconds=carbon_start_s)).isoformat()
     return Scenario(
         model=model,
         load_qps=np.asarray(load_scaled.values[:steps], dtype=float),
@@ -238,4 +242,8 @@ def build_scenario(options: ReplayOptions) -> Scenario:
         slo_ms=slo_ms,
         start=start_time,
         provenance=provenance,
+        load_trace=load_raw.name,
+        load_offset_s=load_start_s,
+        carbon_trace=carbon_raw.name,
+        carbon_start=carbon_start_time,
     )
