@@ -14,8 +14,11 @@ with modelled ones. The safety rules, in the order they apply:
    service at a time, after ``escalation_hold_s`` without a miss. For ``settle_s`` after a
    move the measured p99 shows the move itself, and is neither a miss nor a pass.
 3. Scale-up beats scale-down: the table level goes up at once when load passes
-   ``up_fraction`` of the current level; it goes down only after load stayed under
-   ``down_fraction`` of a lower level for ``down_stabilisation_s``.
+   ``up_fraction`` of the current level's capacity; it goes down only after load stayed
+   under ``down_fraction`` of a lower level's capacity for ``down_stabilisation_s``, to the
+   level that the highest load of that window needs. Both fractions keep a margin for load
+   growth; it shrinks toward ``calm_up_fraction`` when the load seen lately rose less
+   (``growth_margin``), and is the full ``up_fraction`` margin without that history.
 4. Moves toward old respect a per-service cooldown and a per-decision rate limit; moves
    toward new do not wait.
 5. min/max replicas bound every service; paused services are never changed.
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from ecoscale.control.policy import Decision, Observation
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import PolicyTable
+from ecoscale.planner.table import Hysteresis, PolicyTable
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,14 @@ class ControlState:
     last_miss_s: float | None = None
     no_data_streak: int = 0
     last_move_s: Mapping[str, float] = field(default_factory=dict)
+    recent_qps: tuple[tuple[float, float], ...] = ()
+    """(time s, load req/s) of the observations of the last growth window, oldest first:
+    how fast the load grows (``growth_margin``)."""
+
+    def __post_init__(self) -> None:
+        # a state read back from JSON (the daemon's state file) holds lists
+        object.__setattr__(self, "recent_qps",
+                           tuple((float(t), float(q)) for t, q in self.recent_qps))
 
 
 def toward_new(before: ServicePlacement, after: ServicePlacement, order: tuple[str, ...]) -> bool:
@@ -97,12 +108,46 @@ def _generation_order(table: PolicyTable, current: Placement) -> tuple[str, ...]
     return order + extra if extra else order
 
 
+def remember_load(recent: tuple[tuple[float, float], ...], now_s: float, qps: float,
+                  hysteresis: Hysteresis) -> tuple[tuple[float, float], ...]:
+    """``recent`` with (now_s, qps) added and what is older than the growth window
+    (growth_window_s, at least one growth_horizon_s) dropped."""
+    keep_s = max(hysteresis.growth_window_s, hysteresis.growth_horizon_s)
+    kept = tuple((t, q) for t, q in recent if now_s - keep_s <= t < now_s)
+    return kept + ((now_s, qps),)
+
+
+def growth_margin(recent: tuple[tuple[float, float], ...], hysteresis: Hysteresis) -> float:
+    """Fraction of the load (not of capacity) to keep free for growth: the largest relative
+    rise of load over any ``growth_horizon_s`` span of ``recent``, between the calm margin
+    (1 / calm_up_fraction - 1) and the full one (1 / up_fraction - 1). Less history than one
+    horizon gives the full margin: an unknown load is not a calm one."""
+    full = 1.0 / hysteresis.up_fraction - 1.0
+    calm = 1.0 / hysteresis.calm_up_fraction - 1.0
+    if calm >= full or not recent or recent[-1][0] - recent[0][0] < hysteresis.growth_horizon_s:
+        return full
+    horizon = hysteresis.growth_horizon_s
+    rise = 0.0
+    for i, (t_a, q_a) in enumerate(recent):
+        for t_b, q_b in recent[i + 1:]:
+            if t_b - t_a > horizon:
+                break
+            if q_b > q_a:
+                rise = max(rise, q_b / q_a - 1.0) if q_a > 0 else full
+    return min(full, max(calm, rise))
+
+
 def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
                   missing_slo: bool) -> tuple[int, ControlState, str]:
     """Table level for the load, with hysteresis (rule 3). Latency misses block going down."""
     hyst = table.hysteresis
+    recent = remember_load(state.recent_qps, obs.now_s, obs.qps, hyst)
+    state = replace(state, recent_qps=recent)
+    margin = growth_margin(recent, hyst)
+    # down_fraction below up_fraction widens the margin a lower level must leave
+    down_margin = (1.0 + margin) * hyst.up_fraction / hyst.down_fraction - 1.0
     band = table.band_of(obs.carbon_g_per_kwh)
-    want = table.index_for(obs.qps, band, hyst.up_fraction)
+    want = table.serving_index(obs.qps, band, margin)
     if state.level is None:
         running = next((i for i in table.ladder(band)
                         if table.levels[i].placement == obs.current), None)
@@ -116,20 +161,20 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
         rung = table.ladder(table.levels[current].max_ci_g_per_kwh).index(current)
         current = ladder[min(rung, len(ladder) - 1)]
     current_level = table.levels[current]
-    if table.levels[want].max_load_qps > current_level.max_load_qps:
+    if table.levels[want].capacity > current_level.capacity:
         return want, replace(state, level=want, below_since_s=None, down_target=None), \
-            f"load {obs.qps:.0f} req/s above {hyst.up_fraction:.0%} of level max " \
-            f"{current_level.max_load_qps:.0f}: up to level {want + 1}"
-    lower = table.index_for(obs.qps, band, hyst.down_fraction)
-    if missing_slo or table.levels[lower].max_load_qps >= current_level.max_load_qps:
+            f"load {obs.qps:.0f} req/s above {1 / (1 + margin):.0%} of level capacity " \
+            f"{current_level.capacity:.0f}: up to level {want + 1}"
+    lower = table.serving_index(obs.qps, band, down_margin)
+    if missing_slo or table.levels[lower].capacity >= current_level.capacity:
         return current, replace(state, level=current, below_since_s=None, down_target=None), ""
     since = state.below_since_s if state.below_since_s is not None else obs.now_s
     target = lower if state.down_target is None else max(lower, state.down_target,
                                                           key=lambda i: table.levels[i]
-                                                          .max_load_qps)
+                                                          .capacity)
     if obs.now_s - since >= hyst.down_stabilisation_s:
         return target, replace(state, level=target, below_since_s=None, down_target=None), \
-            f"load under {hyst.down_fraction:.0%} of level {target + 1} for " \
+            f"load under {1 / (1 + down_margin):.0%} of level {target + 1}'s capacity for " \
             f"{obs.now_s - since:.0f} s: down to level {target + 1}"
     return current, replace(state, level=current, below_since_s=since, down_target=target), ""
 

@@ -44,6 +44,15 @@ class EcoscalePolicy:
     def decide(self, observation: Observation, state: ControlState) -> tuple[Decision, Any]:
         return decide(observation, state, self.table, self.settings)
 
+    def initial_placement(self, load_qps: float, ci_g_per_kwh: float) -> Placement:
+        """What runs when the replay starts, as if the daemon had been running before the
+        window (as `ecoscale lab evaluate` starts it): the level for the first load with
+        the full up margin."""
+        table = self.table
+        band = table.band_of(ci_g_per_kwh)
+        margin = 1.0 / table.hysteresis.up_fraction - 1.0
+        return table.levels[table.serving_index(load_qps, band, margin)].placement
+
 
 class OraclePolicy:
     """The least-carbon placement that keeps the SLO at each step's true load (MILP).

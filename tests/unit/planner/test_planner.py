@@ -210,7 +210,10 @@ def test_table_round_trips_through_plain_data(shipped):
     (lambda d: d.__setitem__("ecoscale_policy_table", 99), "re-run `ecoscale plan`"),
     (lambda d: d["levels"][0]["placement"]["fe"].__setitem__("replicas", 0), "replicas must"),
     (lambda d: d["levels"][1]["placement"].pop("db"), "other services than level 1"),
-    (lambda d: d["hysteresis"].__setitem__("down_fraction", 0.99), "down_fraction < up"),
+    (lambda d: d["hysteresis"].__setitem__("down_fraction", 0.99),
+     r"down_fraction <= up_fraction .*\(down_fraction 0.99, up_fraction 0.95"),
+    (lambda d: d["hysteresis"].__setitem__("calm_up_fraction", 0.9), r"calm_up_fraction 0.9\)"),
+    (lambda d: d["hysteresis"].__setitem__("growth_horizon_s", 0), "growth_horizon_s must"),
     (lambda d: d["ranking"].append({"service": "ghost"}), "ghost"),
 ])
 def test_bad_tables_report_every_problem(change, fragment):
