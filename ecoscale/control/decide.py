@@ -83,14 +83,16 @@ class ControlState:
     last_miss_s: float | None = None
     no_data_streak: int = 0
     last_move_s: Mapping[str, float] = field(default_factory=dict)
-    recent_qps: tuple[tuple[float, float], ...] = ()
-    """(time s, load req/s) of the observations of the last growth window, oldest first:
-    how fast the load grows (``growth_margin``)."""
+    recent_loads: tuple[tuple[float, float, float], ...] = ()
+    """(time s, load req/s, the load's largest relative rise over the growth horizon ending
+    then) of each observation of the last growth window, oldest first (``remember_load``)."""
 
     def __post_init__(self) -> None:
         # a state read back from JSON (the daemon's state file) holds lists
-        object.__setattr__(self, "recent_qps",
-                           tuple((float(t), float(q)) for t, q in self.recent_qps))
+        recent = self.recent_loads
+        if not isinstance(recent, tuple) or (recent and not isinstance(recent[0], tuple)):
+            object.__setattr__(self, "recent_loads",
+                               tuple((float(t), float(q), float(r)) for t, q, r in recent))
 
 
 def toward_new(before: ServicePlacement, after: ServicePlacement, order: tuple[str, ...]) -> bool:
@@ -108,42 +110,52 @@ def _generation_order(table: PolicyTable, current: Placement) -> tuple[str, ...]
     return order + extra if extra else order
 
 
-def remember_load(recent: tuple[tuple[float, float], ...], now_s: float, qps: float,
-                  hysteresis: Hysteresis) -> tuple[tuple[float, float], ...]:
-    """``recent`` with (now_s, qps) added and what is older than the growth window
-    (growth_window_s, at least one growth_horizon_s) dropped."""
-    keep_s = max(hysteresis.growth_window_s, hysteresis.growth_horizon_s)
-    kept = tuple((t, q) for t, q in recent if now_s - keep_s <= t < now_s)
-    return kept + ((now_s, qps),)
+def remember_load(recent: tuple[tuple[float, float, float], ...], now_s: float, qps: float,
+                  hysteresis: Hysteresis) -> tuple[tuple[float, float, float], ...]:
+    """``recent`` with this observation added, with the largest relative rise of load from
+    any observation at most ``growth_horizon_s`` before it, and the observations older than
+    the growth window (growth_window_s, at least one horizon) dropped. A clock that went
+    back (a restart) forgets everything."""
+    if recent and recent[-1][0] >= now_s:
+        recent = ()
+    keep_from = now_s - max(hysteresis.growth_window_s, hysteresis.growth_horizon_s)
+    first = 0
+    while first < len(recent) and recent[first][0] < keep_from:
+        first += 1
+    kept = recent[first:]
+    rise = 0.0
+    for t, q, _ in reversed(kept):
+        if now_s - t > hysteresis.growth_horizon_s:
+            break
+        if qps > q:
+            rise = max(rise, qps / q - 1.0) if q > 0 else math.inf
+    return kept + ((now_s, qps, rise),)
 
 
-def growth_margin(recent: tuple[tuple[float, float], ...], hysteresis: Hysteresis) -> float:
+def growth_margin(recent: tuple[tuple[float, float, float], ...],
+                  hysteresis: Hysteresis) -> float:
     """Fraction of the load (not of capacity) to keep free for growth: the largest relative
-    rise of load over any ``growth_horizon_s`` span of ``recent``, between the calm margin
+    rise of load over a growth horizon in ``recent``, between the calm margin
     (1 / calm_up_fraction - 1) and the full one (1 / up_fraction - 1). Less history than one
     horizon gives the full margin: an unknown load is not a calm one."""
     full = 1.0 / hysteresis.up_fraction - 1.0
     calm = 1.0 / hysteresis.calm_up_fraction - 1.0
     if calm >= full or not recent or recent[-1][0] - recent[0][0] < hysteresis.growth_horizon_s:
         return full
-    horizon = hysteresis.growth_horizon_s
-    rise = 0.0
-    for i, (t_a, q_a) in enumerate(recent):
-        for t_b, q_b in recent[i + 1:]:
-            if t_b - t_a > horizon:
-                break
-            if q_b > q_a:
-                rise = max(rise, q_b / q_a - 1.0) if q_a > 0 else full
-    return min(full, max(calm, rise))
+    return min(full, max(calm, max(rise for _, _, rise in recent)))
 
 
 def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
                   missing_slo: bool) -> tuple[int, ControlState, str]:
     """Table level for the load, with hysteresis (rule 3). Latency misses block going down."""
     hyst = table.hysteresis
-    recent = remember_load(state.recent_qps, obs.now_s, obs.qps, hyst)
-    state = replace(state, recent_qps=recent)
+    recent = remember_load(state.recent_loads, obs.now_s, obs.qps, hyst)
     margin = growth_margin(recent, hyst)
+
+    def at(level: int, since: float | None = None, target: int | None = None) -> ControlState:
+        return replace(state, recent_loads=recent, level=level, below_since_s=since,
+                       down_target=target)
+
     # down_fraction below up_fraction widens the margin a lower level must leave
     down_margin = (1.0 + margin) * hyst.up_fraction / hyst.down_fraction - 1.0
     band = table.band_of(obs.carbon_g_per_kwh)
@@ -152,7 +164,7 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
         running = next((i for i in table.ladder(band)
                         if table.levels[i].placement == obs.current), None)
         if running is None:   # a placement the table does not know: follow the load
-            return want, replace(state, level=want, below_since_s=None, down_target=None), \
+            return want, at(want), \
                 f"start at level {want + 1} for {obs.qps:.0f} req/s"
         state = replace(state, level=running)   # reconcile: what runs is a level of ours
     current = state.level
@@ -162,21 +174,21 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
         current = ladder[min(rung, len(ladder) - 1)]
     current_level = table.levels[current]
     if table.levels[want].capacity > current_level.capacity:
-        return want, replace(state, level=want, below_since_s=None, down_target=None), \
+        return want, at(want), \
             f"load {obs.qps:.0f} req/s above {1 / (1 + margin):.0%} of level capacity " \
             f"{current_level.capacity:.0f}: up to level {want + 1}"
     lower = table.serving_index(obs.qps, band, down_margin)
     if missing_slo or table.levels[lower].capacity >= current_level.capacity:
-        return current, replace(state, level=current, below_since_s=None, down_target=None), ""
+        return current, at(current), ""
     since = state.below_since_s if state.below_since_s is not None else obs.now_s
     target = lower if state.down_target is None else max(lower, state.down_target,
                                                           key=lambda i: table.levels[i]
                                                           .capacity)
     if obs.now_s - since >= hyst.down_stabilisation_s:
-        return target, replace(state, level=target, below_since_s=None, down_target=None), \
+        return target, at(target), \
             f"load under {1 / (1 + down_margin):.0%} of level {target + 1}'s capacity for " \
             f"{obs.now_s - since:.0f} s: down to level {target + 1}"
-    return current, replace(state, level=current, below_since_s=since, down_target=target), ""
+    return current, at(current, since, target), ""
 
 
 def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,

@@ -214,19 +214,30 @@ def build_table(
     bands = [math.inf] if not ci_bands else sorted(ci_bands)
     levels = []
     evaluations = pruning.evaluations + rank_evaluations
-    capacities: dict[Placement, float] = {}
+    loads = [fraction * peak_qps for fraction in sorted(fractions)]
+    served: dict[Placement, tuple[float, np.ndarray]] = {}   # capacity, p99 at `loads`
     for band in bands:
         terms = reference if not math.isfinite(band) else carbon_terms(model, band)
-        for fraction in sorted(fractions):
-            plan = minnew(model, fraction * peak_qps, plan_slo_ms, order, pruning, terms)
+        i = 0
+        while i < len(loads):
+            plan = minnew(model, loads[i], plan_slo_ms, order, pruning, terms)
             evaluations += plan.evaluations
-            capacity = math.nan
-            if plan.feasible:
-                if plan.placement not in capacities:
-                    capacities[plan.placement] = capacity_qps(model, plan.placement,
-                                                              plan_slo_ms, plan.load_qps)
-                capacity = max(capacities[plan.placement], plan.load_qps)
+            i += 1
+            if not plan.feasible:
+                levels.append(_level(plan, band, math.nan))
+                continue
+            if plan.placement not in served:
+                served[plan.placement] = _serving(model, plan.placement, plan_slo_ms,
+                                                  plan.load_qps, loads)
+            capacity, p99s = served[plan.placement]
+            capacity = max(capacity, plan.load_qps)
             levels.append(_level(plan, band, capacity))
+            # the next levels whose load this placement serves take it as it is: cheapest
+            # at the lower load, it is among the placements that hold at theirs (no move)
+            same = [j for j in range(i, len(loads)) if loads[j] <= capacity]
+            levels.extend(_same_as(model, plan, band, capacity, [loads[j] for j in same],
+                                   p99s[same]))
+            i += len(same)
     n, k = pruning.search_space
     search = {
         "services": n,
@@ -262,27 +273,55 @@ def _level(plan: Plan, band: float, capacity: float) -> TableLevel:
                       plan.carbon_g_per_h, plan.feasible, plan.evaluations, capacity)
 
 
-def capacity_qps(model: AppModel, placement: Placement, slo_ms: float, from_qps: float,
-                 rounds: int = 3, points: int = 33) -> float:
-    """Highest front-end load (req/s) at which ``placement`` keeps the modelled p99 within
-    ``slo_ms``, searched from ``from_qps`` (where it must hold) up to the placement's
-    saturation: p99 grows with load, so each round evaluates ``points`` loads at once and
-    keeps the bracket where the SLO stops holding (3 rounds: ~1/30,000 of the range)."""
+def _same_as(model: AppModel, plan: Plan, band: float, capacity: float,
+             loads: list[float], p99s: np.ndarray) -> list[TableLevel]:
+    """Levels at higher ``loads`` that ``plan``'s placement serves (p99 ``p99s``)."""
+    if not loads:
+        return []
+    at = np.asarray(loads, dtype=float)
+    carbon = model.carbon(plan.placement, at, np.full_like(at, plan.ci_g_per_kwh), 1.0)
+    grams_per_h = carbon.embodied_g + carbon.operational_g
+    return [TableLevel(load, band, plan.placement,
+                       {s: f"{why} (serves up to {capacity:.0f} req/s: as at "
+                           f"{plan.load_qps:.0f})" for s, why in plan.reasons.items()},
+                       float(p99), float(grams), True, 0, capacity)
+            for load, p99, grams in zip(loads, p99s, grams_per_h, strict=True)]
+
+
+def _serving(model: AppModel, placement: Placement, slo_ms: float, from_qps: float,
+             loads: Sequence[float], points: int = 33, rounds: int = 2
+             ) -> tuple[float, np.ndarray]:
+    """(capacity_qps, p99 in ms at each of ``loads``): p99 grows with load, so each round
+    evaluates ``points`` loads from ``from_qps`` up to the placement's saturation at once
+    and keeps the bracket where the SLO stops holding (the first round also evaluates
+    ``loads``); 2 rounds of 33 points find it to 1/1,024 of the range, rounded down. A
+    model evaluation costs about as much for one load as for a hundred."""
     limit = slo_ms * (1 + SLO_TOLERANCE)
-    low = float(from_qps)
-    if not float(model.e2e_p99(placement, low)) <= limit:
-        return low
-    high = model.saturation_qps(placement)
+    extra = np.asarray(loads, dtype=float)
+    low, high = float(from_qps), model.saturation_qps(placement)
     if not math.isfinite(high):
-        return math.inf
+        return math.inf, model.e2e_p99(placement, extra)
+    at_loads = None
     for _ in range(rounds):
-        loads = np.linspace(low, high, points)
-        held = model.e2e_p99(placement, loads) <= limit
-        first_miss = int(np.argmin(held)) if not held.all() else points - 1
-        if first_miss == 0:
+        grid = np.linspace(low, high, points)
+        p99 = model.e2e_p99(placement, grid if at_loads is not None else
+                            np.concatenate([grid, extra]))
+        if at_loads is None:
+            p99, at_loads = p99[:points], p99[points:]
+        held = p99 <= limit
+        if not held[0]:   # misses at the lower end: nothing above it holds
             break
-        low, high = float(loads[first_miss - 1]), float(loads[first_miss])
-    return low
+        first_miss = int(np.argmin(held)) if not held.all() else points - 1
+        low, high = float(grid[first_miss - 1]), float(grid[first_miss])
+    return low, at_loads
+
+
+def capacity_qps(model: AppModel, placement: Placement, slo_ms: float,
+                 from_qps: float) -> float:
+    """Highest front-end load (req/s) at which ``placement`` keeps the modelled p99 within
+    ``slo_ms``, searched from ``from_qps`` up to the placement's saturation (``from_qps``
+    itself when the SLO does not hold there), to 1/1,024 of that range, rounded down."""
+    return _serving(model, placement, slo_ms, from_qps, ())[0]
 
 
 def terms_for_band(model: AppModel, band: float) -> CarbonTerms:
