@@ -327,3 +327,18 @@ def test_serving_index_picks_the_lowest_level_whose_capacity_covers_load_and_mar
                                                    (125, 210, 250), strict=True))
     table = PolicyTable("toy", 10.0, 250.0, "new", levels, (), {}, {})
     assert table.serving_index(load, math.inf, margin) == expected
+
+
+def test_stage_compensation_reaches_the_optimum_at_every_calibrated_level():
+    # at 120 % of the peak the optimum moves compose-post-service to 2 old replicas and
+    # scales out text-service and its parallel calls url-shorten and user-mention together;
+    # scaling out one of two parallel calls gains nothing, so the greedy kept compose-post
+    # on new, 1.6 % above the optimum, until compensation could scale out a whole stage
+    model = AppModel(load_topology("socialNetwork"), load_profile("socialNetwork", "calibrated"),
+                     load_hardware())
+    slo, peak, _ = default_slo(model)
+    terms = carbon_terms(model)
+    table = build_table(model, slo, peak)
+    for level in table.levels:
+        best = optimal_placement(model, level.max_load_qps, slo, terms)
+        assert level.carbon_g_per_h <= best.carbon_g_per_h * (1 + 1e-6), level.max_load_qps
