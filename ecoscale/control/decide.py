@@ -83,16 +83,19 @@ class ControlState:
     last_miss_s: float | None = None
     no_data_streak: int = 0
     last_move_s: Mapping[str, float] = field(default_factory=dict)
-    recent_loads: tuple[tuple[float, float, float], ...] = ()
-    """(time s, load req/s, the load's largest relative rise over the growth horizon ending
-    then) of each observation of the last growth window, oldest first (``remember_load``)."""
+    recent_loads: tuple[tuple[float, float], ...] = ()
+    """(time s, load req/s) of the observations of the last growth horizon, and of the one
+    just before it, oldest first (``remember_load``)."""
+    recent_rises: tuple[tuple[float, float], ...] = ()
+    """(time s, relative rise) of the load rises above the calm margin in the last growth
+    window, oldest first."""
 
     def __post_init__(self) -> None:
         # a state read back from JSON (the daemon's state file) holds lists
-        recent = self.recent_loads
-        if not isinstance(recent, tuple) or (recent and not isinstance(recent[0], tuple)):
-            object.__setattr__(self, "recent_loads",
-                               tuple((float(t), float(q), float(r)) for t, q, r in recent))
+        for name in ("recent_loads", "recent_rises"):
+            pairs = getattr(self, name)
+            if not isinstance(pairs, tuple) or (pairs and not isinstance(pairs[0], tuple)):
+                object.__setattr__(self, name, tuple((float(a), float(b)) for a, b in pairs))
 
 
 def toward_new(before: ServicePlacement, after: ServicePlacement, order: tuple[str, ...]) -> bool:
@@ -110,51 +113,62 @@ def _generation_order(table: PolicyTable, current: Placement) -> tuple[str, ...]
     return order + extra if extra else order
 
 
-def remember_load(recent: tuple[tuple[float, float, float], ...], now_s: float, qps: float,
-                  hysteresis: Hysteresis) -> tuple[tuple[float, float, float], ...]:
-    """``recent`` with this observation added, with the largest relative rise of load from
-    any observation at most ``growth_horizon_s`` before it, and the observations older than
-    the growth window (growth_window_s, at least one horizon) dropped. A clock that went
-    back (a restart) forgets everything."""
-    if recent and recent[-1][0] >= now_s:
-        recent = ()
-    keep_from = now_s - max(hysteresis.growth_window_s, hysteresis.growth_horizon_s)
+Pairs = tuple[tuple[float, float], ...]
+
+
+def remember_load(loads: Pairs, rises: Pairs, now_s: float, qps: float,
+                  hysteresis: Hysteresis) -> tuple[Pairs, Pairs]:
+    """The load memory with this observation added: ``loads`` keeps the last growth horizon
+    (and the observation just before it, to tell that much history from less); ``rises``
+    keeps, over the growth window, each observation's largest relative rise from a load at
+    most one horizon earlier when it exceeds the calm margin. A clock that went back (a
+    restart) forgets everything."""
+    if loads and loads[-1][0] >= now_s:
+        loads, rises = (), ()
+    horizon_from = now_s - hysteresis.growth_horizon_s
     first = 0
-    while first < len(recent) and recent[first][0] < keep_from:
+    while first + 1 < len(loads) and loads[first + 1][0] <= horizon_from:
         first += 1
-    kept = recent[first:]
+    loads = loads[first:]
     rise = 0.0
-    for t, q, _ in reversed(kept):
-        if now_s - t > hysteresis.growth_horizon_s:
-            break
-        if qps > q:
+    for t, q in loads:
+        if t >= horizon_from and qps > q:
             rise = max(rise, qps / q - 1.0) if q > 0 else math.inf
-    return kept + ((now_s, qps, rise),)
+    window_from = now_s - hysteresis.growth_window_s
+    first = 0
+    while first < len(rises) and rises[first][0] < window_from:
+        first += 1
+    rises = rises[first:]
+    if rise > 1.0 / hysteresis.calm_up_fraction - 1.0:
+        rises = rises + ((now_s, rise),)
+    return loads + ((now_s, qps),), rises
 
 
-def growth_margin(recent: tuple[tuple[float, float, float], ...],
-                  hysteresis: Hysteresis) -> float:
+def growth_margin(loads: Pairs, rises: Pairs, hysteresis: Hysteresis) -> float:
     """Fraction of the load (not of capacity) to keep free for growth: the largest relative
-    rise of load over a growth horizon in ``recent``, between the calm margin
-    (1 / calm_up_fraction - 1) and the full one (1 / up_fraction - 1). Less history than one
-    horizon gives the full margin: an unknown load is not a calm one."""
+    rise of load over a growth horizon in the growth window (``rises``), between the calm
+    margin (1 / calm_up_fraction - 1) and the full one (1 / up_fraction - 1). Less history
+    than one horizon (``loads``) gives the full margin: an unknown load is not a calm one."""
     full = 1.0 / hysteresis.up_fraction - 1.0
     calm = 1.0 / hysteresis.calm_up_fraction - 1.0
-    if calm >= full or not recent or recent[-1][0] - recent[0][0] < hysteresis.growth_horizon_s:
+    if calm >= full or not loads or loads[-1][0] - loads[0][0] < hysteresis.growth_horizon_s:
         return full
-    return min(full, max(calm, max(rise for _, _, rise in recent)))
+    if not rises:
+        return calm
+    return min(full, max(calm, max(rise for _, rise in rises)))
 
 
 def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
                   missing_slo: bool) -> tuple[int, ControlState, str]:
     """Table level for the load, with hysteresis (rule 3). Latency misses block going down."""
     hyst = table.hysteresis
-    recent = remember_load(state.recent_loads, obs.now_s, obs.qps, hyst)
-    margin = growth_margin(recent, hyst)
+    loads, rises = remember_load(state.recent_loads, state.recent_rises, obs.now_s, obs.qps,
+                                 hyst)
+    margin = growth_margin(loads, rises, hyst)
 
     def at(level: int, since: float | None = None, target: int | None = None) -> ControlState:
-        return replace(state, recent_loads=recent, level=level, below_since_s=since,
-                       down_target=target)
+        return replace(state, recent_loads=loads, recent_rises=rises, level=level,
+                       below_since_s=since, down_target=target)
 
     # down_fraction below up_fraction widens the margin a lower level must leave
     down_margin = (1.0 + margin) * hyst.up_fraction / hyst.down_fraction - 1.0

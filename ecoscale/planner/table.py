@@ -164,12 +164,17 @@ class PolicyTable:
     def serving_index(self, load_qps: float, band: float, margin: float = 0.0) -> int:
         """Lowest level of ``band`` whose capacity covers ``load_qps`` plus ``margin`` (a
         fraction of the load kept free for growth); the top level when none does."""
-        ladder = self.ladder(band)
+        rungs = self._capacities[band]
         needed = load_qps * (1.0 + margin)
-        for i in ladder:
-            if needed <= self.levels[i].capacity:
+        for i, capacity in rungs:
+            if needed <= capacity:
                 return i
-        return ladder[-1]
+        return rungs[-1][0]
+
+    @cached_property
+    def _capacities(self) -> dict[float, tuple[tuple[int, float], ...]]:
+        return {band: tuple((i, self.levels[i].capacity) for i in ladder)
+                for band, ladder in self._ladders.items()}
 
     @property
     def most_critical(self) -> tuple[str, ...]:

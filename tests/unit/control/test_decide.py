@@ -196,9 +196,9 @@ FULL, CALM_MARGIN = 1 / 0.95 - 1, 1 / 0.99 - 1
 
 
 def memory(loads, hysteresis=CALM, every_s=60.0):
-    recent = ()
+    recent = ((), ())
     for i, qps in enumerate(loads):
-        recent = remember_load(recent, i * every_s, qps, hysteresis)
+        recent = remember_load(*recent, i * every_s, qps, hysteresis)
     return recent
 
 
@@ -213,20 +213,31 @@ def memory(loads, hysteresis=CALM, every_s=60.0):
 ], ids=["no-history-full", "calm", "rise-3pc", "rise-remembered", "jump-capped-full",
         "jump-forgotten-after-window", "falling-is-calm"])
 def test_growth_margin_follows_the_largest_recent_rise(loads, expected):
-    assert growth_margin(memory(loads), CALM) == pytest.approx(expected, abs=1e-9)
+    assert growth_margin(*memory(loads), CALM) == pytest.approx(expected, abs=1e-9)
 
 
 def test_a_fixed_margin_when_calm_equals_up_fraction():
     fixed = replace(CALM, calm_up_fraction=0.95)
-    assert growth_margin(memory([1000, 1000, 1000], fixed), fixed) == pytest.approx(FULL)
+    assert growth_margin(*memory([1000, 1000, 1000], fixed), fixed) == pytest.approx(FULL)
 
 
-def test_load_memory_keeps_the_growth_window_and_forgets_a_clock_that_went_back():
-    recent = memory([1000] * 40)
-    assert len(recent) == 31 and recent[0][0] == 39 * 60 - 1800
-    assert remember_load(recent, 10.0, 500.0, CALM) == ((10.0, 500.0, 0.0),)
-    # a state read back from the daemon's JSON file holds lists
-    assert ControlState(recent_loads=[[0, 1, 0]]).recent_loads == ((0.0, 1.0, 0.0),)
+def test_load_memory_keeps_a_horizon_of_loads_and_a_window_of_rises():
+    loads, rises = memory([1000, 1100] + [1100] * 38)
+    assert loads == ((38 * 60, 1100.0), (39 * 60, 1100.0))   # one horizon (60 s)
+    assert rises == ()                                       # the rise at 60 s: > 30 min ago
+    loads, rises = memory([1000, 1100] + [1100] * 29)
+    assert rises == ((60.0, pytest.approx(0.1)),)
+    # jittered periods still count as a horizon of history
+    loads, rises = remember_load(((0.0, 1000.0), (14.9, 1000.0), (30.1, 1000.0),
+                                  (45.0, 1000.0)), (), 60.2, 1000.0, CALM)
+    assert loads[0][0] == 0.0 and growth_margin(loads, rises, CALM) == pytest.approx(CALM_MARGIN)
+
+
+def test_load_memory_forgets_a_clock_that_went_back_and_reads_json_lists():
+    loads, rises = memory([1000, 1100, 1100])
+    assert remember_load(loads, rises, 10.0, 500.0, CALM) == (((10.0, 500.0),), ())
+    state = ControlState(recent_loads=[[0, 1]], recent_rises=[[0, 0.5]])   # from JSON
+    assert state.recent_loads == ((0.0, 1.0),) and state.recent_rises == ((0.0, 0.5),)
 
 
 # levels planned for 100 and 200 req/s whose placements serve up to 120 and 230
