@@ -220,7 +220,9 @@ def build_table(
     levels = []
     evaluations = pruning.evaluations + rank_evaluations
     loads = [fraction * peak_qps for fraction in sorted(fractions)]
-    served: dict[Placement, tuple[float, np.ndarray]] = {}   # capacity, p99 at `loads`
+    limit = plan_slo_ms * (1 + SLO_TOLERANCE)
+    coarse: dict[Placement, tuple[float, float, np.ndarray]] = {}   # bracket, p99 at loads
+    planned: list[tuple[Plan, float, list[float], np.ndarray]] = []
     for band in bands:
         terms = reference if not math.isfinite(band) else carbon_terms(model, band)
         i = 0
@@ -229,20 +231,26 @@ def build_table(
             evaluations += plan.evaluations
             i += 1
             if not plan.feasible:
-                levels.append(_level(plan, band, math.nan))
+                planned.append((plan, band, [], np.array([])))
                 continue
-            if plan.placement not in served:
-                served[plan.placement] = _serving(model, plan.placement, plan_slo_ms,
-                                                  plan.load_qps, loads)
-            capacity, p99s = served[plan.placement]
-            capacity = max(capacity, plan.load_qps)
-            levels.append(_level(plan, band, capacity))
+            if plan.placement not in coarse:
+                coarse[plan.placement] = _bracket(model, plan.placement, limit, plan.load_qps,
+                                                  loads)
+            p99s = coarse[plan.placement][2]
             # the next levels whose load this placement serves take it as it is: cheapest
             # at the lower load, it is among the placements that hold at theirs (no move)
-            same = [j for j in range(i, len(loads)) if loads[j] <= capacity]
-            levels.extend(_same_as(model, plan, band, capacity, [loads[j] for j in same],
-                                   p99s[same]))
+            same = [j for j in range(i, len(loads)) if p99s[j] <= limit]
+            planned.append((plan, band, [loads[j] for j in same], p99s[same]))
             i += len(same)
+    capacities = _refine(model, {p: (low, high) for p, (low, high, _) in coarse.items()},
+                         limit)
+    for plan, band, same_loads, same_p99s in planned:
+        if not plan.feasible:
+            levels.append(_level(plan, band, math.nan))
+            continue
+        capacity = max(capacities[plan.placement], plan.load_qps, *same_loads)
+        levels.append(_level(plan, band, capacity))
+        levels.extend(_same_as(model, plan, band, capacity, same_loads, same_p99s))
     n, k = pruning.search_space
     search = {
         "services": n,
@@ -293,32 +301,59 @@ def _same_as(model: AppModel, plan: Plan, band: float, capacity: float,
             for load, p99, grams in zip(loads, p99s, grams_per_h, strict=True)]
 
 
-def _serving(model: AppModel, placement: Placement, slo_ms: float, from_qps: float,
-             loads: Sequence[float], points: int = 33, rounds: int = 2
-             ) -> tuple[float, np.ndarray]:
-    """(capacity_qps, p99 in ms at each of ``loads``): p99 grows with load, so each round
-    evaluates ``points`` loads from ``from_qps`` up to the placement's saturation at once
-    and keeps the bracket where the SLO stops holding (the first round also evaluates
-    ``loads``); 2 rounds of 33 points find it to 1/1,024 of the range, rounded down. A
-    model evaluation costs about as much for one load as for a hundred."""
-    limit = slo_ms * (1 + SLO_TOLERANCE)
+CAPACITY_POINTS = 33
+"""Loads per round of the capacity search: two rounds find a placement's capacity to
+1/1,024 of the range from its planned load to its saturation, rounded down."""
+
+
+def _bracket(model: AppModel, placement: Placement, limit_ms: float, from_qps: float,
+             loads: Sequence[float]) -> tuple[float, float, np.ndarray]:
+    """First round (one model evaluation): the loads between which the p99 of ``placement``
+    crosses ``limit_ms``, searched from ``from_qps`` up to its saturation, and its p99 at
+    ``loads``."""
     extra = np.asarray(loads, dtype=float)
-    low, high = float(from_qps), model.saturation_qps(placement)
+    high = model.saturation_qps(placement)
     if not math.isfinite(high):
-        return math.inf, model.e2e_p99(placement, extra)
-    at_loads = None
-    for _ in range(rounds):
-        grid = np.linspace(low, high, points)
-        p99 = model.e2e_p99(placement, grid if at_loads is not None else
-                            np.concatenate([grid, extra]))
-        if at_loads is None:
-            p99, at_loads = p99[:points], p99[points:]
-        held = p99 <= limit
-        if not held[0]:   # misses at the lower end: nothing above it holds
-            break
-        first_miss = int(np.argmin(held)) if not held.all() else points - 1
-        low, high = float(grid[first_miss - 1]), float(grid[first_miss])
-    return low, at_loads
+        return math.inf, math.inf, model.e2e_p99(placement, extra)
+    grid = np.linspace(from_qps, high, CAPACITY_POINTS)
+    p99 = model.e2e_p99(placement, np.concatenate([grid, extra]))
+    held = p99[:CAPACITY_POINTS] <= limit_ms
+    if not held[0]:   # misses at the lower end: nothing above it holds
+        return float(from_qps), float(from_qps), p99[CAPACITY_POINTS:]
+    first_miss = int(np.argmin(held)) if not held.all() else CAPACITY_POINTS - 1
+    return float(grid[first_miss - 1]), float(grid[first_miss]), p99[CAPACITY_POINTS:]
+
+
+def _refine(model: AppModel, brackets: Mapping[Placement, tuple[float, float]],
+            limit_ms: float) -> dict[Placement, float]:
+    """Second round for every placement at once: each service's latency curve is evaluated
+    once per option over the loads of every placement that uses it (the cost of a model
+    evaluation is per service, not per load), then composed per placement."""
+    open_ = {p: np.linspace(low, high, CAPACITY_POINTS)
+             for p, (low, high) in brackets.items() if math.isfinite(high) and high > low}
+    out = {p: low for p, (low, _) in brackets.items()}
+    if not open_:
+        return out
+    order = list(open_)
+    per_service: dict[Placement, dict[str, np.ndarray]] = {p: {} for p in order}
+    for service in model.services:
+        by_option: dict[ServicePlacement, list[Placement]] = {}
+        for placement in order:
+            by_option.setdefault(placement[service], []).append(placement)
+        for option, users in by_option.items():
+            loads = np.concatenate([open_[p] for p in users])
+            per_replica = model.service_load(service, loads) / option.replicas
+            p99 = model.profile.curve(service, option.generation).p99(per_replica)
+            for k, placement in enumerate(users):
+                per_service[placement][service] = p99[k * CAPACITY_POINTS:
+                                                      (k + 1) * CAPACITY_POINTS]
+    for placement in order:
+        grid = open_[placement]
+        held = model.e2e.mix_p99(per_service[placement]) <= limit_ms
+        model.evaluations += 1
+        last = int(np.argmin(held)) - 1 if not held.all() else CAPACITY_POINTS - 1
+        out[placement] = float(grid[max(last, 0)])
+    return out
 
 
 def capacity_qps(model: AppModel, placement: Placement, slo_ms: float,
@@ -326,7 +361,9 @@ def capacity_qps(model: AppModel, placement: Placement, slo_ms: float,
     """Highest front-end load (req/s) at which ``placement`` keeps the modelled p99 within
     ``slo_ms``, searched from ``from_qps`` up to the placement's saturation (``from_qps``
     itself when the SLO does not hold there), to 1/1,024 of that range, rounded down."""
-    return _serving(model, placement, slo_ms, from_qps, ())[0]
+    limit = slo_ms * (1 + SLO_TOLERANCE)
+    low, high, _ = _bracket(model, placement, limit, from_qps, ())
+    return _refine(model, {placement: (low, high)}, limit)[placement]
 
 
 def terms_for_band(model: AppModel, band: float) -> CarbonTerms:
