@@ -150,31 +150,36 @@ def test_other_app_and_traces_replay(tmp_path):
 # carbon: a daemon that sees last minute's load must keep the full margin and a 300 s
 # window, which leaves ~1.4 % (the oracle knows each minute's load; 2.6 % before levels
 # knew their capacity). The bounds are the measured figures, rounded up.
-ORACLE_CASES = [("google2011", 1.0), ("worldcup98", 1.5)]
+# On Texas' (ERCO) dirtier grid the same holds; the papers' 67.3 % saving is for CISO (on
+# ERCO even the oracle saves less on Google's load).
+ORACLE_CASES = [("google2011", "CISO", 1.0), ("worldcup98", "CISO", 1.5),
+                ("google2011", "ERCO", 1.0), ("worldcup98", "ERCO", 1.5)]
 
 
-@pytest.fixture(scope="module", params=ORACLE_CASES, ids=[c[0] for c in ORACLE_CASES])
+@pytest.fixture(scope="module", params=ORACLE_CASES, ids=[f"{c[0]}-{c[1]}" for c in ORACLE_CASES])
 def against_oracle(request):
     from ecoscale.replay.policies import all_policies
 
-    trace, bound_pct = request.param
-    scenario = build_scenario(ReplayOptions(profile="calibrated", load_trace=trace))
+    trace, grid, bound_pct = request.param
+    scenario = build_scenario(ReplayOptions(profile="calibrated", load_trace=trace,
+                                            carbon_trace=grid))
     result = replay(scenario, all_policies(scenario, names=("all-new", "ecoscale", "oracle")))
-    return result, bound_pct
+    return result, grid, bound_pct
 
 
 def test_ecoscale_comes_close_to_the_per_step_oracle(against_oracle):
-    result, bound_pct = against_oracle
+    result, grid, bound_pct = against_oracle
     rows = result.summary().set_index("policy")
     above_pct = 100 * (rows.loc["ecoscale", "carbon_kg"] / rows.loc["oracle", "carbon_kg"] - 1)
     assert 0 <= above_pct <= bound_pct
-    assert rows.loc["ecoscale", "saving_vs_all_new_pct"] >= 67.3     # the papers' figure
+    if grid == "CISO":
+        assert rows.loc["ecoscale", "saving_vs_all_new_pct"] >= 67.3     # the papers' figure
     assert rows.loc["ecoscale", "slo_violation_pct"] == 0.0          # and the papers' 2.56 %
     assert rows.loc["oracle", "slo_violation_pct"] == 0.0
 
 
 def test_ecoscale_starts_at_its_level_as_if_it_had_been_running(against_oracle):
-    result, _ = against_oracle
+    result, _, _ = against_oracle
     run = next(r for r in result.runs if r.name == "ecoscale")
     # no ramp from all-new at the window's start (8 moves toward old a decision, the rate
     # limit, used to keep 18 services on new servers in the first minute): the table's level
