@@ -122,10 +122,14 @@ def remember_load(loads: Pairs, rises: Pairs, now_s: float, qps: float,
     (and the observation just before it, to tell that much history from less); ``rises``
     keeps, over the growth window, each observation's largest relative rise from a load at
     most one horizon earlier when it exceeds the calm margin. A clock that went back (a
-    restart) forgets everything."""
+    restart) forgets everything; a gap of more than one horizon without load data forgets
+    the loads (what the load did meanwhile is unknown: the full margin until a horizon of
+    history is back)."""
     if loads and loads[-1][0] >= now_s:
         loads, rises = (), ()
     horizon_from = now_s - hysteresis.growth_horizon_s
+    if loads and loads[-1][0] < horizon_from:
+        loads = ()
     first = 0
     while first + 1 < len(loads) and loads[first + 1][0] <= horizon_from:
         first += 1

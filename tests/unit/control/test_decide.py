@@ -233,6 +233,14 @@ def test_load_memory_keeps_a_horizon_of_loads_and_a_window_of_rises():
     assert loads[0][0] == 0.0 and growth_margin(loads, rises, CALM) == pytest.approx(CALM_MARGIN)
 
 
+def test_a_gap_in_load_data_restores_the_full_margin():
+    loads, rises = memory([1000, 1001, 1002])           # calm, last seen at 120 s
+    loads, rises = remember_load(loads, rises, 600.0, 1000.0, CALM)
+    assert loads == ((600.0, 1000.0),) and growth_margin(loads, rises, CALM) == pytest.approx(FULL)
+    loads, rises = remember_load(loads, rises, 660.0, 1000.0, CALM)
+    assert growth_margin(loads, rises, CALM) == pytest.approx(CALM_MARGIN)
+
+
 def test_load_memory_forgets_a_clock_that_went_back_and_reads_json_lists():
     loads, rises = memory([1000, 1100, 1100])
     assert remember_load(loads, rises, 10.0, 500.0, CALM) == (((10.0, 500.0),), ())

@@ -185,3 +185,14 @@ def test_ecoscale_starts_at_its_level_as_if_it_had_been_running(against_oracle):
     # limit, used to keep 18 services on new servers in the first minute): the table's level
     assert all(p.generation == "old" for _, p in run.placements[0].items)
     assert run.moves[:5].sum() == 0
+
+
+@pytest.mark.parametrize("period_s,expected_s", [(30.0, 60.0), (60.0, 60.0), (300.0, 300.0)],
+                         ids=["shorter", "equal", "longer"])
+def test_the_growth_horizon_spans_at_least_one_replay_step(period_s, expected_s):
+    # with 5-minute steps a 60 s horizon would never see two observations: full margin always
+    from ecoscale.planner.table import Hysteresis, PolicyTable
+    from ecoscale.replay.policies import for_period
+
+    table = PolicyTable("toy", 10.0, 100.0, "new", (), (), {}, {}, hysteresis=Hysteresis())
+    assert for_period(table, period_s).hysteresis.growth_horizon_s == expected_s
