@@ -14,8 +14,11 @@ with modelled ones. The safety rules, in the order they apply:
    service at a time, after ``escalation_hold_s`` without a miss. For ``settle_s`` after a
    move the measured p99 shows the move itself, and is neither a miss nor a pass.
 3. Scale-up beats scale-down: the table level goes up at once when load passes
-   ``up_fraction`` of the current level; it goes down only after load stayed under
-   ``down_fraction`` of a lower level for ``down_stabilisation_s``.
+   ``up_fraction`` of the current level's capacity; it goes down only after load stayed
+   under ``down_fraction`` of a lower level's capacity for ``down_stabilisation_s``, to the
+   level that the highest load of that window needs. Both fractions keep a margin for load
+   growth; it shrinks toward ``calm_up_fraction`` when the load seen lately rose less
+   (``growth_margin``), and is the full ``up_fraction`` margin without that history.
 4. Moves toward old respect a per-service cooldown and a per-decision rate limit; moves
    toward new do not wait.
 5. min/max replicas bound every service; paused services are never changed.
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field, replace
 
 from ecoscale.control.policy import Decision, Observation
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import PolicyTable
+from ecoscale.planner.table import Hysteresis, PolicyTable
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,19 @@ class ControlState:
     last_miss_s: float | None = None
     no_data_streak: int = 0
     last_move_s: Mapping[str, float] = field(default_factory=dict)
+    recent_loads: tuple[tuple[float, float], ...] = ()
+    """(time s, load req/s) of the observations of the last growth horizon, and of the one
+    just before it, oldest first (``remember_load``)."""
+    recent_rises: tuple[tuple[float, float], ...] = ()
+    """(time s, relative rise) of the load rises above the calm margin in the last growth
+    window, oldest first."""
+
+    def __post_init__(self) -> None:
+        # a state read back from JSON (the daemon's state file) holds lists
+        for name in ("recent_loads", "recent_rises"):
+            pairs = getattr(self, name)
+            if not isinstance(pairs, tuple) or (pairs and not isinstance(pairs[0], tuple)):
+                object.__setattr__(self, name, tuple((float(a), float(b)) for a, b in pairs))
 
 
 def toward_new(before: ServicePlacement, after: ServicePlacement, order: tuple[str, ...]) -> bool:
@@ -97,17 +113,76 @@ def _generation_order(table: PolicyTable, current: Placement) -> tuple[str, ...]
     return order + extra if extra else order
 
 
+Pairs = tuple[tuple[float, float], ...]
+
+
+def remember_load(loads: Pairs, rises: Pairs, now_s: float, qps: float,
+                  hysteresis: Hysteresis) -> tuple[Pairs, Pairs]:
+    """The load memory with this observation added: ``loads`` keeps the last growth horizon
+    (and the observation just before it, to tell that much history from less); ``rises``
+    keeps, over the growth window, each observation's largest relative rise from a load at
+    most one horizon earlier when it exceeds the calm margin. A clock that went back (a
+    restart) forgets everything; a gap of more than one horizon without load data forgets
+    the loads (what the load did meanwhile is unknown: the full margin until a horizon of
+    history is back)."""
+    if loads and loads[-1][0] >= now_s:
+        loads, rises = (), ()
+    horizon_from = now_s - hysteresis.growth_horizon_s
+    if loads and loads[-1][0] < horizon_from:
+        loads = ()
+    first = 0
+    while first + 1 < len(loads) and loads[first + 1][0] <= horizon_from:
+        first += 1
+    loads = loads[first:]
+    rise = 0.0
+    for t, q in loads:
+        if t >= horizon_from and qps > q:
+            rise = max(rise, qps / q - 1.0) if q > 0 else math.inf
+    window_from = now_s - hysteresis.growth_window_s
+    first = 0
+    while first < len(rises) and rises[first][0] < window_from:
+        first += 1
+    rises = rises[first:]
+    if rise > 1.0 / hysteresis.calm_up_fraction - 1.0:
+        rises = rises + ((now_s, rise),)
+    return loads + ((now_s, qps),), rises
+
+
+def growth_margin(loads: Pairs, rises: Pairs, hysteresis: Hysteresis) -> float:
+    """Fraction of the load (not of capacity) to keep free for growth: the largest relative
+    rise of load over a growth horizon in the growth window (``rises``), between the calm
+    margin (1 / calm_up_fraction - 1) and the full one (1 / up_fraction - 1). Less history
+    than one horizon (``loads``) gives the full margin: an unknown load is not a calm one."""
+    full = 1.0 / hysteresis.up_fraction - 1.0
+    calm = 1.0 / hysteresis.calm_up_fraction - 1.0
+    if calm >= full or not loads or loads[-1][0] - loads[0][0] < hysteresis.growth_horizon_s:
+        return full
+    if not rises:
+        return calm
+    return min(full, max(calm, max(rise for _, rise in rises)))
+
+
 def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
                   missing_slo: bool) -> tuple[int, ControlState, str]:
     """Table level for the load, with hysteresis (rule 3). Latency misses block going down."""
     hyst = table.hysteresis
+    loads, rises = remember_load(state.recent_loads, state.recent_rises, obs.now_s, obs.qps,
+                                 hyst)
+    margin = growth_margin(loads, rises, hyst)
+
+    def at(level: int, since: float | None = None, target: int | None = None) -> ControlState:
+        return replace(state, recent_loads=loads, recent_rises=rises, level=level,
+                       below_since_s=since, down_target=target)
+
+    # down_fraction below up_fraction widens the margin a lower level must leave
+    down_margin = (1.0 + margin) * hyst.up_fraction / hyst.down_fraction - 1.0
     band = table.band_of(obs.carbon_g_per_kwh)
-    want = table.index_for(obs.qps, band, hyst.up_fraction)
+    want = table.serving_index(obs.qps, band, margin)
     if state.level is None:
         running = next((i for i in table.ladder(band)
                         if table.levels[i].placement == obs.current), None)
         if running is None:   # a placement the table does not know: follow the load
-            return want, replace(state, level=want, below_since_s=None, down_target=None), \
+            return want, at(want), \
                 f"start at level {want + 1} for {obs.qps:.0f} req/s"
         state = replace(state, level=running)   # reconcile: what runs is a level of ours
     current = state.level
@@ -116,22 +191,22 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
         rung = table.ladder(table.levels[current].max_ci_g_per_kwh).index(current)
         current = ladder[min(rung, len(ladder) - 1)]
     current_level = table.levels[current]
-    if table.levels[want].max_load_qps > current_level.max_load_qps:
-        return want, replace(state, level=want, below_since_s=None, down_target=None), \
-            f"load {obs.qps:.0f} req/s above {hyst.up_fraction:.0%} of level max " \
-            f"{current_level.max_load_qps:.0f}: up to level {want + 1}"
-    lower = table.index_for(obs.qps, band, hyst.down_fraction)
-    if missing_slo or table.levels[lower].max_load_qps >= current_level.max_load_qps:
-        return current, replace(state, level=current, below_since_s=None, down_target=None), ""
+    if table.levels[want].capacity > current_level.capacity:
+        return want, at(want), \
+            f"load {obs.qps:.0f} req/s above {1 / (1 + margin):.0%} of level capacity " \
+            f"{current_level.capacity:.0f}: up to level {want + 1}"
+    lower = table.serving_index(obs.qps, band, down_margin)
+    if missing_slo or table.levels[lower].capacity >= current_level.capacity:
+        return current, at(current), ""
     since = state.below_since_s if state.below_since_s is not None else obs.now_s
     target = lower if state.down_target is None else max(lower, state.down_target,
                                                           key=lambda i: table.levels[i]
-                                                          .max_load_qps)
+                                                          .capacity)
     if obs.now_s - since >= hyst.down_stabilisation_s:
-        return target, replace(state, level=target, below_since_s=None, down_target=None), \
-            f"load under {hyst.down_fraction:.0%} of level {target + 1} for " \
+        return target, at(target), \
+            f"load under {1 / (1 + down_margin):.0%} of level {target + 1}'s capacity for " \
             f"{obs.now_s - since:.0f} s: down to level {target + 1}"
-    return current, replace(state, level=current, below_since_s=since, down_target=target), ""
+    return current, at(current, since, target), ""
 
 
 def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,

@@ -54,7 +54,9 @@ class Decision:
 
 class Policy(Protocol):
     """A placement policy. ``feedback`` names the observation fields it reads besides load and
-    carbon ('p99', 'utilisation'), so that a replay computes only what is needed."""
+    carbon ('p99', 'utilisation'), so that a replay computes only what is needed. A policy
+    may also offer ``initial_placement(load_qps, ci_g_per_kwh) -> Placement``: what runs
+    before its first decision in a replay (else all on the newest generation)."""
 
     name: str
     feedback: frozenset[str]

@@ -289,9 +289,12 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
             evaluator.apply(service, option)
         changed: list[tuple[str, ServicePlacement, ServicePlacement]] = []
         extra = 0.0
+        partner_set = set(partners)
+        partner_stages = [st for st in stages if partner_set.issuperset(st)]
         while not _ok(evaluator.p99_ms, slo_ms):
             base = evaluator.p99_ms
-            best: tuple[float, str, ServicePlacement, ServicePlacement, float] | None = None
+            best: tuple[float, list[tuple[str, ServicePlacement, ServicePlacement]],
+                        float] | None = None
             for partner in partners:
                 held = evaluator.placed(partner)
                 for partner_price, faster in options(partner):
@@ -305,12 +308,39 @@ def minnew(model: AppModel, load_qps: float, slo_ms: float, ranking: Sequence[st
                     if gain > 0:
                         score = gain / max(add, 1e-9)
                         if best is None or score > best[0]:
-                            best = (score, partner, held, faster, add)
+                            best = (score, [(partner, held, faster)], add)
+            # the parallel calls of a stage scaled out together: a stage waits for its
+            # slowest call, so speeding up one call alone gains nothing
+            for stage in partner_stages:
+                if spent >= budget:
+                    break
+                moves = []
+                for member in stage:
+                    held = evaluator.placed(member)
+                    now_ms = evaluator.service_p99(member, held)
+                    faster = next((o for _, o in options(member)
+                                   if evaluator.service_p99(member, o) < now_ms), None)
+                    if faster is not None:
+                        moves.append((member, held, faster))
+                add = sum(cost[m][f] - cost[m][h] for m, h, f in moves)
+                if len(moves) < 2 or extra + add > saving + 1e-9:
+                    continue
+                spent += len(moves)
+                for member, _, faster in moves:
+                    evaluator.apply(member, faster)
+                gain = base - evaluator.p99_ms
+                for member, held, _ in reversed(moves):
+                    evaluator.apply(member, held)
+                if gain > 0:
+                    score = gain / max(add, 1e-9)
+                    if best is None or score > best[0]:
+                        best = (score, moves, add)
             if best is None:
                 break
-            _, partner, held, faster, add = best
-            evaluator.apply(partner, faster)
-            changed.append((partner, held, faster))
+            _, moves, add = best
+            for partner, held, faster in moves:
+                evaluator.apply(partner, faster)
+                changed.append((partner, held, faster))
             extra += add
         if _ok(evaluator.p99_ms, slo_ms) and saving > extra + 1e-9:
             names = ", ".join(f"{p} {a}" for p, _, a in changed) or "nothing else"

@@ -15,10 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+
 from ecoscale.errors import InputError
 from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.search import (
+    SLO_TOLERANCE,
     CarbonTerms,
     Plan,
     Pruning,
@@ -36,19 +39,48 @@ DEFAULT_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(2, 21)) + (1.1, 1.2)
 
 @dataclass(frozen=True)
 class Hysteresis:
+    """When the daemon changes level. Thresholds are fractions of a level's capacity (the
+    highest load its placement serves within the SLO, ``TableLevel.capacity``).
+
+    The margin kept free for load growth adapts to the load: it is the largest relative rise
+    of load over any ``growth_horizon_s`` seen in the last ``growth_window_s``, never more
+    than ``up_fraction`` allows (the margin of a load that jumps, and the margin until the
+    daemon has seen one horizon of history) and never less than ``calm_up_fraction`` allows
+    (the margin of a calm load). A jump widens the margin at once; it narrows again only
+    after ``growth_window_s`` without one.
+    """
+
     up_fraction: float = 0.95
-    """Go up to a level when load exceeds this fraction of the current level's max load."""
-    down_fraction: float = 0.85
-    """A lower level counts only while load stays under this fraction of its max load..."""
+    """Go up to a level as soon as load exceeds this fraction of the current level's
+    capacity (the most margin: 1 / up_fraction - 1 of the load, 5.3 %)."""
+    down_fraction: float = 0.95
+    """A lower level counts only while load stays under this fraction of its capacity
+    (scaled like up_fraction when the margin adapts; equal to up_fraction: no band beside
+    the stabilisation window)..."""
     down_stabilisation_s: float = 300.0
     """...for this long (s), before the daemon moves down."""
+    calm_up_fraction: float = 0.99
+    """The highest fraction of capacity the daemon runs a level at when the load is calm
+    (the least margin: 1 %); equal to up_fraction: a fixed margin."""
+    growth_horizon_s: float = 60.0
+    """Time (s) from observing a load to running the placement for it, over which load
+    growth is measured: the decision period plus the time a move takes."""
+    growth_window_s: float = 1800.0
+    """How long (s) the largest rise of load counts for the margin."""
 
     def problems(self) -> list[str]:
         out = []
-        if not 0 < self.down_fraction < self.up_fraction <= 1:
-            out.append("hysteresis: need 0 < down_fraction < up_fraction <= 1")
+        if not 0 < self.down_fraction <= self.up_fraction <= self.calm_up_fraction <= 1:
+            out.append(f"hysteresis: need 0 < down_fraction <= up_fraction <= "
+                       f"calm_up_fraction <= 1 (down_fraction {self.down_fraction:g}, "
+                       f"up_fraction {self.up_fraction:g}, calm_up_fraction "
+                       f"{self.calm_up_fraction:g}); fix the values or re-run `ecoscale plan`")
         if self.down_stabilisation_s < 0:
             out.append("hysteresis: down_stabilisation_s must be >= 0")
+        if not self.growth_horizon_s > 0:
+            out.append("hysteresis: growth_horizon_s must be > 0")
+        if self.growth_window_s < 0:
+            out.append("hysteresis: growth_window_s must be >= 0")
         return out
 
 
@@ -62,6 +94,15 @@ class TableLevel:
     carbon_g_per_h: float
     feasible: bool
     evaluations: int = 0
+    capacity_qps: float = math.nan
+    """Highest front-end load (req/s) at which the placement keeps the planning SLO
+    (>= max_load_qps); NaN when unknown (tables written before it, infeasible levels)."""
+
+    @property
+    def capacity(self) -> float:
+        """The load (req/s) this level serves: its placement's capacity when known, else
+        the load it was planned for."""
+        return self.capacity_qps if math.isfinite(self.capacity_qps) else self.max_load_qps
 
 
 @dataclass(frozen=True)
@@ -120,6 +161,21 @@ class PolicyTable:
                 return i
         return ladder[-1]
 
+    def serving_index(self, load_qps: float, band: float, margin: float = 0.0) -> int:
+        """Lowest level of ``band`` whose capacity covers ``load_qps`` plus ``margin`` (a
+        fraction of the load kept free for growth); the top level when none does."""
+        rungs = self._capacities[band]
+        needed = load_qps * (1.0 + margin)
+        for i, capacity in rungs:
+            if needed <= capacity:
+                return i
+        return rungs[-1][0]
+
+    @cached_property
+    def _capacities(self) -> dict[float, tuple[tuple[int, float], ...]]:
+        return {band: tuple((i, self.levels[i].capacity) for i in ladder)
+                for band, ladder in self._ladders.items()}
+
     @property
     def most_critical(self) -> tuple[str, ...]:
         return tuple(s for s, _ in self.ranking)
@@ -163,12 +219,38 @@ def build_table(
     bands = [math.inf] if not ci_bands else sorted(ci_bands)
     levels = []
     evaluations = pruning.evaluations + rank_evaluations
+    loads = [fraction * peak_qps for fraction in sorted(fractions)]
+    limit = plan_slo_ms * (1 + SLO_TOLERANCE)
+    coarse: dict[Placement, tuple[float, float, np.ndarray]] = {}   # bracket, p99 at loads
+    planned: list[tuple[Plan, float, list[float], np.ndarray]] = []
     for band in bands:
         terms = reference if not math.isfinite(band) else carbon_terms(model, band)
-        for fraction in sorted(fractions):
-            plan = minnew(model, fraction * peak_qps, plan_slo_ms, order, pruning, terms)
+        i = 0
+        while i < len(loads):
+            plan = minnew(model, loads[i], plan_slo_ms, order, pruning, terms)
             evaluations += plan.evaluations
-            levels.append(_level(plan, band))
+            i += 1
+            if not plan.feasible:
+                planned.append((plan, band, [], np.array([])))
+                continue
+            if plan.placement not in coarse:
+                coarse[plan.placement] = _bracket(model, plan.placement, limit, plan.load_qps,
+                                                  loads)
+            p99s = coarse[plan.placement][2]
+            # the next levels whose load this placement serves take it as it is: cheapest
+            # at the lower load, it is among the placements that hold at theirs (no move)
+            same = [j for j in range(i, len(loads)) if p99s[j] <= limit]
+            planned.append((plan, band, [loads[j] for j in same], p99s[same]))
+            i += len(same)
+    capacities = _refine(model, {p: (low, high) for p, (low, high, _) in coarse.items()},
+                         limit)
+    for plan, band, same_loads, same_p99s in planned:
+        if not plan.feasible:
+            levels.append(_level(plan, band, math.nan))
+            continue
+        capacity = max(capacities[plan.placement], plan.load_qps, *same_loads)
+        levels.append(_level(plan, band, capacity))
+        levels.extend(_same_as(model, plan, band, capacity, same_loads, same_p99s))
     n, k = pruning.search_space
     search = {
         "services": n,
@@ -199,9 +281,89 @@ def build_table(
     )
 
 
-def _level(plan: Plan, band: float) -> TableLevel:
+def _level(plan: Plan, band: float, capacity: float) -> TableLevel:
     return TableLevel(plan.load_qps, band, plan.placement, dict(plan.reasons), plan.p99_ms,
-                      plan.carbon_g_per_h, plan.feasible, plan.evaluations)
+                      plan.carbon_g_per_h, plan.feasible, plan.evaluations, capacity)
+
+
+def _same_as(model: AppModel, plan: Plan, band: float, capacity: float,
+             loads: list[float], p99s: np.ndarray) -> list[TableLevel]:
+    """Levels at higher ``loads`` that ``plan``'s placement serves (p99 ``p99s``)."""
+    if not loads:
+        return []
+    at = np.asarray(loads, dtype=float)
+    carbon = model.carbon(plan.placement, at, np.full_like(at, plan.ci_g_per_kwh), 1.0)
+    grams_per_h = carbon.embodied_g + carbon.operational_g
+    return [TableLevel(load, band, plan.placement,
+                       {s: f"{why} (serves up to {capacity:.0f} req/s: as at "
+                           f"{plan.load_qps:.0f})" for s, why in plan.reasons.items()},
+                       float(p99), float(grams), True, 0, capacity)
+            for load, p99, grams in zip(loads, p99s, grams_per_h, strict=True)]
+
+
+CAPACITY_POINTS = 33
+"""Loads per round of the capacity search: two rounds find a placement's capacity to
+1/1,024 of the range from its planned load to its saturation, rounded down."""
+
+
+def _bracket(model: AppModel, placement: Placement, limit_ms: float, from_qps: float,
+             loads: Sequence[float]) -> tuple[float, float, np.ndarray]:
+    """First round (one model evaluation): the loads between which the p99 of ``placement``
+    crosses ``limit_ms``, searched from ``from_qps`` up to its saturation, and its p99 at
+    ``loads``."""
+    extra = np.asarray(loads, dtype=float)
+    high = model.saturation_qps(placement)
+    if not math.isfinite(high):
+        return math.inf, math.inf, model.e2e_p99(placement, extra)
+    grid = np.linspace(from_qps, high, CAPACITY_POINTS)
+    p99 = model.e2e_p99(placement, np.concatenate([grid, extra]))
+    held = p99[:CAPACITY_POINTS] <= limit_ms
+    if not held[0]:   # misses at the lower end: nothing above it holds
+        return float(from_qps), float(from_qps), p99[CAPACITY_POINTS:]
+    first_miss = int(np.argmin(held)) if not held.all() else CAPACITY_POINTS - 1
+    return float(grid[first_miss - 1]), float(grid[first_miss]), p99[CAPACITY_POINTS:]
+
+
+def _refine(model: AppModel, brackets: Mapping[Placement, tuple[float, float]],
+            limit_ms: float) -> dict[Placement, float]:
+    """Second round for every placement at once: each service's latency curve is evaluated
+    once per option over the loads of every placement that uses it (the cost of a model
+    evaluation is per service, not per load), then composed per placement."""
+    open_ = {p: np.linspace(low, high, CAPACITY_POINTS)
+             for p, (low, high) in brackets.items() if math.isfinite(high) and high > low}
+    out = {p: low for p, (low, _) in brackets.items()}
+    if not open_:
+        return out
+    order = list(open_)
+    per_service: dict[Placement, dict[str, np.ndarray]] = {p: {} for p in order}
+    for service in model.services:
+        by_option: dict[ServicePlacement, list[Placement]] = {}
+        for placement in order:
+            by_option.setdefault(placement[service], []).append(placement)
+        for option, users in by_option.items():
+            loads = np.concatenate([open_[p] for p in users])
+            per_replica = model.service_load(service, loads) / option.replicas
+            p99 = model.profile.curve(service, option.generation).p99(per_replica)
+            for k, placement in enumerate(users):
+                per_service[placement][service] = p99[k * CAPACITY_POINTS:
+                                                      (k + 1) * CAPACITY_POINTS]
+    for placement in order:
+        grid = open_[placement]
+        held = model.e2e.mix_p99(per_service[placement]) <= limit_ms
+        model.evaluations += 1
+        last = int(np.argmin(held)) - 1 if not held.all() else CAPACITY_POINTS - 1
+        out[placement] = float(grid[max(last, 0)])
+    return out
+
+
+def capacity_qps(model: AppModel, placement: Placement, slo_ms: float,
+                 from_qps: float) -> float:
+    """Highest front-end load (req/s) at which ``placement`` keeps the modelled p99 within
+    ``slo_ms``, searched from ``from_qps`` up to the placement's saturation (``from_qps``
+    itself when the SLO does not hold there), to 1/1,024 of that range, rounded down."""
+    limit = slo_ms * (1 + SLO_TOLERANCE)
+    low, high, _ = _bracket(model, placement, limit, from_qps, ())
+    return _refine(model, {placement: (low, high)}, limit)[placement]
 
 
 def terms_for_band(model: AppModel, band: float) -> CarbonTerms:
@@ -231,6 +393,9 @@ def table_to_data(table: PolicyTable) -> dict[str, object]:
             "up_fraction": table.hysteresis.up_fraction,
             "down_fraction": table.hysteresis.down_fraction,
             "down_stabilisation_s": table.hysteresis.down_stabilisation_s,
+            "calm_up_fraction": table.hysteresis.calm_up_fraction,
+            "growth_horizon_s": table.hysteresis.growth_horizon_s,
+            "growth_window_s": table.hysteresis.growth_window_s,
         },
         "search": dict(table.search),
         "pruned_non_critical": {s: round(r, 4) for s, r in table.non_critical.items()},
@@ -240,6 +405,8 @@ def table_to_data(table: PolicyTable) -> dict[str, object]:
         "levels": [
             {
                 "max_load_qps": round(level.max_load_qps, 3),
+                **({"capacity_qps": round(level.capacity_qps, 3)}
+                   if math.isfinite(level.capacity_qps) else {}),
                 "max_ci_g_per_kwh": _number(level.max_ci_g_per_kwh),
                 "feasible": level.feasible,
                 "p99_ms_at_max_load": round(level.p99_ms, 4) if math.isfinite(level.p99_ms)
@@ -274,9 +441,16 @@ def table_from_data(data: object, source: str) -> PolicyTable:
         slo_ms = math.nan
     raw_h = data.get("hysteresis") or {}
     try:
-        hysteresis = Hysteresis(float(raw_h.get("up_fraction", 0.95)),
-                                float(raw_h.get("down_fraction", 0.85)),
-                                float(raw_h.get("down_stabilisation_s", 300.0)))
+        defaults = Hysteresis()
+        up = float(raw_h.get("up_fraction", defaults.up_fraction))
+        hysteresis = Hysteresis(up, float(raw_h.get("down_fraction", defaults.down_fraction)),
+                                float(raw_h.get("down_stabilisation_s",
+                                                defaults.down_stabilisation_s)),
+                                # a table written before the margin adapted keeps it fixed
+                                float(raw_h.get("calm_up_fraction", up)),
+                                float(raw_h.get("growth_horizon_s",
+                                                defaults.growth_horizon_s)),
+                                float(raw_h.get("growth_window_s", defaults.growth_window_s)))
         problems.extend(hysteresis.problems())
     except (TypeError, ValueError, AttributeError):
         problems.append("hysteresis values must be numbers")
@@ -296,7 +470,8 @@ def table_from_data(data: object, source: str) -> PolicyTable:
                                                                          math.inf)),
                                placement, reasons, float(raw.get("p99_ms_at_max_load", math.nan)),
                                float(raw.get("carbon_g_per_h_at_max_load", math.nan)),
-                               bool(raw.get("feasible", True)))
+                               bool(raw.get("feasible", True)),
+                               capacity_qps=float(raw.get("capacity_qps", math.nan)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             problems.append(f"{where}: needs max_load_qps and placement "
                             f"{{service: {{generation, replicas}}}} ({exc})")

@@ -175,7 +175,11 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
     load = scenario.load_qps
     ci = scenario.carbon_g_per_kwh
     state = policy.initial_state()
-    current = Placement.uniform(model.services, "new")  # what runs before the first decision
+    # what runs before the first decision: the policy's own start (a daemon that ran before
+    # the window), else all on the newest generation
+    start = getattr(policy, "initial_placement", None)
+    current = (start(float(load[0]), float(ci[0])) if start is not None
+               else Placement.uniform(model.services, "new"))
     placements: list[Placement] = []
     reasons: list[list[str]] = []
     feedback = _Feedback(model, load)

@@ -10,7 +10,7 @@ and intensity (it sees the future step; no policy can beat it within the model).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,15 @@ class EcoscalePolicy:
 
     def decide(self, observation: Observation, state: ControlState) -> tuple[Decision, Any]:
         return decide(observation, state, self.table, self.settings)
+
+    def initial_placement(self, load_qps: float, ci_g_per_kwh: float) -> Placement:
+        """What runs when the replay starts, as if the daemon had been running before the
+        window (as `ecoscale lab evaluate` starts it): the level for the first load with
+        the full up margin."""
+        table = self.table
+        band = table.band_of(ci_g_per_kwh)
+        margin = 1.0 / table.hysteresis.up_fraction - 1.0
+        return table.levels[table.serving_index(load_qps, band, margin)].placement
 
 
 class OraclePolicy:
@@ -87,6 +96,15 @@ class OraclePolicy:
                                                    "exact optimum for this step")), state
 
 
+def for_period(table: PolicyTable, period_s: float) -> PolicyTable:
+    """``table`` for a daemon deciding every ``period_s``: load growth is measured over at
+    least one period (a growth horizon shorter than the period would see no history)."""
+    hysteresis = table.hysteresis
+    if hysteresis.growth_horizon_s >= period_s:
+        return table
+    return replace(table, hysteresis=replace(hysteresis, growth_horizon_s=period_s))
+
+
 def planning_peak(scenario: Scenario) -> float:
     return float(np.max(scenario.load_qps))
 
@@ -128,11 +146,11 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
     peak = planning_peak(scenario)
     if "ecoscale" in wanted:
         table = table or build_table(model, scenario.slo_ms, peak)
-        policies.append(EcoscalePolicy("ecoscale", table))
+        policies.append(EcoscalePolicy("ecoscale", for_period(table, scenario.step_s)))
     if "ecoscale-ct" in wanted:
         ct_table = ct_table or build_table(model, scenario.slo_ms, peak,
                                            ci_bands=ci_bands(scenario))
-        policies.append(EcoscalePolicy("ecoscale-ct", ct_table))
+        policies.append(EcoscalePolicy("ecoscale-ct", for_period(ct_table, scenario.step_s)))
     if "oracle" in wanted:
         policies.append(OraclePolicy(scenario))
     order = {name: i for i, name in enumerate(POLICY_NAMES)}

@@ -5,7 +5,14 @@ from dataclasses import replace
 
 import pytest
 
-from ecoscale.control.decide import ControlSettings, ControlState, decide, toward_new
+from ecoscale.control.decide import (
+    ControlSettings,
+    ControlState,
+    decide,
+    growth_margin,
+    remember_load,
+    toward_new,
+)
 from ecoscale.control.policy import Observation
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
@@ -180,3 +187,102 @@ def test_decisions_are_pure():
 def test_settings_validation():
     bad = ControlSettings(slo_miss_periods=0, min_replicas=3, max_replicas=2)
     assert len(bad.problems()) == 2
+
+
+# ---- the growth margin and capacities (rule 3) -----------------------------------------------
+CALM = Hysteresis(0.95, 0.95, 300.0, calm_up_fraction=0.99, growth_horizon_s=60.0,
+                  growth_window_s=1800.0)
+FULL, CALM_MARGIN = 1 / 0.95 - 1, 1 / 0.99 - 1
+
+
+def memory(loads, hysteresis=CALM, every_s=60.0):
+    recent = ((), ())
+    for i, qps in enumerate(loads):
+        recent = remember_load(*recent, i * every_s, qps, hysteresis)
+    return recent
+
+
+@pytest.mark.parametrize("loads,expected", [
+    ([1000], FULL),
+    ([1000, 1001, 1002], CALM_MARGIN),
+    ([1000, 1030, 1030], 0.03),
+    ([1000, 1030, 1000, 1000], 0.03),
+    ([1000, 1200, 1200], FULL),
+    ([1000, 1200] + [1000] * 31, CALM_MARGIN),
+    ([1000, 990, 980], CALM_MARGIN),
+], ids=["no-history-full", "calm", "rise-3pc", "rise-remembered", "jump-capped-full",
+        "jump-forgotten-after-window", "falling-is-calm"])
+def test_growth_margin_follows_the_largest_recent_rise(loads, expected):
+    assert growth_margin(*memory(loads), CALM) == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_fixed_margin_when_calm_equals_up_fraction():
+    fixed = replace(CALM, calm_up_fraction=0.95)
+    assert growth_margin(*memory([1000, 1000, 1000], fixed), fixed) == pytest.approx(FULL)
+
+
+def test_load_memory_keeps_a_horizon_of_loads_and_a_window_of_rises():
+    loads, rises = memory([1000, 1100] + [1100] * 38)
+    assert loads == ((38 * 60, 1100.0), (39 * 60, 1100.0))   # one horizon (60 s)
+    assert rises == ()                                       # the rise at 60 s: > 30 min ago
+    loads, rises = memory([1000, 1100] + [1100] * 29)
+    assert rises == ((60.0, pytest.approx(0.1)),)
+    # jittered periods still count as a horizon of history
+    loads, rises = remember_load(((0.0, 1000.0), (14.9, 1000.0), (30.1, 1000.0),
+                                  (45.0, 1000.0)), (), 60.2, 1000.0, CALM)
+    assert loads[0][0] == 0.0 and growth_margin(loads, rises, CALM) == pytest.approx(CALM_MARGIN)
+
+
+def test_a_gap_in_load_data_restores_the_full_margin():
+    loads, rises = memory([1000, 1001, 1002])           # calm, last seen at 120 s
+    loads, rises = remember_load(loads, rises, 600.0, 1000.0, CALM)
+    assert loads == ((600.0, 1000.0),) and growth_margin(loads, rises, CALM) == pytest.approx(FULL)
+    loads, rises = remember_load(loads, rises, 660.0, 1000.0, CALM)
+    assert growth_margin(loads, rises, CALM) == pytest.approx(CALM_MARGIN)
+
+
+def test_load_memory_forgets_a_clock_that_went_back_and_reads_json_lists():
+    loads, rises = memory([1000, 1100, 1100])
+    assert remember_load(loads, rises, 10.0, 500.0, CALM) == (((10.0, 500.0),), ())
+    state = ControlState(recent_loads=[[0, 1]], recent_rises=[[0, 0.5]])   # from JSON
+    assert state.recent_loads == ((0.0, 1.0),) and state.recent_rises == ((0.0, 0.5),)
+
+
+# levels planned for 100 and 200 req/s whose placements serve up to 120 and 230
+CAPACITY_TABLE = replace(TABLE, hysteresis=CALM, levels=tuple(
+    replace(level, capacity_qps=capacity)
+    for level, capacity in zip(TABLE.levels, (120.0, 230.0, 320.0), strict=True)))
+
+
+def run_on(table, steps, current):
+    state, trail = ControlState(), []
+    for now, qps in steps:
+        decision, state = decide(obs(now, qps, 5.0, current), state, table, SETTINGS)
+        current = decision.placement
+        trail.append(current)
+    return trail
+
+
+@pytest.mark.parametrize("steps,expected", [
+    ([(0, 110)], LOW),                                   # planned for 100, serves 120
+    ([(0, 114), (60, 115)], LOW),                        # calm: 1 % margin, 116.2 <= 120
+    ([(0, 90), (60, 115)], MID),                         # a 28 % rise: full margin
+    ([(i * 60, 113 + i) for i in range(7)], MID),       # calm, but 119 x 1.01 > 120
+    ([(0, 200), (60, 110), (120, 110), (420, 110), (480, 110)], LOW),   # down once served
+], ids=["first-with-full-margin", "calm-load-runs-near-capacity", "jump-needs-full-margin",
+        "calm-but-over-capacity", "down-to-the-level-that-serves-the-window"])
+def test_levels_run_up_to_their_capacity_with_the_margin_the_load_needs(steps, expected):
+    first = CAPACITY_TABLE.levels[CAPACITY_TABLE.serving_index(steps[0][1], math.inf,
+                                                                FULL)].placement
+    assert run_on(CAPACITY_TABLE, steps, first)[-1] == expected
+
+
+def test_a_calm_load_goes_up_only_past_capacity_less_the_calm_margin():
+    trail = run_on(CAPACITY_TABLE, [(i * 60, 113 + i) for i in range(7)], LOW)
+    assert trail[-2] == LOW and trail[-1] == MID   # 118 x 1.01 <= 120 < 119 x 1.01
+
+
+def test_a_jump_restores_the_full_margin_at_once():
+    calm = [(i * 60, 100.0) for i in range(10)]
+    trail = run_on(CAPACITY_TABLE, calm + [(600, 115.0)], LOW)
+    assert trail[-1] == MID   # 115 is 15 % above 100: 115 x 1.053 > 120

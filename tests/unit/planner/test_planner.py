@@ -1,3 +1,4 @@
+import itertools
 import math
 from pathlib import Path
 
@@ -12,7 +13,13 @@ from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import parse_topology
 from ecoscale.planner.oracle import exhaustive_placement, optimal_placement
 from ecoscale.planner.search import carbon_terms, minnew, noscale, parallel_stages, prune, rank
-from ecoscale.planner.table import build_table, table_from_data, table_to_data
+from ecoscale.planner.table import (
+    PolicyTable,
+    TableLevel,
+    build_table,
+    table_from_data,
+    table_to_data,
+)
 from ecoscale.replay.scenario import default_slo
 
 APPS = ["socialNetwork", "hotelReservation", "mediaMicroservices"]
@@ -210,7 +217,10 @@ def test_table_round_trips_through_plain_data(shipped):
     (lambda d: d.__setitem__("ecoscale_policy_table", 99), "re-run `ecoscale plan`"),
     (lambda d: d["levels"][0]["placement"]["fe"].__setitem__("replicas", 0), "replicas must"),
     (lambda d: d["levels"][1]["placement"].pop("db"), "other services than level 1"),
-    (lambda d: d["hysteresis"].__setitem__("down_fraction", 0.99), "down_fraction < up"),
+    (lambda d: d["hysteresis"].__setitem__("down_fraction", 0.99),
+     r"down_fraction <= up_fraction .*\(down_fraction 0.99, up_fraction 0.95"),
+    (lambda d: d["hysteresis"].__setitem__("calm_up_fraction", 0.9), r"calm_up_fraction 0.9\)"),
+    (lambda d: d["hysteresis"].__setitem__("growth_horizon_s", 0), "growth_horizon_s must"),
     (lambda d: d["ranking"].append({"service": "ghost"}), "ghost"),
 ])
 def test_bad_tables_report_every_problem(change, fragment):
@@ -255,3 +265,80 @@ def test_stage_pass_moves_parallel_calls_down_together():
     for level in table.levels:
         best = optimal_placement(model, level.max_load_qps, slo, terms)
         assert level.carbon_g_per_h <= 1.02 * best.carbon_g_per_h, level.max_load_qps
+
+
+def test_every_level_knows_the_load_its_placement_really_serves(shipped):
+    # the daemon's thresholds are fractions of a level's capacity: it must be the load at
+    # which the placement's p99 reaches the SLO, to the search's resolution, never above
+    model, slo, peak = shipped
+    table = build_table(model, slo, peak)
+    for level in table.levels:
+        if not level.feasible:
+            assert math.isnan(level.capacity_qps) and level.capacity == level.max_load_qps
+            continue
+        capacity = level.capacity_qps
+        planned = min(lv.max_load_qps for lv in table.levels if lv.placement == level.placement)
+        step = (model.saturation_qps(level.placement) - planned) / 1024   # the resolution
+        assert capacity >= level.max_load_qps
+        assert float(model.e2e_p99(level.placement, capacity)) <= slo * (1 + 1e-9)
+        assert float(model.e2e_p99(level.placement, capacity + step * 1.01)) > slo, (
+            f"{model.topology.app} level {level.max_load_qps:.0f}: capacity {capacity:.1f} "
+            "is not where the SLO stops holding")
+
+
+def test_a_level_the_level_below_serves_takes_its_placement(shipped):
+    model, slo, peak = shipped
+    table = build_table(model, slo, peak)
+    for below, level in itertools.pairwise(table.levels):
+        if below.feasible and level.max_load_qps <= below.capacity:
+            assert level.placement == below.placement
+            assert level.p99_ms == pytest.approx(float(model.e2e_p99(level.placement,
+                                                                     level.max_load_qps)))
+            assert level.carbon_g_per_h == pytest.approx(model.carbon_rate_g_per_h(
+                level.placement, level.max_load_qps, carbon_terms(model).ci_g_per_kwh))
+
+
+def test_capacity_and_the_adaptive_margin_round_trip_and_old_tables_keep_a_fixed_margin():
+    model = toy_model()
+    slo = float(model.e2e_p99(Placement.uniform(model.services, "new"), 675))
+    table = build_table(model, slo, 675, fractions=(0.5, 1.0))
+    data = table_to_data(table)
+    again = table_from_data(data, "t.yaml")
+    assert again.hysteresis == table.hysteresis
+    assert [lv.capacity for lv in again.levels] == pytest.approx(
+        [lv.capacity for lv in table.levels], abs=1e-3)
+    for raw in data["levels"]:   # a table written before capacities and adaptive margins
+        raw.pop("capacity_qps", None)
+    for key in ("calm_up_fraction", "growth_horizon_s", "growth_window_s"):
+        data["hysteresis"].pop(key)
+    old = table_from_data(data, "old.yaml")
+    assert [lv.capacity for lv in old.levels] == [lv.max_load_qps for lv in old.levels]
+    assert old.hysteresis.calm_up_fraction == old.hysteresis.up_fraction   # fixed margin
+
+
+@pytest.mark.parametrize("load,margin,expected", [
+    (100, 0.0, 0), (100, 0.06, 0), (130, 0.0, 1), (126, 0.05, 1), (300, 0.0, 2),
+], ids=["low", "low-with-margin", "above-capacity-0", "margin-tips-over", "beyond-all"])
+def test_serving_index_picks_the_lowest_level_whose_capacity_covers_load_and_margin(
+        load, margin, expected):
+    placements = [Placement.uniform(("a",), "old", k) for k in (1, 2, 3)]
+    levels = tuple(TableLevel(planned, math.inf, p, {}, 1.0, 1.0, True, 0, capacity)
+                   for planned, p, capacity in zip((100, 200, 250), placements,
+                                                   (125, 210, 250), strict=True))
+    table = PolicyTable("toy", 10.0, 250.0, "new", levels, (), {}, {})
+    assert table.serving_index(load, math.inf, margin) == expected
+
+
+def test_stage_compensation_reaches_the_optimum_at_every_calibrated_level():
+    # at 120 % of the peak the optimum moves compose-post-service to 2 old replicas and
+    # scales out text-service and its parallel calls url-shorten and user-mention together;
+    # scaling out one of two parallel calls gains nothing, so the greedy kept compose-post
+    # on new, 1.6 % above the optimum, until compensation could scale out a whole stage
+    model = AppModel(load_topology("socialNetwork"), load_profile("socialNetwork", "calibrated"),
+                     load_hardware())
+    slo, peak, _ = default_slo(model)
+    terms = carbon_terms(model)
+    table = build_table(model, slo, peak)
+    for level in table.levels:
+        best = optimal_placement(model, level.max_load_qps, slo, terms)
+        assert level.carbon_g_per_h <= best.carbon_g_per_h * (1 + 1e-6), level.max_load_qps

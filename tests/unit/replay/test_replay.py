@@ -145,3 +145,58 @@ def test_other_app_and_traces_replay(tmp_path):
     code = main(["replay", "--no-plots", "--out", str(tmp_path), "--load-trace", "google2011",
                  "--carbon-trace", "ERCO", "--duration", "12h", "--policies", "all-new,all-old"])
     assert code == 0
+
+
+# ecoscale against the per-step oracle on the default window (calibrated profile, CISO,
+# one-minute steps). Google 2011's hourly load is smooth: the growth margin shrinks to 1 %
+# and ecoscale comes within 1 % of the oracle. WorldCup98's per-minute load jumps 2.8 % a
+# minute (median; 11 % at the 99th percentile) while one more old slot costs ~1.5 % of the
+# carbon: a daemon that sees last minute's load must keep the full margin and a 300 s
+# window, which leaves ~1.4 % (the oracle knows each minute's load; 2.6 % before levels
+# knew their capacity). The bounds are the measured figures, rounded up.
+# On Texas' (ERCO) dirtier grid the same holds; the papers' 67.3 % saving is for CISO (on
+# ERCO even the oracle saves less on Google's load).
+ORACLE_CASES = [("google2011", "CISO", 1.0), ("worldcup98", "CISO", 1.5),
+                ("google2011", "ERCO", 1.0), ("worldcup98", "ERCO", 1.5)]
+
+
+@pytest.fixture(scope="module", params=ORACLE_CASES, ids=[f"{c[0]}-{c[1]}" for c in ORACLE_CASES])
+def against_oracle(request):
+    from ecoscale.replay.policies import all_policies
+
+    trace, grid, bound_pct = request.param
+    scenario = build_scenario(ReplayOptions(profile="calibrated", load_trace=trace,
+                                            carbon_trace=grid))
+    result = replay(scenario, all_policies(scenario, names=("all-new", "ecoscale", "oracle")))
+    return result, grid, bound_pct
+
+
+def test_ecoscale_comes_close_to_the_per_step_oracle(against_oracle):
+    result, grid, bound_pct = against_oracle
+    rows = result.summary().set_index("policy")
+    above_pct = 100 * (rows.loc["ecoscale", "carbon_kg"] / rows.loc["oracle", "carbon_kg"] - 1)
+    assert 0 <= above_pct <= bound_pct
+    if grid == "CISO":
+        assert rows.loc["ecoscale", "saving_vs_all_new_pct"] >= 67.3     # the papers' figure
+    assert rows.loc["ecoscale", "slo_violation_pct"] == 0.0          # and the papers' 2.56 %
+    assert rows.loc["oracle", "slo_violation_pct"] == 0.0
+
+
+def test_ecoscale_starts_at_its_level_as_if_it_had_been_running(against_oracle):
+    result, _, _ = against_oracle
+    run = next(r for r in result.runs if r.name == "ecoscale")
+    # no ramp from all-new at the window's start (8 moves toward old a decision, the rate
+    # limit, used to keep 18 services on new servers in the first minute): the table's level
+    assert all(p.generation == "old" for _, p in run.placements[0].items)
+    assert run.moves[:5].sum() == 0
+
+
+@pytest.mark.parametrize("period_s,expected_s", [(30.0, 60.0), (60.0, 60.0), (300.0, 300.0)],
+                         ids=["shorter", "equal", "longer"])
+def test_the_growth_horizon_spans_at_least_one_replay_step(period_s, expected_s):
+    # with 5-minute steps a 60 s horizon would never see two observations: full margin always
+    from ecoscale.planner.table import Hysteresis, PolicyTable
+    from ecoscale.replay.policies import for_period
+
+    table = PolicyTable("toy", 10.0, 100.0, "new", (), (), {}, {}, hysteresis=Hysteresis())
+    assert for_period(table, period_s).hysteresis.growth_horizon_s == expected_s
