@@ -158,8 +158,10 @@ def test_summary_marks_the_papers_point_and_every_result(result, figures):
     assert "papers' MinNew, Wikipedia trace: 72 %" in text
     summary = result.summary().set_index("policy")
     ecoscale = summary.loc["ecoscale"]
-    assert (f"ecoscale = ecoscale-ct: {ecoscale.saving_vs_all_new_pct:.1f} %, "
-            f"{ecoscale.slo_violation_pct:.2f} %") in text
+    # points at one position share a label ("noscale, minnew, ecoscale, ecoscale-ct: ..."
+    # when ecoscale comes within a rounding of noscale); runs that repeat join with "="
+    assert re.search(rf"ecoscale(, | = )ecoscale-ct: {ecoscale.saving_vs_all_new_pct:.1f} %, "
+                     rf"{ecoscale.slo_violation_pct:.2f} %", text)
     assert "all-old" in text
 
 
