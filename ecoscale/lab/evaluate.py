@@ -350,16 +350,21 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
             continue
         planned[name] = build_table(model, scenario.slo_ms, peak, ci_bands=bands[name],
                                     headroom=options.headroom)
-        # the daemon runs in wall time: its table's stabilisation window is compressed too,
-        # but never below the few periods that a move takes to settle on the lab
+        # the daemon runs in wall time: its table's windows are compressed too, but the
+        # stabilisation never below the few periods that a move takes to settle on the lab,
+        # and the growth horizon (observation to running placement) never below one period
         hysteresis = planned[name].hysteresis
         live = replace(planned[name], hysteresis=replace(
             hysteresis, down_stabilisation_s=max(hysteresis.down_stabilisation_s / speedup,
-                                                 4 * options.period_s)))
+                                                 4 * options.period_s),
+            growth_horizon_s=max(hysteresis.growth_horizon_s / speedup, options.period_s),
+            growth_window_s=max(hysteresis.growth_window_s / speedup, options.period_s)))
         tables[name] = out / f"table-{name}.yaml"
         write_table(tables[name], live)
         simulated_tables[name] = replace(live, hysteresis=replace(
-            live.hysteresis, down_stabilisation_s=live.hysteresis.down_stabilisation_s * speedup))
+            live.hysteresis, down_stabilisation_s=live.hysteresis.down_stabilisation_s * speedup,
+            growth_horizon_s=live.hysteresis.growth_horizon_s * speedup,
+            growth_window_s=live.hysteresis.growth_window_s * speedup))
     emulation = lab.config.emulation(os.cpu_count() or 1)
     slot_cpus = {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()}
     frames, rows = [], []
@@ -367,12 +372,10 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
         log(f"{policy}: {scenario.steps} periods of {options.period_s:g} s "
             f"(~{scenario.steps * options.period_s / 60:.0f} min)")
         start = None
-        if policy in planned:   # as if the daemon had been running: the table's first level
-            table = planned[policy]
-            band = table.band_of(float(scenario.carbon_g_per_kwh[0]))
-            first = table.levels[table.index_for(float(scenario.load_qps[0]), band,
-                                                 table.hysteresis.up_fraction)]
-            start = dict(first.placement.items)
+        if policy in planned:   # as if the daemon had been running: where the replay starts
+            first = EcoscalePolicy(policy, planned[policy]).initial_placement(
+                float(scenario.load_qps[0]), float(scenario.carbon_g_per_kwh[0]))
+            start = dict(first.items)
         trace = run_policy_live(lab, policy, scenario, options, tables, out, log, start)
         frame = measured_frame(trace, scenario, slot_cpus)
         frames.append(frame)
