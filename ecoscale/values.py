@@ -33,7 +33,7 @@ def number(value: Any, field: str, *, minimum: float | None = None,
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadNumber(f"{field} must be a number{_range_text(minimum, maximum, above, below)}"
-                        f", got {value!r}")
+                        f", got {value!r}{_hint(value)}")
     result = float(value)
     if math.isnan(result) or (math.isinf(result) and not (allow_inf and result > 0)):
         raise BadNumber(f"{field} must be a finite number"
@@ -47,6 +47,19 @@ def number(value: Any, field: str, *, minimum: float | None = None,
         raise BadNumber(f"{field} must be a number{_range_text(minimum, maximum, above, below)}"
                         f", got {value!r}")
     return int(result) if integer else result
+
+
+def _hint(value: Any) -> str:
+    """Why a value that looks like a number is not one here."""
+    if isinstance(value, bool):
+        return " (true/false is not a number)"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return " (a quoted string; write the number without quotes)"
+    return ""
 
 
 def _range_text(minimum: float | None, maximum: float | None, above: float | None,
@@ -95,3 +108,37 @@ def flag(name: str, **bounds: Any) -> Callable[[str], float]:
 def usage(exc: BadNumber) -> UsageError:
     """A BadNumber met while reading flags, as the usage error (exit 2) the CLI reports."""
     return UsageError(str(exc))
+
+
+_REQUIRED: Any = object()
+
+
+def number_at(raw: Any, key: str, problems: list[str], *, where: str = "",
+              default: Any = _REQUIRED, fallback: float = math.nan, **bounds: Any) -> Any:
+    """``raw[key]`` read with :func:`number`; a problem is appended, never raised.
+
+    For parsers that report every problem at once: a missing key gives ``default`` (or a
+    "required" problem when there is none); a bad value appends the message (prefixed with
+    ``where``) and returns ``fallback`` so that parsing goes on. ``raw`` that is not a
+    mapping counts as empty.
+    """
+    field = f"{where}{key}"
+    value = raw.get(key, _REQUIRED) if hasattr(raw, "get") else _REQUIRED
+    if value is _REQUIRED or value is None:
+        if default is not _REQUIRED:
+            return default
+        allowed = _range_text(bounds.get("minimum"), bounds.get("maximum"),
+                              bounds.get("above"), bounds.get("below"))
+        problems.append(f"{field}: required, a number{allowed}")
+        return fallback
+    try:
+        return number(value, field, **bounds)
+    except BadNumber as exc:
+        problems.append(str(exc))
+        return fallback
+
+
+def integer_flag(name: str, **bounds: Any) -> Callable[[str], int]:
+    """:func:`flag` for a whole number (``--steps``, ``--seed``)."""
+    parse = flag(name, integer=True, **bounds)
+    return parse  # type: ignore[return-value]
