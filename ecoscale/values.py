@@ -64,16 +64,16 @@ def _hint(value: Any) -> str:
 
 def _range_text(minimum: float | None, maximum: float | None, above: float | None,
                 below: float | None) -> str:
-    parts = []
-    if minimum is not None:
-        parts.append(f">= {minimum:g}")
-    if above is not None:
-        parts.append(f"> {above:g}")
-    if maximum is not None:
-        parts.append(f"<= {maximum:g}")
-    if below is not None:
-        parts.append(f"< {below:g}")
+    parts = [f"{sign} {_shown(bound)}" for sign, bound in
+             ((">=", minimum), (">", above), ("<=", maximum), ("<", below)) if bound is not None]
     return (" " + " and ".join(parts)) if parts else ""
+
+
+def _shown(bound: float) -> str:
+    """A bound as a reader writes it: 2,592,000 rather than 2.592e+06."""
+    if float(bound).is_integer() and abs(bound) >= 10_000:
+        return f"{int(bound):,}"
+    return f"{bound:g}"
 
 
 def parse_number_text(text: str, field: str, **bounds: Any) -> float:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ecoscale.errors import InputError
+from ecoscale.values import number_at
 
 SHARE_TOLERANCE = 1e-6
 KNOWN_KINDS = ("logic", "memcached", "mongodb", "redis", "infra")
@@ -165,10 +166,8 @@ def _parse_endpoints(
         if not isinstance(spec, Mapping):
             problems.append(f"{where}: expected a mapping with share, http and path")
             continue
-        share = spec.get("share")
-        if not isinstance(share, int | float) or isinstance(share, bool) or share < 0:
-            problems.append(f"{where}: share must be a number >= 0, got {share!r}")
-            share = 0.0
+        share = number_at(spec, "share", problems, where=f"{where}: ", fallback=0.0,
+                          minimum=0, maximum=1)
         path = _parse_path(spec.get("path"), where, problems)
         endpoint = Endpoint(str(name), float(share), str(spec.get("http", "")), path)
         if services and path:
