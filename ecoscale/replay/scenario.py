@@ -10,7 +10,7 @@ import pandas as pd
 
 from ecoscale.adapters.files import load_hardware, load_profile, load_topology, profile_path
 from ecoscale.adapters.tracefiles import catalog, load_carbon_trace, load_load_trace
-from ecoscale.errors import InputError
+from ecoscale.errors import InputError, UsageError
 from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement
 from ecoscale.model.trace import Trace
@@ -20,11 +20,28 @@ from ecoscale.replay.engine import Scenario
 _UNITS_S = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+MIN_STEP_S = 1.0
+"""Shortest replay step (s): the traces are per minute or per hour."""
+MAX_STEPS = 1_000_000
+"""Most replay steps (a year at 1-min steps is 525,600)."""
+MAX_DURATION_S = 100 * 365 * 86400.0
+
+
 def parse_duration_s(text: str, what: str = "duration") -> float:
-    """'90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds."""
+    """'90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds.
+
+    A bad flag's text (``what`` starting with ``--``) is a UsageError, anything else an
+    InputError."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|min|m|h|d|w)?\s*", str(text))
+    problem = None
     if not match:
-        raise InputError(what, f"'{text}' is not a duration; write e.g. 60s, 1m, 24h, 7d")
+        problem = f"'{text}' is not a duration; write e.g. 60s, 1m, 24h, 7d"
+    elif not float(match.group(1)) * _UNITS_S[match.group(2) or "s"] <= MAX_DURATION_S:
+        problem = f"'{text}' is longer than 100 years"
+    if problem and what.startswith("--"):
+        raise UsageError(f"{what}: {problem}")
+    if problem or match is None:
+        raise InputError(what, problem or "")
     return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
 
 
@@ -51,7 +68,7 @@ def trace_offset_s(trace: Trace, start: str, what: str) -> float:
     """An offset ('24h') or an ISO time inside a timestamped trace -> seconds from its start."""
     try:
         return parse_duration_s(start, what)
-    except InputError:
+    except (InputError, UsageError):
         pass
     if trace.start is None:
         raise InputError(what, f"'{start}' is a time, but {trace.name} has no timestamps; give "
@@ -93,6 +110,9 @@ def default_slo(model: AppModel, slo_ms: float | None = None) -> tuple[float, fl
 
 def build_scenario(options: ReplayOptions) -> Scenario:
     step_s = parse_duration_s(options.step, "--step")
+    if not step_s >= MIN_STEP_S:
+        raise UsageError(f"--step: '{options.step}' is shorter than {MIN_STEP_S:g} s; the "
+                         "traces have one value per minute or hour, e.g. --step 1m")
     topology = load_topology(options.app)
     profile = load_profile(options.app, options.profile)
     hardware = load_hardware(options.hardware)
@@ -104,6 +124,11 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     duration = options.duration or default_duration
     load_start_s = trace_offset_s(load_raw, start, "--start")
     duration_s = parse_duration_s(duration, "--duration") if duration else None
+    longest = duration_s if duration_s is not None else load_raw.duration_s
+    if longest / step_s > MAX_STEPS:
+        raise UsageError(f"--step {options.step} over {longest / 86400:g} days makes "
+                         f"{longest / step_s:,.0f} steps, more than {MAX_STEPS:,}; use a "
+                         "longer --step or a shorter --duration")
     load_window = load_raw.window(load_start_s, duration_s)
     load = load_window.resample(step_s, "linear")
 
