@@ -82,8 +82,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     table = None
     if args.table is not None:
         from ecoscale.adapters.files import load_table
+        from ecoscale.model.consistency import check_table_fits
 
         table = load_table(args.table)
+        check_table_fits(table, scenario.model, str(args.table))
         if table.app != scenario.model.topology.app:
             raise EcoscaleError(f"--table is for {table.app}, the replay is for "
                                 f"{scenario.model.topology.app}")

@@ -326,6 +326,7 @@ def parse_profile(data: Any, source: str) -> AppProfile:
         slo_load_qps=float(slo_load) if slo_load is not None else None,
         provenance=dict(provenance) if isinstance(provenance, Mapping) else {},
         replica_limits=limits,
+        file=source,
     )
 
 

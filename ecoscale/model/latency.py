@@ -161,6 +161,8 @@ class AppProfile:
     replica_limits: Mapping[str, int] = field(default_factory=dict)
     """generation -> most replicas of one service that add capacity on the profiled pool
     (its CPUs there / one replica's CPUs); a generation not listed: no limit."""
+    file: str = ""
+    """The file it was read from ("" when built in memory)."""
 
     @property
     def generations(self) -> tuple[str, ...]:

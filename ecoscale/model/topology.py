@@ -73,6 +73,8 @@ class Topology:
     endpoints: tuple[Endpoint, ...]
     source: str = ""
     notes: tuple[str, ...] = field(default=())
+    file: str = ""
+    """The file it was read from ("" when built in memory)."""
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -121,6 +123,7 @@ def parse_topology(data: object, source: str) -> Topology:
         endpoints=tuple(endpoints),
         source=str(data.get("source", "")),
         notes=tuple(notes) if isinstance(notes, list) else (str(notes),),
+        file=source,
     )
 
 
