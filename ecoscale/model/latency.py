@@ -190,24 +190,6 @@ def parse_replica_limits(raw: object) -> tuple[dict[str, int], list[str]]:
     return (limits if not problems else {}), problems
 
 
-def check_profile_covers(profile: AppProfile, topology: Topology) -> None:
-    """Every service of the topology needs a curve on every generation of the profile."""
-    problems = []
-    generations = set(profile.generations)
-    for name in topology.services:
-        if name not in profile.curves:
-            problems.append(f"no curves for service '{name}'")
-            continue
-        missing = generations - set(profile.curves[name])
-        if missing:
-            problems.append(f"service '{name}' lacks generations {sorted(missing)}")
-    for name in profile.curves:
-        if name not in topology.services:
-            problems.append(f"curves for '{name}', which the topology does not have")
-    if problems:
-        raise InputError(f"profile {profile.name} for {profile.app}", problems)
-
-
 class E2EModel:
     """Composes per-service p99 arrays into end-to-end p99 over the topology's stages."""
 
