@@ -31,21 +31,19 @@ def number(value: Any, field: str, *, minimum: float | None = None,
     through :func:`flag` which parses the text first. ``allow_inf`` lets +inf through (an
     open upper limit such as ``max_ci_g_per_kwh: .inf``); NaN never passes.
     """
+    allowed = _range_text(minimum, maximum, above, below)
+    kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadNumber(f"{field} must be a number{_range_text(minimum, maximum, above, below)}"
-                        f", got {value!r}{_hint(value)}")
+        raise BadNumber(f"{field} must be {kind}{allowed}, got {value!r}{_hint(value)}")
     result = float(value)
     if math.isnan(result) or (math.isinf(result) and not (allow_inf and result > 0)):
-        raise BadNumber(f"{field} must be a finite number"
-                        f"{_range_text(minimum, maximum, above, below)}, got {value!r}")
+        raise BadNumber(f"{field} must be a finite number{allowed}, got {value!r}")
     if integer and result != int(result):
-        raise BadNumber(f"{field} must be a whole number"
-                        f"{_range_text(minimum, maximum, above, below)}, got {value!r}")
+        raise BadNumber(f"{field} must be a whole number{allowed}, got {value!r}")
     if ((minimum is not None and result < minimum) or (maximum is not None and result > maximum)
             or (above is not None and not result > above)
             or (below is not None and not result < below)):
-        raise BadNumber(f"{field} must be a number{_range_text(minimum, maximum, above, below)}"
-                        f", got {value!r}")
+        raise BadNumber(f"{field} must be {kind}{allowed}, got {value!r}")
     return int(result) if integer else result
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ecoscale.errors import InputError
@@ -55,6 +56,8 @@ def decode_text(data: bytes, source: str, what: str = "file") -> str:
     if data[:4] in (b"PK\x03\x04", b"BZh9") or data[:6] == b"\xfd7zXZ\x00":
         raise InputError(source, f"the {what} is an archive or compressed file; extract the "
                                  "plain-text file and give that")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputError(source, f"the {what} is UTF-16 text; save it as UTF-8")
     if b"\x00" in data[:8192]:
         raise InputError(source, f"the {what} is binary (it holds NUL bytes), not text; give "
                                  "the plain-text file")
@@ -72,21 +75,54 @@ def read_yaml(path: Path) -> Any:
     return parse_yaml_text(read_text(path, "YAML file"), str(path))
 
 
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists accepted (libyaml composes recursively in C)."""
+
+
 def parse_yaml_text(text: str, source: str) -> Any:
-    """YAML text -> plain data; aliases refused (fast: checked on the event stream first)."""
+    """YAML text -> plain data. Aliases and nesting deeper than MAX_YAML_DEPTH are refused;
+    both are checked on libyaml's event stream first, only when the text could hold them
+    (an asterisk, or deep brackets or indentation), so that a large plain profile parses at
+    libyaml's speed."""
     try:
-        if "*" in text:   # only then can there be an alias: check the events, cheap in C
-            for event in yaml.parse(text, Loader=_Loader):
-                if isinstance(event, yaml.AliasEvent):
-                    line = event.start_mark.line + 1 if event.start_mark else "?"
-                    raise InputError(source, f"line {line}: YAML aliases (*{event.anchor}) are "
-                                             "not accepted in ecoscale's inputs (they can "
-                                             "expand without bound); write the value out")
+        if _may_be_hostile(text):
+            _check_events(text, source)
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise InputError(source, f"not valid YAML: {exc}") from None
     except RecursionError:
         raise InputError(source, "nested too deeply to be an ecoscale input") from None
+
+
+def _may_be_hostile(text: str) -> bool:
+    """Whether the text could hold an alias or deep nesting (cheap, may say yes wrongly)."""
+    if "*" in text or "- " * (MAX_YAML_DEPTH // 2) in text:   # an alias, or "- - - ..."
+        return True
+    raw = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
+    steps = (np.isin(raw, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(raw, (ord("]"), ord("}"))).astype(np.int64))
+    if len(steps) and int(np.cumsum(steps).max()) > MAX_YAML_DEPTH // 2:
+        return True
+    return any(len(line) - len(line.lstrip(" ")) > MAX_YAML_DEPTH
+               for line in text.splitlines() if line.startswith(" " * MAX_YAML_DEPTH))
+
+
+def _check_events(text: str, source: str) -> None:
+    """Refuse aliases (a bomb or a loop) and nesting deeper than MAX_YAML_DEPTH."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        line = event.start_mark.line + 1 if event.start_mark else "?"
+        if isinstance(event, yaml.AliasEvent):
+            raise InputError(source, f"line {line}: YAML aliases (*{event.anchor}) are not "
+                                     "accepted in ecoscale's inputs (they can expand without "
+                                     "bound); write the value out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise InputError(source, f"line {line}: nested more than {MAX_YAML_DEPTH} "
+                                         "levels deep; no ecoscale input is")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def write_yaml(path: Path, data: Any, header: str = "") -> None:

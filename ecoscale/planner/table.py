@@ -307,20 +307,21 @@ def table_from_data(data: object, source: str) -> PolicyTable:
         elif set(level.placement) != set(services):
             problems.append(f"level {index}: places other services than level 1")
         levels.append(level)
-    if not levels:
+    if not raw_levels:
         problems.append("no levels")
     ranking = []
     for index, r in enumerate(data.get("ranking") or [], start=1):
         if not isinstance(r, Mapping) or "service" not in r:
             problems.append(f"ranking {index}: expected {{service, e2e_rise_ms}}")
             continue
-        ranking.append((str(r["service"]), number_at(r, "e2e_rise_ms", problems,
-                                                      where=f"ranking {index}: ", default=0.0)))
+        rise = number_at({"e2e_rise_ms": _inf_text(r.get("e2e_rise_ms"))}, "e2e_rise_ms",
+                         problems, where=f"ranking {index}: ", default=0.0, allow_inf=True)
+        ranking.append((str(r["service"]), rise))
     if services is not None:
         unknown = [s for s, _ in ranking if s not in services]
         if unknown:
             problems.append(f"ranking names services no level places: {', '.join(unknown)}")
-    rises = {name: _number_map(data.get(name), name, problems, allow_inf=False)
+    rises = {name: _number_map(data.get(name), name, problems, allow_inf=True)
              for name in ("pruned_non_critical", "critical")}
     ratio = _number_map(data.get("carbon_ratio_C"), "carbon_ratio_C", problems, above=0,
                         allow_inf=True)
@@ -395,4 +396,5 @@ def _number_map(raw: object, name: str, problems: list[str], **bounds: object) -
     if not isinstance(raw, Mapping):
         problems.append(f"{name}: expected a mapping of name -> number")
         return {}
-    return {str(k): number_at(raw, k, problems, where=f"{name}.", **bounds) for k in raw}
+    values = {k: _inf_text(v) for k, v in raw.items()}
+    return {str(k): number_at(values, k, problems, where=f"{name}.", **bounds) for k in raw}
