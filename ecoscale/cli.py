@@ -212,11 +212,11 @@ def _parse_levels(text: str) -> list[float]:
 
 
 def _parse_bands(text: str | None) -> list[float] | None:
-    """'150,250,350' -> ascending band limits (gCO2e/kWh, > 0), inf appended; UsageError."""
+    """'150,250,350' -> ascending band limits (gCO2e/kWh, >= 1), inf appended; UsageError."""
     if text is None:
         return None
     try:
-        bands = sorted({parse_number_text(x, "--ci-bands", above=0, allow_inf=True)
+        bands = sorted({parse_number_text(x, "--ci-bands", minimum=1, allow_inf=True)
                         for x in text.split(",") if x.strip()})
     except BadNumber as exc:
         detail = str(exc).removeprefix("--ci-bands ")

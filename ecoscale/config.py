@@ -93,6 +93,10 @@ class DaemonConfig:
 
 
 MIN_INTERVAL_S = 0.1
+MAXIMA = {"speedup": 1e6, "fallback_g_per_kwh": 3000.0, "listen_port": 65535}
+"""Upper bounds of the numbers that are neither durations nor counts."""
+MAX_COUNT = 1_000_000
+"""Largest count (periods, replicas, moves) a config may set; ports are checked apart."""
 MAX_SECONDS = 30 * 86400.0
 """Longest interval, timeout or window a config may set (s): a month."""
 NON_NEGATIVE_SUFFIXES = ("_s", "_periods", "_replicas", "_decision", "_port", "_g_per_kwh",
@@ -139,7 +143,8 @@ def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -
             try:   # finite, of the right type, never a boolean
                 value = number(value, f"{where}{key}", integer=expected is int,
                                minimum=0 if key in NON_NEGATIVE else None,
-                               maximum=MAX_SECONDS if key.endswith("_s") else None)
+                               maximum=MAXIMA.get(key, MAX_SECONDS if key.endswith("_s") else
+                                                  MAX_COUNT if expected is int else None))
             except BadNumber as exc:
                 problems.append(str(exc))
                 continue

@@ -240,7 +240,7 @@ def parse_hardware(data: Any, source: str) -> Hardware:
         problems.append(f"reference.newest '{newest}' is not a generation (generations: "
                         f"{', '.join(generations)})")
     ci = number_at(reference, "carbon_intensity_g_per_kwh", problems, where="reference.",
-                   default=250.0, minimum=0, maximum=MAX_CARBON_G_PER_KWH)
+                   default=250.0, above=0, maximum=MAX_CARBON_G_PER_KWH)
     util = number_at(reference, "utilisation", problems, where="reference.", default=0.3,
                      minimum=0, maximum=1)
     if problems:
