@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -66,7 +67,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ecoscale.replay.engine import replay
-    from ecoscale.replay.policies import all_policies
+    from ecoscale.replay.policies import POLICY_NAMES, all_policies
     from ecoscale.replay.report import provenance_lines, summary_table, write_outputs
     from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
@@ -89,15 +90,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if table.app != scenario.model.topology.app:
             raise EcoscaleError(f"--table is for {table.app}, the replay is for "
                                 f"{scenario.model.topology.app}")
-    policies = all_policies(scenario, table)
-    if args.policies:
-        wanted = [name.strip() for name in args.policies.split(",") if name.strip()]
-        known = {p.name for p in policies}
-        unknown = [name for name in wanted if name not in known]
+    wanted = POLICY_NAMES
+    if args.policies:   # build only these: ecoscale-ct's bands are planned only when asked
+        wanted = tuple(name.strip() for name in args.policies.split(",") if name.strip())
+        unknown = [name for name in wanted if name not in POLICY_NAMES]
         if unknown:
             raise EcoscaleError(f"unknown policies {', '.join(unknown)}; choose from "
-                                f"{', '.join(sorted(known))}")
-        policies = [p for p in policies if p.name in wanted]
+                                f"{', '.join(sorted(POLICY_NAMES))}")
+    policies = all_policies(scenario, table, names=wanted)
     result = replay(scenario, policies)
     print(f"ecoscale replay: {scenario.model.topology.app}, {scenario.steps} steps of "
           f"{scenario.step_s:g} s, SLO {scenario.slo_ms:.2f} ms p99\n")
@@ -172,6 +172,8 @@ MAX_QPS = 1e9
 """Highest request rate a flag accepts (req/s)."""
 MAX_SLO_MS = 3_600_000.0
 """Longest SLO a flag accepts (ms): an hour."""
+MAX_CI_G_PER_KWH = 3000.0
+"""Highest finite --ci-bands limit (the loaders' bound on grid intensity)."""
 MAX_LEVELS = 1000
 """Most load levels (or intensity bands) a table may be planned for."""
 
@@ -225,6 +227,10 @@ def _parse_bands(text: str | None) -> list[float] | None:
     if not bands:
         raise UsageError("--ci-bands: give comma-separated limits in gCO2e/kWh, e.g. "
                          "150,250,350")
+    if any(math.isfinite(b) and b > MAX_CI_G_PER_KWH for b in bands):
+        raise UsageError(f"--ci-bands: limits must be <= {MAX_CI_G_PER_KWH:g} gCO2e/kWh (no "
+                         "grid is dirtier) or inf, got "
+                         f"{max(b for b in bands if math.isfinite(b)):g}")
     if len(bands) > MAX_LEVELS:
         raise UsageError(f"--ci-bands: {len(bands)} bands, more than {MAX_LEVELS}")
     if bands[-1] != float("inf"):

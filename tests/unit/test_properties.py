@@ -31,12 +31,13 @@ from ecoscale.profiler.plan import parse_pool
 from ecoscale.values import BadNumber, flag, number, parse_number_text
 
 BASE = Path(__file__).resolve().parents[1] / "fixtures" / "bad" / "base"
-FAST = settings(max_examples=60, deadline=2000,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
-SLOW = settings(max_examples=25, deadline=10_000,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+_COMMON = {"derandomize": True, "database": None,   # the same examples on every run (CI)
+           "suppress_health_check": [HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow]}
+FAST = settings(max_examples=100, deadline=2000, **_COMMON)
+"""Loaders and parsers: 100 examples, each within 2 s."""
+SLOW = settings(max_examples=40, deadline=10_000, **_COMMON)
+"""Whole command lines: 40 examples, each within 10 s."""
 
 BAD_NUMBERS = st.one_of(
     st.just(math.nan), st.just(math.inf), st.just(-math.inf), st.booleans(),
