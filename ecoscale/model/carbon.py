@@ -102,8 +102,11 @@ class Hardware:
         try:
             return self.generations[name]
         except KeyError:
-            known = ", ".join(self.generations)
-            raise InputError(self.name, f"unknown generation '{name}' (known: {known})") from None
+            known = ", ".join(self.generations) or "none"
+            raise InputError(self.source or self.name,
+                             f"the hardware file describes no generation '{name}' (it has "
+                             f"{known}); add it there, or fix the name in the file that uses "
+                             "it (profile or policy table)") from None
 
 
 def operational_g_per_h(
