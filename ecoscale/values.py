@@ -56,7 +56,7 @@ def _hint(value: Any) -> str:
             float(value)
         except ValueError:
             return ""
-        return " (a quoted string; write the number without quotes)"
+        return " (text, not a number; write the number without quotes)"
     return ""
 
 

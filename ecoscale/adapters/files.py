@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,17 @@ calibrated profile ("calibrated")."""
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 """Largest YAML or CSV input read (bytes): a profile of thousands of services is a few MB."""
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when installed
+_SafeBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml when installed
+
+
+class _Loader(_SafeBase):  # type: ignore[misc, valid-type]
+    """The safe loader (libyaml), reading 1e3 and 2E-5 as numbers as YAML 1.2 does
+    (YAML 1.1 wants a dot and a signed exponent, 1.0e+3, and reads 1e3 as text)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def read_text(path: Path, what: str = "file", limit_bytes: int = MAX_INPUT_BYTES) -> str:

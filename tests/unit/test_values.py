@@ -27,7 +27,7 @@ def test_good_numbers(value, bounds, expected):
     (math.inf, {}, "finite"),
     (-math.inf, {"allow_inf": True}, "finite"),
     (True, {}, "got True (true/false is not a number)"),
-    ("3", {}, "got '3' (a quoted string; write the number without quotes)"),
+    ("3", {}, "got '3' (text, not a number; write the number without quotes)"),
     ("abc", {}, "f must be a number, got 'abc'"),
     (None, {}, "got None"),
     ([1], {}, "got [1]"),
