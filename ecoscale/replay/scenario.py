@@ -75,8 +75,13 @@ def trace_offset_s(trace: Trace, start: str, what: str) -> float:
                                "an offset such as 24h")
     try:
         wanted = pd.Timestamp(start)
-    except ValueError:
-        raise InputError(what, f"'{start}' is neither an offset (24h) nor an ISO time") from None
+        if wanted is pd.NaT:
+            raise ValueError(start)
+    except (ValueError, TypeError, OverflowError):
+        problem = f"'{start}' is neither an offset (24h) nor an ISO time"
+        if what.startswith("--"):
+            raise UsageError(f"{what}: {problem}") from None
+        raise InputError(what, problem) from None
     if wanted.tzinfo is None:
         wanted = wanted.tz_localize("UTC")
     return (wanted - pd.Timestamp(trace.start)).total_seconds()
