@@ -93,26 +93,13 @@ class DaemonConfig:
 
 
 MIN_INTERVAL_S = 0.1
+"""Shortest loop period (s)."""
 MAXIMA = {"speedup": 1e6, "fallback_g_per_kwh": 3000.0, "listen_port": 65535}
 """Upper bounds of the numbers that are neither durations nor counts."""
 MAX_COUNT = 1_000_000
 """Largest count (periods, replicas, moves) a config may set; ports are checked apart."""
 MAX_SECONDS = 30 * 86400.0
 """Longest interval, timeout or window a config may set (s): a month."""
-NON_NEGATIVE_SUFFIXES = ("_s", "_periods", "_replicas", "_decision", "_port", "_g_per_kwh",
-                         "speedup")
-
-
-class _NonNegative:
-    """Keys whose numbers are never negative: durations, counts, ports, intensities."""
-
-    def __contains__(self, key: object) -> bool:
-        return str(key).endswith(NON_NEGATIVE_SUFFIXES)
-
-
-NON_NEGATIVE = _NonNegative()
-
-
 def _kind(expected: type) -> str:
     return {bool: "true or false", str: "a string"}.get(expected, expected.__name__)
 
@@ -140,9 +127,8 @@ def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -
         if expected is None and "float" in str(known[key].type) and value is not None:
             expected = float   # an optional number (e.g. fallback_g_per_kwh: None)
         if expected in (int, float):
-            try:   # finite, of the right type, never a boolean
-                value = number(value, f"{where}{key}", integer=expected is int,
-                               minimum=0 if key in NON_NEGATIVE else None,
+            try:   # finite, of the right type, never a boolean; no setting is negative
+                value = number(value, f"{where}{key}", integer=expected is int, minimum=0,
                                maximum=MAXIMA.get(key, MAX_SECONDS if key.endswith("_s") else
                                                   MAX_COUNT if expected is int else None))
             except BadNumber as exc:
