@@ -128,7 +128,9 @@ def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -
             expected = float   # an optional number (e.g. fallback_g_per_kwh: None)
         if expected in (int, float):
             try:   # finite, of the right type, never a boolean; no setting is negative
-                value = number(value, f"{where}{key}", integer=expected is int, minimum=0,
+                # (interval_s: parse_config's own check says "> 0, at least 0.1 s")
+                value = number(value, f"{where}{key}", integer=expected is int,
+                               minimum=None if key == "interval_s" else 0,
                                maximum=MAXIMA.get(key, MAX_SECONDS if key.endswith("_s") else
                                                   MAX_COUNT if expected is int else None))
             except BadNumber as exc:
@@ -181,8 +183,8 @@ def parse_config(raw: Any, source: str) -> DaemonConfig:
         problems.append("carbon.speedup must be > 0")
     if config is not None:
         if not config.interval_s >= MIN_INTERVAL_S:
-            problems.append(f"interval_s must be >= {MIN_INTERVAL_S:g} s (a shorter period "
-                            "only busy-loops against Prometheus and Docker)")
+            problems.append(f"interval_s must be > 0, at least {MIN_INTERVAL_S:g} s (a "
+                            "shorter period only busy-loops against Prometheus and Docker)")
         if config.max_backoff_s < config.interval_s:
             problems.append("max_backoff_s must be >= interval_s")
         if not 0 <= config.listen_port <= 65535:

@@ -35,7 +35,7 @@ def test_every_problem_is_reported_at_once():
         parse_config(bad, "bad.yaml")
     text = str(info.value)
     for fragment in ("app: required", "table: required", "intervall_s: unknown setting",
-                     "did you mean interval_s", "interval_s must be a number >= 0",
+                     "did you mean interval_s", "interval_s must be > 0",
                      "dry_run: expected true or false", "must start with http://",
                      "prometheus.qps: required", "prometheus.p99_ms: required",
                      "timeout_s and stale_after_s must be > 0", "carbon.speedup must be > 0",
