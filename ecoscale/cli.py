@@ -23,6 +23,7 @@ from ecoscale.errors import (
 )
 from ecoscale.lab.cli import register as register_lab
 from ecoscale.replay.scenario import duration_flag
+from ecoscale.values import BadNumber, flag, parse_number_text
 
 REPLAY_HELP = """\
 Replay a load trace and a grid carbon-intensity trace through each placement policy and
@@ -85,7 +86,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--carbon-factors",
                    help="YAML with factors_g_per_kwh per fuel (default: IPCC AR5 medians)")
     p.add_argument("--timezone", help="IANA zone of naive timestamps in the CSVs (default: UTC)")
-    p.add_argument("--peak-qps", type=float,
+    p.add_argument("--peak-qps", type=flag("--peak-qps", above=0, maximum=MAX_QPS),
                    help="scale the load trace so that its peak is this many req/s "
                         "(default: the SLO load, 75%% of the all-new saturation)")
     p.add_argument("--step", default="1m",
@@ -100,7 +101,8 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
                                       "window)")
     p.add_argument("--carbon-start", help="offset or ISO time in the carbon trace aligned with "
                                           "the load window's start (default: its first hour)")
-    p.add_argument("--slo-ms", type=float, help="end-to-end p99 SLO in ms (default: from the "
+    p.add_argument("--slo-ms", type=flag("--slo-ms", above=0, maximum=MAX_SLO_MS),
+                   help="end-to-end p99 SLO in ms (default: from the "
                                                 "profile, p99 of all-new at 75%% load)")
     p.add_argument("--policies", help="comma-separated subset of the policies listed above "
                                       "(default: all); all-new always runs too, as the "
@@ -184,10 +186,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     out = _Reporter(args)
     began = time.monotonic()
     wanted, notes = _wanted_policies(args.policies)
-    for name in ("peak_qps", "slo_ms"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value:g}")
     parse_duration_s(args.step, "--step")
     if args.duration is not None:
         parse_duration_s(args.duration, "--duration")
@@ -207,8 +205,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     table = None
     if args.table is not None:
         from ecoscale.adapters.files import load_table
+        from ecoscale.model.consistency import check_table_fits
 
         table = load_table(args.table)
+        check_table_fits(table, scenario.model, str(args.table))
         if table.app != scenario.model.topology.app:
             raise UsageError(f"--table {args.table} is for {table.app}, the replay is for "
                              f"{scenario.model.topology.app}; give --app {table.app} or "
@@ -299,10 +299,10 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                            "the SLO or the headroom"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_options(p)
-    p.add_argument("--slo-ms", type=float,
+    p.add_argument("--slo-ms", type=flag("--slo-ms", above=0, maximum=MAX_SLO_MS),
                    help="end-to-end p99 SLO in ms (default: from the profile, or p99 of "
                         "all-new at 75%% of its saturation)")
-    p.add_argument("--peak-qps", type=float,
+    p.add_argument("--peak-qps", type=flag("--peak-qps", above=0, maximum=MAX_QPS),
                    help="planning peak in req/s (default: the SLO load)")
     p.add_argument("--levels", default="0.1:1.0:0.05,1.1,1.2",
                    help="load levels as fractions of the peak: START:STOP:STEP ranges and "
@@ -311,10 +311,11 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                    help="plan a ladder per carbon-intensity band: comma-separated upper "
                         "limits in gCO2e/kWh, e.g. 150,250,350,inf (default: one ladder, "
                         "C at the hardware's reference intensity)")
-    p.add_argument("--prune-threshold", type=float, default=0.05,
+    p.add_argument("--prune-threshold", type=flag("--prune-threshold", minimum=0, maximum=1),
+                   default=0.05,
                    help="non-critical if own p99 rises less than this fraction of the SLO "
                         "on old at peak (default: %(default)s)")
-    p.add_argument("--headroom", type=float, default=0.0,
+    p.add_argument("--headroom", type=flag("--headroom", minimum=0, below=1), default=0.0,
                    help="share of the SLO kept free when planning: levels keep the modelled "
                         "p99 under SLO x (1 - HEADROOM), a margin for the profile's error "
                         "on the live system, e.g. 0.1 (default: %(default)s)")
@@ -333,7 +334,18 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
+MAX_QPS = 1e9
+"""Highest request rate a flag accepts (req/s)."""
+MAX_SLO_MS = 3_600_000.0
+"""Longest SLO a flag accepts (ms): an hour."""
+MAX_CI_G_PER_KWH = 3000.0
+"""Highest finite --ci-bands limit (the loaders' bound on grid intensity)."""
+MAX_LEVELS = 1000
+"""Most load levels (or intensity bands) a table may be planned for."""
+
+
 def _parse_levels(text: str) -> list[float]:
+    """'0.1:1.0:0.05,1.1,1.2' -> sorted fractions of the peak (> 0, <= 10); UsageError."""
     levels: set[float] = set()
     for part in text.split(","):
         part = part.strip()
@@ -341,30 +353,52 @@ def _parse_levels(text: str) -> list[float]:
             continue
         try:
             if ":" in part:
-                start, stop, step = (float(x) for x in part.split(":"))
-                if step <= 0 or stop < start:
-                    raise ValueError
+                pieces = part.split(":")
+                if len(pieces) != 3:
+                    raise BadNumber("")
+                start, stop, step = (parse_number_text(x, "--levels", above=0, maximum=10)
+                                     for x in pieces)
+                if stop < start:
+                    raise UsageError(f"--levels: in '{part}' STOP is below START; write "
+                                     "START:STOP:STEP with START <= STOP")
                 count = int(round((stop - start) / step)) + 1
+                if count > MAX_LEVELS:
+                    raise UsageError(f"--levels: '{part}' makes {count} levels, more than "
+                                     f"{MAX_LEVELS}; use a larger STEP")
                 levels.update(round(start + i * step, 6) for i in range(count))
             else:
-                levels.add(float(part))
-        except ValueError:
-            raise EcoscaleError(f"--levels: '{part}' is neither a fraction nor "
-                                "START:STOP:STEP") from None
-    if not levels or min(levels) <= 0:
-        raise EcoscaleError("--levels: need at least one fraction > 0")
+                levels.add(parse_number_text(part, "--levels", above=0, maximum=10))
+        except BadNumber as exc:
+            detail = f" ({str(exc).removeprefix('--levels ')})" if str(exc) else ""
+            raise UsageError(f"--levels: '{part}' is neither a fraction of the peak in (0, 10] "
+                             f"nor START:STOP:STEP{detail}") from None
+    if not levels:
+        raise UsageError("--levels: need at least one fraction > 0")
+    if len(levels) > MAX_LEVELS:
+        raise UsageError(f"--levels: {len(levels)} levels, more than {MAX_LEVELS}")
     return sorted(levels)
 
 
 def _parse_bands(text: str | None) -> list[float] | None:
-    if not text:
+    """'150,250,350' -> ascending band limits (gCO2e/kWh, >= 1), inf appended; UsageError."""
+    if text is None:
         return None
     try:
-        bands = sorted(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise EcoscaleError(f"--ci-bands: '{text}' is not a list of numbers") from None
-    if not bands or bands[0] <= 0:
-        raise EcoscaleError("--ci-bands: limits must be > 0 gCO2e/kWh")
+        bands = sorted({parse_number_text(x, "--ci-bands", minimum=1, allow_inf=True)
+                        for x in text.split(",") if x.strip()})
+    except BadNumber as exc:
+        detail = str(exc).removeprefix("--ci-bands ")
+        raise UsageError(f"--ci-bands: {detail}; give comma-separated limits in gCO2e/kWh, "
+                         "e.g. 150,250,350") from None
+    if not bands:
+        raise UsageError("--ci-bands: give comma-separated limits in gCO2e/kWh, e.g. "
+                         "150,250,350")
+    if any(math.isfinite(b) and b > MAX_CI_G_PER_KWH for b in bands):
+        raise UsageError(f"--ci-bands: limits must be <= {MAX_CI_G_PER_KWH:g} gCO2e/kWh (no "
+                         "grid is dirtier) or inf, got "
+                         f"{max(b for b in bands if math.isfinite(b)):g}")
+    if len(bands) > MAX_LEVELS:
+        raise UsageError(f"--ci-bands: {len(bands)} bands, more than {MAX_LEVELS}")
     if bands[-1] != float("inf"):
         bands.append(float("inf"))
     return bands
@@ -508,13 +542,14 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                         "or 'lab' for the running ecoscale lab")
     p.add_argument("--loads", help="comma-separated front-end loads in req/s (overrides the "
                                    "pool's loads_qps)")
-    p.add_argument("--warmup-s", type=duration_flag("--warmup-s"),
+    p.add_argument("--warmup-s", type=duration_flag("--warmup-s", positive=False),
                    help="warm-up before each window, e.g. 20s, 1m; a bare number is in seconds "
                         "(default: the pool's warmup_s)")
     p.add_argument("--measure-s", type=duration_flag("--measure-s"),
                    help="measured window per point, e.g. 30s, 2m; a bare number is in seconds "
                         "(default: the pool's measure_s)")
-    p.add_argument("--prune-threshold", type=float, default=0.05,
+    p.add_argument("--prune-threshold", type=flag("--prune-threshold", minimum=0, maximum=1),
+                   default=0.05,
                    help="non-critical if its p99 on old exceeds its p99 on new at the "
                         "pruning load by less than this fraction of the SLO "
                         "(default: %(default)s)")
@@ -560,7 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; exit 0 on success, 1 on a runtime error, 2 on a usage error."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:   # argparse: --help, --version (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     command = " ".join(part for part in (args.command, getattr(args, "lab_command", None))
                        if part)
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import InputError
+from ecoscale.values import BadNumber, number
 
 DEFAULT_LISTEN_PORT = 9464
 
@@ -91,6 +92,18 @@ class DaemonConfig:
     source: str = ""
 
 
+MIN_INTERVAL_S = 0.1
+"""Shortest loop period (s)."""
+MAXIMA = {"speedup": 1e6, "fallback_g_per_kwh": 3000.0, "listen_port": 65535}
+"""Upper bounds of the numbers that are neither durations nor counts."""
+MAX_COUNT = 1_000_000
+"""Largest count (periods, replicas, moves) a config may set; ports are checked apart."""
+MAX_SECONDS = 30 * 86400.0
+"""Longest interval, timeout or window a config may set (s): a month."""
+def _kind(expected: type) -> str:
+    return {bool: "true or false", str: "a string"}.get(expected, expected.__name__)
+
+
 def _section(raw: Mapping[str, Any], name: str, problems: list[str]) -> Mapping[str, Any]:
     value = raw.get(name) or {}
     if not isinstance(value, Mapping):
@@ -111,11 +124,21 @@ def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -
             continue
         default = known[key].default
         expected = None if default is MISSING or default is None else type(default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if expected is not None and (not isinstance(value, expected) or (
-                expected is not bool and isinstance(value, bool))):
-            problems.append(f"{where}{key}: expected {expected.__name__}, got {value!r}")
+        if expected is None and "float" in str(known[key].type) and value is not None:
+            expected = float   # an optional number (e.g. fallback_g_per_kwh: None)
+        if expected in (int, float):
+            try:   # finite, of the right type, never a boolean; no setting is negative
+                # (interval_s: parse_config's own check says "> 0, at least 0.1 s")
+                value = number(value, f"{where}{key}", integer=expected is int,
+                               minimum=None if key == "interval_s" else 0,
+                               maximum=MAXIMA.get(key, MAX_SECONDS if key.endswith("_s") else
+                                                  MAX_COUNT if expected is int else None))
+            except BadNumber as exc:
+                problems.append(str(exc))
+                continue
+            value = expected(value)
+        elif expected is not None and not isinstance(value, expected):
+            problems.append(f"{where}{key}: expected {_kind(expected)}, got {value!r}")
             continue
         values[key] = value
     try:
@@ -159,8 +182,9 @@ def parse_config(raw: Any, source: str) -> DaemonConfig:
     if carbon is not None and carbon.speedup <= 0:
         problems.append("carbon.speedup must be > 0")
     if config is not None:
-        if config.interval_s <= 0:
-            problems.append("interval_s must be > 0")
+        if not config.interval_s >= MIN_INTERVAL_S:
+            problems.append(f"interval_s must be > 0, at least {MIN_INTERVAL_S:g} s (a "
+                            "shorter period only busy-loops against Prometheus and Docker)")
         if config.max_backoff_s < config.interval_s:
             problems.append("max_backoff_s must be >= interval_s")
         if not 0 <= config.listen_port <= 65535:

@@ -6,6 +6,7 @@ path. Line numbers in messages are the file's own (the header is line 1).
 
 from __future__ import annotations
 
+import io
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ecoscale.adapters.files import read_yaml
+from ecoscale.adapters.files import MAX_CARBON_G_PER_KWH, read_text, read_yaml
 from ecoscale.errors import InputError
 from ecoscale.model.carbon import (
     IPCC_AR5_FACTORS_G_PER_KWH,
@@ -23,10 +24,13 @@ from ecoscale.model.carbon import (
 )
 from ecoscale.model.trace import Trace
 from ecoscale.paths import traces_dir
+from ecoscale.values import number_at
 
 TIME_COLUMN_NAMES = ("timestamp", "time", "period", "datetime", "date")
 INTENSITY_COLUMN_NAMES = ("carbon_intensity_g_per_kwh", "carbon_intensity", "ci")
 MAX_CARBON_GAP_STEPS = 3
+_OFFSET_PATTERN = r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})$"
+"""A time that ends with a UTC offset (Z, +02:00, -0800) is aware."""
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,30 @@ def trace_spec(kind: str, name_or_path: str, value_column: str | None = None,
 
 
 def _read_csv(spec: TraceSpec) -> pd.DataFrame:
+    """The CSV as a frame: text checked first (size, compression, encoding), then the
+    delimiter (a comma) and the row count."""
+    where = str(spec.path)
+    text = read_text(spec.path, "trace CSV")
     try:
-        frame = pd.read_csv(spec.path)
+        frame = pd.read_csv(io.StringIO(text))
     except pd.errors.EmptyDataError:
-        raise InputError(str(spec.path), "the file is empty; a trace needs a header line and "
-                                         "at least two rows") from None
-    except (OSError, pd.errors.ParserError) as exc:
-        raise InputError(str(spec.path), f"cannot read as CSV: {exc}") from None
+        raise InputError(where, "the file is empty; a trace needs a header line and "
+                                "at least two rows") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise InputError(where, f"cannot read as CSV: {str(exc).strip()}; a trace is a "
+                                "header line and rows of comma-separated values") from None
+    if len(frame.columns) < 2:
+        header = str(frame.columns[0]) if len(frame.columns) else ""
+        other = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"),
+                                              ("|", "bars")) if mark in header), None)
+        if other:
+            raise InputError(where, f"the columns are separated by {other}; the delimiter "
+                                    "must be a comma (save the file as comma-separated CSV)")
+        raise InputError(where, f"only one column ({header!r}); a trace needs a time "
+                                "column and a value column separated by a comma")
     if len(frame) < 2:
-        raise InputError(str(spec.path), f"the file has {len(frame)} data rows (empty or "
-                                         "nearly); a trace needs at least two")
+        raise InputError(where, f"the file has {len(frame)} data rows (empty or "
+                                "nearly); a trace needs at least two")
     return frame
 
 
@@ -106,19 +124,32 @@ def _parse_times(
     where = str(spec.path)
     if spec.offset_unit_s is not None or pd.api.types.is_numeric_dtype(raw):
         unit = float(spec.offset_unit_s or 1.0)
-        bad = raw.isna()
+        seconds = _numbers(frame, column, where) * unit
+        bad = ~np.isfinite(seconds)
         if bad.any():
-            line = int(np.argmax(bad.to_numpy())) + 2
+            line = int(np.argmax(bad)) + 2
             raise InputError(where, f"line {line}: time offset in column '{column}' is "
-                                    "missing; fill it in or drop the line")
-        seconds = raw.to_numpy(dtype=float) * unit
+                                    "missing or not finite; fill it in or drop the line")
         return seconds - seconds[0], None
     try:
         zone = zoneinfo.ZoneInfo(spec.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise InputError(where, f"time zone '{spec.timezone}' is unknown; use an IANA name such "
                                 "as UTC or America/Los_Angeles") from None
-    times = pd.to_datetime(raw, errors="coerce", utc=False, format="mixed")
+    text = raw.astype(str).str.strip()
+    aware = text.str.contains(_OFFSET_PATTERN, regex=True).to_numpy()
+    if aware.any() and not aware.all():
+        naive_line, aware_line = int(np.argmin(aware)) + 2, int(np.argmax(aware)) + 2
+        raise InputError(where, f"mixed time zones in column '{column}': line {aware_line} "
+                                f"('{text.iloc[aware_line - 2]}') has a UTC offset, line "
+                                f"{naive_line} ('{text.iloc[naive_line - 2]}') has none; "
+                                "write every time with its offset, or none (then --timezone "
+                                "says the zone)")
+    try:
+        times = pd.to_datetime(raw, errors="coerce", utc=bool(aware.all()), format="mixed")
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(where, f"column '{column}': times cannot be read ({exc}); write "
+                                "them as ISO 8601, e.g. 2022-01-01 00:00:00") from None
     if times.isna().any():
         line = int(np.argmax(times.isna().to_numpy())) + 2
         raise InputError(where, f"line {line}: '{raw.iloc[line - 2]}' in column '{column}' is "
@@ -169,13 +200,21 @@ def _value_column(frame: pd.DataFrame, spec: TraceSpec, time_column: str, kind: 
 
 
 def _numbers(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """A column as a fresh, writable float array: empty cells NaN; text and +-inf refused."""
     values = pd.to_numeric(frame[column], errors="coerce")
-    text_bad = values.isna() & frame[column].notna()
+    text_bad = values.isna() & frame[column].notna() & (
+        frame[column].astype(str).str.strip().str.lower() != "nan")
     if text_bad.any():
         line = int(np.argmax(text_bad.to_numpy())) + 2
         raise InputError(where, f"line {line}: '{frame[column].iloc[line - 2]}' in column "
                                 f"'{column}' is not a number")
-    return values.to_numpy(dtype=float)
+    array = np.array(values.to_numpy(dtype=float), dtype=float, copy=True)
+    infinite = np.isinf(array)
+    if infinite.any():
+        line = int(np.argmax(infinite)) + 2
+        raise InputError(where, f"line {line}: '{frame[column].iloc[line - 2]}' in column "
+                                f"'{column}' is not a finite number")
+    return array
 
 
 def load_load_trace(name_or_path: str, value_column: str | None = None,
@@ -199,6 +238,9 @@ def load_load_trace(name_or_path: str, value_column: str | None = None,
     if len(negative):
         lines = ", ".join(str(i + 2) for i in negative[:5])
         problems.append(f"line {lines}: '{column}' is negative; a request rate must be >= 0")
+    if not problems and not np.max(values) > 0:
+        problems.append(f"'{column}' is 0 on every line; a load trace needs some load (it is "
+                        "scaled so that its peak is --peak-qps)")
     if problems:
         raise InputError(where, problems)
     return Trace(name=spec.name, values=values, step_s=step, unit=f"{column} per step",
@@ -214,11 +256,12 @@ def load_carbon_factors(path: str | None) -> tuple[dict[str, float], str]:
     if not isinstance(factors, Mapping) or not factors:
         raise InputError(path, "expected 'factors_g_per_kwh: {FUEL: gCO2e/kWh, ...}' and "
                                "optionally 'name'")
-    bad = [f"factor for '{k}' must be a number >= 0" for k, v in factors.items()
-           if not isinstance(v, int | float) or v < 0]
+    bad: list[str] = []
+    checked = {str(k): number_at(factors, k, bad, where="factors_g_per_kwh.", minimum=0,
+                                 maximum=MAX_CARBON_G_PER_KWH) for k in factors}
     if bad:
         raise InputError(path, bad)
-    return {str(k): float(v) for k, v in factors.items()}, str(data.get("name", path))
+    return checked, str(data.get("name", path))
 
 
 def load_carbon_trace(name_or_path: str, factors_path: str | None = None,
@@ -272,6 +315,12 @@ def load_carbon_trace(name_or_path: str, factors_path: str | None = None,
     if len(negative):
         raise InputError(where, f"line {negative[0] + 2}: carbon intensity is negative; it "
                                 "must be >= 0 gCO2e/kWh")
+    too_high = np.nonzero(values > MAX_CARBON_G_PER_KWH)[0]
+    if len(too_high):
+        raise InputError(where, f"line {too_high[0] + 2}: carbon intensity "
+                                f"{values[too_high[0]]:g} gCO2e/kWh is above "
+                                f"{MAX_CARBON_G_PER_KWH:g}, more than any grid emits (lignite "
+                                "~1,200); check the unit (g/kWh, not g/MWh) or the row")
     return Trace(name=spec.name, values=values, step_s=step, unit="gCO2e/kWh", start=start,
                  source=f"{spec.path.name}: {spec.description}".rstrip(": "),
                  notes=tuple(notes))

@@ -13,6 +13,7 @@ from ecoscale.daemon.loop import Daemon, SystemClock
 from ecoscale.daemon.telemetry import Log, serve
 from ecoscale.errors import InputError
 from ecoscale.model.app import AppModel
+from ecoscale.model.consistency import check_table_fits
 from ecoscale.planner.table import PolicyTable
 
 
@@ -25,6 +26,7 @@ def load_all(path: str) -> tuple[DaemonConfig, PolicyTable, AppModel]:
                                        f"'{config.app}'")
     model = AppModel(load_topology(config.app), load_profile(config.app, config.profile),
                      load_hardware(config.hardware))
+    check_table_fits(table, model, config.table)
     unknown = [s for s, _ in table.levels[0].placement.items if s not in model.visits]
     if unknown:
         raise InputError(config.table, f"services not in the {config.app} topology: "

@@ -17,6 +17,7 @@ from typing import Any
 
 from ecoscale.errors import EcoscaleError, InputError, UsageError, exit_codes_help
 from ecoscale.replay.scenario import check_window, duration_flag
+from ecoscale.values import BadNumber, flag, integer_flag, parse_number_text
 
 LAB_HELP = """\
 A real multi-node Docker Swarm on this machine (root needed): one Docker engine per emulated
@@ -73,16 +74,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="bring the lab up (root)", description=UP_HELP,
                         epilog=exit_codes_help(),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    up.add_argument("--new-nodes", type=int, default=1,
+    up.add_argument("--new-nodes", type=integer_flag("--new-nodes", minimum=1, maximum=64),
+                    default=1,
                     help="nodes of the 'new' generation; the first is the Swarm manager "
                          "(default: %(default)s)")
-    up.add_argument("--old-nodes", type=int, default=1,
+    up.add_argument("--old-nodes", type=integer_flag("--old-nodes", minimum=0, maximum=64),
+                    default=1,
                     help="nodes of the 'old' generation (default: %(default)s)")
-    up.add_argument("--old-cpu-factor", type=float, default=0.5,
+    up.add_argument("--old-cpu-factor", type=flag("--old-cpu-factor", minimum=0.05, maximum=1),
+                    default=0.5,
                     help="per-core speed of an old node relative to this machine's CPUs: the "
                          "emulated services burn cpu_ms / F of CPU per request there "
                          "(default: %(default)s)")
-    up.add_argument("--old-node-cpus", type=float, default=1.0,
+    up.add_argument("--old-node-cpus", type=flag("--old-node-cpus", above=0, maximum=4096),
+                    default=1.0,
                     help="CPU capacity of one old node in host CPUs, a CFS quota shared by all "
                          "its services (default: %(default)s)")
     up.add_argument("--no-install", action="store_true",
@@ -124,7 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "percentiles", description=LOAD_HELP,
                           epilog=exit_codes_help("  1  also: some requests failed"),
                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    load.add_argument("--rate", type=float, help="constant rate (req/s)")
+    load.add_argument("--rate", type=flag("--rate", above=0, maximum=1e6),
+                      help="constant rate (req/s)")
     load.add_argument("--duration", type=duration_flag("--duration"),
                       help="how long to send at --rate, e.g. 30s, 5m; a bare number is in "
                            "seconds")
@@ -132,16 +138,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--trace", help="shipped load trace (worldcup98, google2011) or a CSV "
                                       "path, scaled so that its peak in the window is "
                                       "--peak-qps")
-    load.add_argument("--peak-qps", type=float, help="peak rate of the scaled --trace (req/s)")
+    load.add_argument("--peak-qps", type=flag("--peak-qps", above=0, maximum=1e6),
+                      help="peak rate of the scaled --trace (req/s)")
     load.add_argument("--trace-start", type=duration_flag("--trace-start", positive=False),
                       default=0.0,
                       help="offset into the trace in trace time, e.g. 6h; a bare number is in "
                            "seconds (default: 0)")
-    load.add_argument("--steps", type=int, help="trace steps to replay (default: all)")
+    load.add_argument("--steps", type=integer_flag("--steps", minimum=1, maximum=1_000_000),
+                      help="trace steps to replay (default: all)")
     load.add_argument("--step-s", type=duration_flag("--step-s"), default=1.0,
                       help="wall time per schedule or trace step, e.g. 1s, 500ms; a bare "
                            "number is in seconds (default: %(default)s)")
-    load.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    load.add_argument("--seed", type=integer_flag("--seed", minimum=0, maximum=2**32 - 1),
+                      default=0, help="random seed (default: 0)")
     load.add_argument("--app", help="app whose endpoint mix to send (default: the deployed one)")
     load.add_argument("--url", help="entry point (default: the lab's, http://127.0.0.1:18080)")
     load.add_argument("--timeout", type=duration_flag("--timeout"), default=10.0,
@@ -176,21 +185,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--duration", default="1d",
                           help="trace window to compress, e.g. 6h, 1d (a bare number is in "
                                "seconds)")
-    evaluate.add_argument("--minutes", type=float, default=12.0,
+    evaluate.add_argument("--minutes", type=flag("--minutes", above=0, maximum=7 * 1440),
+                          default=12.0,
                           help="wall-clock minutes per policy")
     evaluate.add_argument("--period-s", type=duration_flag("--period-s"), default=5.0,
                           help="wall time per trace step (and daemon interval), e.g. 10s; a "
                                "bare number is in seconds")
     evaluate.add_argument("--policies", default="all-new,all-old,ecoscale,ecoscale-ct")
-    evaluate.add_argument("--peak-qps", type=float,
+    evaluate.add_argument("--peak-qps", type=flag("--peak-qps", above=0, maximum=1e6),
                           help="trace peak, req/s (default: --peak-fraction x the profile's "
                                "SLO load)")
-    evaluate.add_argument("--peak-fraction", type=float, default=1.0,
+    evaluate.add_argument("--peak-fraction", type=flag("--peak-fraction", above=0, maximum=10),
+                          default=1.0,
                           help="trace peak as a fraction of the profile's SLO load")
     evaluate.add_argument("--profile-sweep", action="store_true",
                           help="profile the lab first with a short sweep (~15 min) and plan "
                                "and replay with that profile (written to --out)")
-    evaluate.add_argument("--headroom", type=float, default=0.0,
+    evaluate.add_argument("--headroom", type=flag("--headroom", minimum=0, below=1), default=0.0,
                           help="share of the SLO the plan keeps free (ecoscale plan --headroom)")
     evaluate.add_argument("--out", type=Path, default=Path("lab-evaluation"),
                           help="folder for report.md, comparison.csv, measured_steps.csv, "
@@ -321,10 +332,14 @@ def _schedule(args: argparse.Namespace) -> tuple[float | None, list[float] | Non
         return args.rate, None, f"{args.rate:g} req/s for {args.duration:g} s"
     if args.schedule is not None:
         try:
-            rates = [float(v) for v in args.schedule.split(",") if v.strip()]
-        except ValueError:
-            raise InputError("--schedule", f"expected comma-separated numbers, got "
-                                           f"{args.schedule!r}") from None
+            rates = [parse_number_text(v, "--schedule", minimum=0, maximum=1e6)
+                     for v in args.schedule.split(",") if v.strip()]
+        except BadNumber as exc:
+            raise UsageError(f"{exc}; expected comma-separated rates (req/s), got "
+                             f"{args.schedule!r}") from None
+        if not rates or not max(rates) > 0:
+            raise UsageError("--schedule: give comma-separated rates (req/s), at least one "
+                             "> 0")
         return None, rates, f"schedule of {len(rates)} steps x {args.step_s:g} s"
     if args.peak_qps is None or not args.peak_qps > 0:
         raise UsageError("--trace: give --peak-qps (> 0), the rate the trace's peak maps to")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ecoscale.errors import InputError
+from ecoscale.values import BadNumber, number
 
 DEFAULT_STATE_DIR = "/var/tmp/ecoscale-lab"
 STATE_DIR_ENV = "ECOSCALE_LAB_DIR"
@@ -26,6 +27,15 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
 MAX_LINK_CHARS = 15
 MIN_QUOTA_US = 1000
 """The kernel refuses a CFS quota below 1 ms."""
+
+
+def _ok(value: object, **bounds: Any) -> bool:
+    """Whether ``value`` is a number within ``bounds`` (values.number: no NaN, no bools)."""
+    try:
+        number(value, "value", **bounds)
+    except BadNumber:
+        return False
+    return True
 
 
 def default_state_dir() -> Path:
@@ -169,25 +179,27 @@ class LabConfig:
             if not NAME_PATTERN.match(gen.name):
                 problems.append(f"{where}: name must be lower-case letters and digits, "
                                 "starting with a letter")
-            if not isinstance(gen.nodes, int) or gen.nodes < 0:
-                problems.append(f"{where}: nodes must be a whole number >= 0, got {gen.nodes!r}")
+            if not _ok(gen.nodes, integer=True, minimum=0, maximum=64):
+                problems.append(f"{where}: nodes must be a whole number in 0..64, got "
+                                f"{gen.nodes!r}")
             elif len(f"{self.prefix}-{gen.name}-{gen.nodes}") > MAX_LINK_CHARS:
                 problems.append(f"{where}: link name {self.prefix}-{gen.name}-{gen.nodes} is "
                                 f"longer than {MAX_LINK_CHARS} characters; shorten the name "
                                 "or the prefix")
-            if not 0.05 <= gen.cpu_factor <= 1.0:
+            if not _ok(gen.cpu_factor, minimum=0.05, maximum=1.0):
                 problems.append(f"{where}: cpu_factor must lie in 0.05..1 (a fraction of a "
                                 f"host CPU's speed), got {gen.cpu_factor!r}")
-            if gen.node_cpus is not None and not gen.node_cpus > 0:
+            if gen.node_cpus is not None and not _ok(gen.node_cpus, above=0, maximum=4096):
                 problems.append(f"{where}: node_cpus must be > 0 or None, got {gen.node_cpus!r}")
-            if gen.node_cpus is not None and gen.node_cpus * self.cpu_period_us < MIN_QUOTA_US:
+            elif gen.node_cpus is not None and (
+                    gen.node_cpus * self.cpu_period_us < MIN_QUOTA_US):
                 problems.append(f"{where}: a quota of {gen.node_cpus:g} CPUs per "
                                 f"{self.cpu_period_us} us period is below the kernel's 1 ms "
                                 "minimum; raise cpu_period_us or node_cpus")
         if self.generations and self.generations[0].nodes < 1:
             problems.append(f"the first generation '{self.generations[0].name}' holds the "
                             "manager: it needs nodes >= 1")
-        if not 1000 <= self.cpu_period_us <= 1_000_000:
+        if not _ok(self.cpu_period_us, integer=True, minimum=1000, maximum=1_000_000):
             problems.append(f"cpu_period_us must lie in 1000..1000000, got {self.cpu_period_us}")
         subnet: ipaddress.IPv4Network | None = None
         try:
@@ -212,11 +224,11 @@ class LabConfig:
         ports = {"emulator_port": self.emulator_port, "gateway_port": self.gateway_port,
                  "prometheus_port": self.prometheus_port}
         for key, port in ports.items():
-            if not isinstance(port, int) or not 1024 <= port <= 65535:
+            if not _ok(port, integer=True, minimum=1024, maximum=65535):
                 problems.append(f"{key} must be an integer in 1024..65535, got {port!r}")
         if self.gateway_port == self.prometheus_port:
             problems.append("gateway_port and prometheus_port must differ")
-        if not 0.5 <= self.scrape_interval_s <= 60:
+        if not _ok(self.scrape_interval_s, minimum=0.5, maximum=60):
             problems.append(f"scrape_interval_s must lie in 0.5..60, got "
                             f"{self.scrape_interval_s}")
         if not re.match(r"^[a-z][a-z0-9]{0,7}$", self.prefix):
@@ -227,7 +239,7 @@ class LabConfig:
         if not re.match(r"^[a-z][a-z0-9-]*$", self.network):
             problems.append(f"network {self.network!r} must be lower-case letters, digits "
                             "and dashes")
-        if self.timeout_s < 10:
+        if not _ok(self.timeout_s, minimum=10, maximum=86_400):
             problems.append(f"timeout_s must be >= 10 s, got {self.timeout_s}")
         return problems
 

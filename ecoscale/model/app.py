@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecoscale.model.carbon import Hardware, operational_g_per_h
-from ecoscale.model.latency import AppProfile, E2EModel, check_profile_covers
+from ecoscale.model.consistency import check_profile
+from ecoscale.model.latency import AppProfile, E2EModel
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Topology
 
@@ -35,9 +36,7 @@ class AppModel:
     """Latency and carbon of placements of one application on one pool's hardware."""
 
     def __init__(self, topology: Topology, profile: AppProfile, hardware: Hardware):
-        check_profile_covers(profile, topology)
-        for generation in profile.generations:
-            hardware.generation(generation)
+        check_profile(profile, topology, hardware)
         self.topology = topology
         self.profile = profile
         self.hardware = hardware

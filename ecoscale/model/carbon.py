@@ -19,6 +19,9 @@ import numpy as np
 from ecoscale.errors import InputError
 
 HOURS_PER_YEAR = 8760.0
+MAX_CARBON_RATIO = 100.0
+"""Cap on C_g: a second-life slot on a 0 g/kWh grid emits nothing, and C = R_new / 0 would
+let one service take any number of old replicas (the planner takes floor(C))."""
 
 # Median life-cycle emission factors, gCO2e/kWh (IPCC AR5 WG3 Annex III); oil 650 as used by
 # Electricity Maps (IPCC gives none); "other" 230 = biomass, a conservative choice.
@@ -99,8 +102,11 @@ class Hardware:
         try:
             return self.generations[name]
         except KeyError:
-            known = ", ".join(self.generations)
-            raise InputError(self.name, f"unknown generation '{name}' (known: {known})") from None
+            known = ", ".join(self.generations) or "none"
+            raise InputError(self.source or self.name,
+                             f"the hardware file describes no generation '{name}' (it has "
+                             f"{known}); add it there, or fix the name in the file that uses "
+                             "it (profile or policy table)") from None
 
 
 def operational_g_per_h(
@@ -146,7 +152,8 @@ def carbon_constants(
         for name, gen in hardware.generations.items()
     }
     newest = rates[hardware.newest]
-    ratio = {name: newest / rate if rate > 0 else float("inf") for name, rate in rates.items()}
+    ratio = {name: min(newest / rate, MAX_CARBON_RATIO) if rate > 0 else MAX_CARBON_RATIO
+             for name, rate in rates.items()}
     return CarbonConstants(rates, ratio, ci, u, p)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ecoscale.errors import InputError
 from ecoscale.model.topology import Stage, Topology
+from ecoscale.values import BadNumber, number
 
 MIX_QUANTILE_SHARE = 0.01
 
@@ -42,20 +43,40 @@ class LatencyCurve:
 
     @classmethod
     def from_points(
-        cls, points: list[list[float]], saturation_qps: float, where: str = "curve"
+        cls, points: object, saturation_qps: object, where: str = "curve"
     ) -> LatencyCurve:
         """Build from rows [load_qps, p99_ms, utilisation]; checks order and ranges."""
-        problems = []
-        rows = np.asarray(points, dtype=float)
-        if rows.ndim != 2 or rows.shape[1] != 3 or len(rows) < 2:
+        problems: list[str] = []
+        if not isinstance(points, list | tuple) or len(points) < 2 or any(
+                not isinstance(row, list | tuple) or len(row) != 3 for row in points):
             raise InputError(where, "points must be at least two rows [load_qps, p99_ms, util]")
+        names = ("load_qps", "p99_ms", "utilisation")
+        checked = []
+        for i, row in enumerate(points, start=1):
+            try:
+                checked.append([number(value, f"points row {i}: {name}")
+                                for name, value in zip(names, row, strict=True)])
+            except BadNumber as exc:
+                problems.append(str(exc))
+        try:
+            saturation_qps = number(saturation_qps, "saturation_qps", above=0)
+        except BadNumber as exc:
+            problems.append(str(exc))
+        if problems:
+            raise InputError(where, problems)
+        rows = np.asarray(checked, dtype=float)
         load, p99, util = rows[:, 0], rows[:, 1], rows[:, 2]
-        if not np.all(np.isfinite(rows)):
-            problems.append("points must be finite numbers")
         if np.any(np.diff(load) <= 0):
             problems.append("load_qps must increase strictly from row to row")
         if np.any(load < 0) or np.any(p99 <= 0):
             problems.append("load_qps must be >= 0 and p99_ms > 0")
+        falls = np.nonzero(np.diff(p99) < 0)[0]
+        if len(falls):
+            i = int(falls[0])
+            problems.append(f"p99_ms falls from {p99[i]:g} to {p99[i + 1]:g} ms as load rises "
+                            f"from {load[i]:g} to {load[i + 1]:g} req/s (rows {i + 1}, {i + 2}); "
+                            "a latency curve must not fall with load: re-measure, or raise the "
+                            "lower point")
         if np.any(util < 0) or np.any(util > 1):
             problems.append("utilisation must lie in 0..1")
         if not saturation_qps > load[-1]:
@@ -65,7 +86,7 @@ class LatencyCurve:
             )
         if problems:
             raise InputError(where, problems)
-        return cls(load, p99, util, float(saturation_qps))
+        return cls(load, p99, util, float(saturation_qps))  # type: ignore[arg-type]
 
     def p99(self, load_qps: np.ndarray | float) -> np.ndarray:
         """p99 latency (ms) at per-replica load ``load_qps`` (req/s); inf at saturation."""
@@ -140,6 +161,8 @@ class AppProfile:
     replica_limits: Mapping[str, int] = field(default_factory=dict)
     """generation -> most replicas of one service that add capacity on the profiled pool
     (its CPUs there / one replica's CPUs); a generation not listed: no limit."""
+    file: str = ""
+    """The file it was read from ("" when built in memory)."""
 
     @property
     def generations(self) -> tuple[str, ...]:
@@ -154,28 +177,17 @@ def parse_replica_limits(raw: object) -> tuple[dict[str, int], list[str]]:
     """``replica_limits`` of a profile or pool config (generation -> integer >= 1; absent:
     none), with the problems found."""
     raw = raw or {}
-    if not isinstance(raw, Mapping) or any(
-            not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in raw.values()):
+    if not isinstance(raw, Mapping):
         return {}, ["replica_limits: generation -> an integer >= 1"]
-    return {str(g): int(n) for g, n in raw.items()}, []
-
-
-def check_profile_covers(profile: AppProfile, topology: Topology) -> None:
-    """Every service of the topology needs a curve on every generation of the profile."""
-    problems = []
-    generations = set(profile.generations)
-    for name in topology.services:
-        if name not in profile.curves:
-            problems.append(f"no curves for service '{name}'")
-            continue
-        missing = generations - set(profile.curves[name])
-        if missing:
-            problems.append(f"service '{name}' lacks generations {sorted(missing)}")
-    for name in profile.curves:
-        if name not in topology.services:
-            problems.append(f"curves for '{name}', which the topology does not have")
-    if problems:
-        raise InputError(f"profile {profile.name} for {profile.app}", problems)
+    problems: list[str] = []
+    limits = {}
+    for generation, value in raw.items():
+        try:
+            limits[str(generation)] = int(number(value, f"replica_limits.{generation}",
+                                                 integer=True, minimum=1, maximum=10_000))
+        except BadNumber as exc:
+            problems.append(str(exc))
+    return (limits if not problems else {}), problems
 
 
 class E2EModel:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ecoscale.errors import InputError
+from ecoscale.values import number_at
 
 SHARE_TOLERANCE = 1e-6
 KNOWN_KINDS = ("logic", "memcached", "mongodb", "redis", "infra")
@@ -72,6 +73,8 @@ class Topology:
     endpoints: tuple[Endpoint, ...]
     source: str = ""
     notes: tuple[str, ...] = field(default=())
+    file: str = ""
+    """The file it was read from ("" when built in memory)."""
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -120,6 +123,7 @@ def parse_topology(data: object, source: str) -> Topology:
         endpoints=tuple(endpoints),
         source=str(data.get("source", "")),
         notes=tuple(notes) if isinstance(notes, list) else (str(notes),),
+        file=source,
     )
 
 
@@ -165,10 +169,8 @@ def _parse_endpoints(
         if not isinstance(spec, Mapping):
             problems.append(f"{where}: expected a mapping with share, http and path")
             continue
-        share = spec.get("share")
-        if not isinstance(share, int | float) or isinstance(share, bool) or share < 0:
-            problems.append(f"{where}: share must be a number >= 0, got {share!r}")
-            share = 0.0
+        share = number_at(spec, "share", problems, where=f"{where}: ", fallback=0.0,
+                          minimum=0, maximum=1)
         path = _parse_path(spec.get("path"), where, problems)
         endpoint = Endpoint(str(name), float(share), str(spec.get("http", "")), path)
         if services and path:

@@ -30,6 +30,7 @@ from ecoscale.planner.search import (
     prune,
     rank,
 )
+from ecoscale.values import number_at
 
 FORMAT_VERSION = 1
 DEFAULT_FRACTIONS = tuple(round(0.05 * i, 2) for i in range(2, 21)) + (1.1, 1.2)
@@ -423,89 +424,160 @@ def table_to_data(table: PolicyTable) -> dict[str, object]:
     }
 
 
+MAX_REPLICAS = 10_000
+"""Most replicas of one service a table may ask for (a larger count is a typo)."""
+
+
+def _inf_text(value: object) -> object:
+    """The text 'inf' that table_to_data writes for an open limit, as a float."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "+inf"):
+        return math.inf
+    return value
+
+
 def table_from_data(data: object, source: str) -> PolicyTable:
     """Parse and validate a policy table, reporting every problem at once."""
     problems: list[str] = []
     if not isinstance(data, Mapping) or "levels" not in data:
         raise InputError(source, "not a policy table (no 'levels'); write one with "
                                  "`ecoscale plan`")
-    if data.get("ecoscale_policy_table") != FORMAT_VERSION:
+    if data.get("ecoscale_policy_table") != FORMAT_VERSION or isinstance(
+            data.get("ecoscale_policy_table"), bool):
         problems.append(f"ecoscale_policy_table must be {FORMAT_VERSION} (this file says "
                         f"{data.get('ecoscale_policy_table')!r}); re-run `ecoscale plan`")
-    try:
-        slo_ms = float(data["slo_ms"])
-        if not slo_ms > 0:
-            problems.append("slo_ms must be > 0")
-    except (KeyError, TypeError, ValueError):
-        problems.append("slo_ms must be a number of milliseconds")
-        slo_ms = math.nan
+    slo_ms = number_at(data, "slo_ms", problems, above=0)
     raw_h = data.get("hysteresis") or {}
-    try:
-        defaults = Hysteresis()
-        up = float(raw_h.get("up_fraction", defaults.up_fraction))
-        hysteresis = Hysteresis(up, float(raw_h.get("down_fraction", defaults.down_fraction)),
-                                float(raw_h.get("down_stabilisation_s",
-                                                defaults.down_stabilisation_s)),
-                                # a table written before the margin adapted keeps it fixed
-                                float(raw_h.get("calm_up_fraction", up)),
-                                float(raw_h.get("growth_horizon_s",
-                                                defaults.growth_horizon_s)),
-                                float(raw_h.get("growth_window_s", defaults.growth_window_s)))
-        problems.extend(hysteresis.problems())
-    except (TypeError, ValueError, AttributeError):
-        problems.append("hysteresis values must be numbers")
-        hysteresis = Hysteresis()
+    if not isinstance(raw_h, Mapping):
+        problems.append("hysteresis: expected a mapping of up_fraction, down_fraction, "
+                        "down_stabilisation_s, calm_up_fraction, growth_horizon_s, "
+                        "growth_window_s")
+        raw_h = {}
+    defaults = Hysteresis()
+    up = number_at(raw_h, "up_fraction", problems, where="hysteresis.",
+                   default=defaults.up_fraction, fallback=defaults.up_fraction)
+    hysteresis = Hysteresis(
+        up,
+        number_at(raw_h, "down_fraction", problems, where="hysteresis.",
+                  default=defaults.down_fraction, fallback=defaults.down_fraction),
+        number_at(raw_h, "down_stabilisation_s", problems, where="hysteresis.",
+                  default=defaults.down_stabilisation_s,
+                  fallback=defaults.down_stabilisation_s, minimum=0, maximum=30 * 86400),
+        # a table written before the margin adapted keeps it fixed
+        number_at(raw_h, "calm_up_fraction", problems, where="hysteresis.", default=up,
+                  fallback=up),
+        number_at(raw_h, "growth_horizon_s", problems, where="hysteresis.",
+                  default=defaults.growth_horizon_s, fallback=defaults.growth_horizon_s,
+                  maximum=30 * 86400),
+        number_at(raw_h, "growth_window_s", problems, where="hysteresis.",
+                  default=defaults.growth_window_s, fallback=defaults.growth_window_s,
+                  maximum=30 * 86400))
+    problems.extend(hysteresis.problems())
     levels = []
     services: tuple[str, ...] | None = None
-    for number, raw in enumerate(data.get("levels") or [], start=1):
-        where = f"level {number}"
-        try:
-            placement_raw = raw["placement"]
-            placement = Placement(tuple(
-                (str(s), ServicePlacement(str(p["generation"]), int(p["replicas"])))
-                for s, p in placement_raw.items()
-            ))
-            reasons = {str(s): str(p.get("reason", "")) for s, p in placement_raw.items()}
-            level = TableLevel(float(raw["max_load_qps"]), float(raw.get("max_ci_g_per_kwh",
-                                                                         math.inf)),
-                               placement, reasons, float(raw.get("p99_ms_at_max_load", math.nan)),
-                               float(raw.get("carbon_g_per_h_at_max_load", math.nan)),
-                               bool(raw.get("feasible", True)),
-                               capacity_qps=float(raw.get("capacity_qps", math.nan)))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            problems.append(f"{where}: needs max_load_qps and placement "
-                            f"{{service: {{generation, replicas}}}} ({exc})")
+    raw_levels = data.get("levels")
+    if not isinstance(raw_levels, list):
+        problems.append("levels: expected a list of levels")
+        raw_levels = []
+    for index, raw in enumerate(raw_levels, start=1):
+        level = _level_from_data(raw, f"level {index}: ", problems)
+        if level is None:
             continue
-        if any(p.replicas < 1 for _, p in placement.items):
-            problems.append(f"{where}: replicas must be >= 1")
         if services is None:
-            services = tuple(placement)
-        elif set(placement) != set(services):
-            problems.append(f"{where}: places other services than level 1")
+            services = tuple(level.placement)
+        elif set(level.placement) != set(services):
+            problems.append(f"level {index}: places other services than level 1")
         levels.append(level)
-    if not levels:
+    if not raw_levels:
         problems.append("no levels")
-    ranking = tuple((str(r["service"]), float(r.get("e2e_rise_ms", 0.0)))
-                    for r in data.get("ranking") or [] if isinstance(r, Mapping))
+    ranking = []
+    for index, r in enumerate(data.get("ranking") or [], start=1):
+        if not isinstance(r, Mapping) or "service" not in r:
+            problems.append(f"ranking {index}: expected {{service, e2e_rise_ms}}")
+            continue
+        rise = number_at({"e2e_rise_ms": _inf_text(r.get("e2e_rise_ms"))}, "e2e_rise_ms",
+                         problems, where=f"ranking {index}: ", default=0.0, allow_inf=True)
+        ranking.append((str(r["service"]), rise))
     if services is not None:
         unknown = [s for s, _ in ranking if s not in services]
         if unknown:
             problems.append(f"ranking names services no level places: {', '.join(unknown)}")
+    rises = {name: _number_map(data.get(name), name, problems, allow_inf=True)
+             for name in ("pruned_non_critical", "critical")}
+    ratio = _number_map(data.get("carbon_ratio_C"), "carbon_ratio_C", problems, above=0,
+                        allow_inf=True)
+    peak = number_at(data, "peak_qps", problems, default=None, above=0)
+    ci_aware = data.get("ci_aware", False)
+    if not isinstance(ci_aware, bool):
+        problems.append(f"ci_aware must be true or false, got {ci_aware!r}")
     if problems:
         raise InputError(source, problems)
     levels.sort(key=lambda lv: (lv.max_ci_g_per_kwh, lv.max_load_qps))
+    search = data.get("search")
+    provenance = data.get("provenance")
     return PolicyTable(
         app=str(data.get("app", "")),
         slo_ms=slo_ms,
-        peak_qps=float(data.get("peak_qps", levels[-1].max_load_qps)),
+        peak_qps=float(peak) if peak is not None else levels[-1].max_load_qps,
         newest=str(data.get("newest_generation", "new")),
         levels=tuple(levels),
-        ranking=ranking,
-        non_critical={str(k): float(v) for k, v in (data.get("pruned_non_critical") or {}).items()},
-        critical={str(k): float(v) for k, v in (data.get("critical") or {}).items()},
+        ranking=tuple(ranking),
+        non_critical=rises["pruned_non_critical"],
+        critical=rises["critical"],
         hysteresis=hysteresis,
-        carbon_ratio={str(k): float(v) for k, v in (data.get("carbon_ratio_C") or {}).items()},
-        ci_aware=bool(data.get("ci_aware", False)),
-        search=dict(data.get("search") or {}),
-        provenance=dict(data.get("provenance") or {}),
+        carbon_ratio=ratio,
+        ci_aware=bool(ci_aware),
+        search=dict(search) if isinstance(search, Mapping) else {},
+        provenance=dict(provenance) if isinstance(provenance, Mapping) else {},
     )
+
+
+def _level_from_data(raw: object, where: str, problems: list[str]) -> TableLevel | None:
+    """One level of a table file, or None (with the problems appended)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("placement"), Mapping) or (
+            not raw["placement"]):
+        problems.append(f"{where}needs max_load_qps and placement "
+                        "{service: {generation, replicas}}")
+        return None
+    before = len(problems)
+    max_load = number_at(raw, "max_load_qps", problems, where=where, above=0)
+    values = {key: _inf_text(raw.get(key))
+              for key in ("max_ci_g_per_kwh", "p99_ms_at_max_load", "capacity_qps")}
+    max_ci = number_at(values, "max_ci_g_per_kwh", problems, where=where, default=math.inf,
+                       above=0, allow_inf=True)
+    p99 = number_at(values, "p99_ms_at_max_load", problems, where=where, default=math.nan,
+                    minimum=0, allow_inf=True)
+    carbon = number_at(raw, "carbon_g_per_h_at_max_load", problems, where=where,
+                       default=math.nan, minimum=0)
+    capacity = number_at(values, "capacity_qps", problems, where=where, default=math.nan,
+                         minimum=0, allow_inf=True)
+    feasible = raw.get("feasible", True)
+    if not isinstance(feasible, bool):
+        problems.append(f"{where}feasible must be true or false, got {feasible!r}")
+    items = []
+    reasons = {}
+    for service, spec in raw["placement"].items():
+        at = f"{where}placement.{service}."
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("generation"), str) or (
+                not spec["generation"]):
+            problems.append(f"{where}placement.{service}: needs generation (a name) and "
+                            "replicas")
+            continue
+        replicas = number_at(spec, "replicas", problems, where=at, fallback=1, integer=True,
+                             minimum=1, maximum=MAX_REPLICAS)
+        items.append((str(service), ServicePlacement(spec["generation"], int(replicas))))
+        reasons[str(service)] = str(spec.get("reason", ""))
+    if len(problems) > before:
+        return None
+    return TableLevel(max_load, max_ci, Placement(tuple(items)), reasons, p99, carbon,
+                      bool(feasible), capacity_qps=capacity)
+
+
+def _number_map(raw: object, name: str, problems: list[str], **bounds: object) -> dict[str, float]:
+    """A mapping name -> number of a table file (absent: empty)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(f"{name}: expected a mapping of name -> number")
+        return {}
+    values = {k: _inf_text(v) for k, v in raw.items()}
+    return {str(k): number_at(values, k, problems, where=f"{name}.", **bounds) for k in raw}

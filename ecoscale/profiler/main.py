@@ -11,7 +11,7 @@ from typing import Any
 from ecoscale.adapters.files import load_hardware, load_topology, read_yaml, write_yaml
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.swarm import DockerSwarm
-from ecoscale.errors import EcoscaleError
+from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.model.topology import Topology
 from ecoscale.paths import profiles_dir
 from ecoscale.profiler.build import build_profile, prune_measured, pruning_peak, sweep_points
@@ -26,6 +26,7 @@ from ecoscale.profiler.plan import (
 )
 from ecoscale.profiler.runner import Progress, Runner, loadgen_driver
 from ecoscale.profiler.store import compact, complete_rows, read_rows
+from ecoscale.values import BadNumber, parse_number_text
 
 
 def power_source() -> str:
@@ -194,7 +195,12 @@ def write_profile(out: Path, raw_csv: Path, topology: Topology, hardware: Any,
 def pool_overrides(args: Any) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "loads", None):
-        overrides["loads_qps"] = [float(x) for x in args.loads.split(",")]
+        try:
+            overrides["loads_qps"] = [parse_number_text(x, "--loads", above=0, maximum=1e6)
+                                      for x in args.loads.split(",") if x.strip()]
+        except BadNumber as exc:
+            raise UsageError(f"{exc}; give comma-separated loads in req/s, e.g. "
+                             "20,40,60") from None
     for name in ("warmup_s", "measure_s"):
         value = getattr(args, name, None)
         if value is not None:

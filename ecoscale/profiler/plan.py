@@ -14,6 +14,7 @@ from typing import Any
 
 from ecoscale.errors import InputError
 from ecoscale.model.latency import parse_replica_limits
+from ecoscale.values import number_at
 
 
 @dataclass(frozen=True)
@@ -66,27 +67,28 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
     if len(generations) < 2 or len(set(generations)) != len(generations):
         problems.append("generations: at least two distinct names, newest first")
     loads = raw.get("loads_qps", PoolConfig.loads_qps)
-    try:
-        loads = tuple(float(x) for x in loads)
-        if not loads or any(x <= 0 for x in loads) or list(loads) != sorted(set(loads)):
-            raise ValueError
-    except (TypeError, ValueError):
+    if isinstance(loads, list | tuple) and loads:
+        before = len(problems)
+        loads = tuple(number_at(dict(enumerate(loads)), i, problems, where="loads_qps.",
+                                above=0, maximum=1e6) for i in range(len(loads)))
+        if len(problems) == before and list(loads) != sorted(set(loads)):
+            problems.append("loads_qps: distinct loads in ascending order")
+    else:
         problems.append("loads_qps: a list of distinct loads > 0 in ascending order")
         loads = PoolConfig.loads_qps
     numbers = {}
     for key in ("warmup_s", "measure_s", "settle_timeout_s", "settle_per_move_s"):
-        value = raw.get(key, getattr(PoolConfig, key))
         zero_ok = key in ("warmup_s", "settle_per_move_s")
-        if not isinstance(value, int | float) or value < 0 or (not zero_ok and value == 0):
-            problems.append(f"{key}: a number of seconds > 0")
-            value = getattr(PoolConfig, key)
-        numbers[key] = float(value)
+        numbers[key] = float(number_at(raw, key, problems, default=getattr(PoolConfig, key),
+                                       fallback=getattr(PoolConfig, key), maximum=86_400,
+                                       **({"minimum": 0} if zero_ok else {"above": 0})))
     slot_cpus = raw.get("slot_cpus") or {}
-    if not isinstance(slot_cpus, Mapping) or any(
-        not isinstance(v, int | float) or v <= 0 for v in slot_cpus.values()
-    ):
+    if not isinstance(slot_cpus, Mapping):
         problems.append("slot_cpus: generation -> CPUs per slot (> 0)")
         slot_cpus = {}
+    slot_cpus = {str(g): number_at(slot_cpus, g, problems, where="slot_cpus.", above=0,
+                                   maximum=4096) for g in slot_cpus}
+    seed = number_at(raw, "seed", problems, default=1, fallback=1, integer=True, minimum=0)
     limits, limit_problems = parse_replica_limits(raw.get("replica_limits"))
     problems.extend(limit_problems)
     if problems:
@@ -97,12 +99,12 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         prometheus_url=str(raw["prometheus_url"]),
         docker_host=str(raw.get("docker_host", "")),
         generations=generations,
-        slot_cpus={str(k): float(v) for k, v in slot_cpus.items()},
+        slot_cpus={k: float(v) for k, v in slot_cpus.items()},
         loads_qps=loads,
         emulation=str(raw.get("emulation", "")),
         replica_limits=limits,
         hardware=str(raw.get("hardware", "cloudlab")),
-        seed=int(raw.get("seed", 1)),
+        seed=int(seed),
         **numbers,
     )
 

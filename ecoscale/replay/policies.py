@@ -122,12 +122,23 @@ def static_plans(scenario: Scenario) -> list[StaticPolicy]:
             StaticPolicy("minnew", plan_minnew.placement)]
 
 
+MAX_CI_BANDS = 20
+"""Most intensity bands planned for ecoscale-ct (each band plans a whole ladder)."""
+
+
 def ci_bands(scenario: Scenario, width: float = CI_BAND_WIDTH_G_PER_KWH) -> list[float]:
-    """Upper limits of intensity bands covering the scenario's carbon trace."""
-    low = math.floor(float(np.min(scenario.carbon_g_per_kwh)) / width) * width
-    high = math.ceil(float(np.max(scenario.carbon_g_per_kwh)) / width) * width
+    """Upper limits of intensity bands covering the scenario's carbon trace: ``width`` wide,
+    widened by whole multiples when more than MAX_CI_BANDS would be needed (a trace with
+    one wild hour must not plan thousands of ladders). Non-finite intensities are ignored."""
+    values = np.asarray(scenario.carbon_g_per_kwh, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return [math.inf]
+    low = math.floor(float(np.min(values)) / width) * width
+    high = math.ceil(float(np.max(values)) / width) * width
+    width *= max(1, math.ceil((high - low) / width / MAX_CI_BANDS))
     bands = list(np.arange(low + width, high + width / 2, width))
-    return [float(b) for b in bands] + [math.inf]
+    return [float(b) for b in bands][:MAX_CI_BANDS] + [math.inf]
 
 
 def all_policies(scenario: Scenario, table: PolicyTable | None = None,

@@ -30,17 +30,28 @@ DURATION_HINT = ("a number with a unit: 500ms, 30s, 5m, 24h, 7d, 1w (a bare numb
                  "seconds)")
 
 
+MIN_STEP_S = 1.0
+"""Shortest replay step (s): the traces are per minute or per hour."""
+MAX_STEPS = 1_000_000
+"""Most replay steps (a year at 1-min steps is 525,600)."""
+MAX_DURATION_S = 100 * 365 * 86400.0
+
+
 def parse_duration_s(text: str, what: str = "duration") -> float:
     """'500ms', '90s', '1m', '24h', '7d', '1w' (or a plain number of seconds) -> seconds.
 
     ``what`` names where the text came from: a flag (``--step``: a UsageError, exit 2) or a
     file's field (``carbon.start``: an InputError, exit 1)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|min|m|h|d|w)?\s*", str(text))
+    problem = None
     if not match:
-        message = f"'{text}' is not a duration; write {DURATION_HINT}"
-        if what.startswith("-"):
-            raise UsageError(f"{what}: {message}")
-        raise InputError(what, message)
+        problem = f"'{text}' is not a duration; write {DURATION_HINT}"
+    elif not float(match.group(1)) * _UNITS_S[match.group(2) or "s"] <= MAX_DURATION_S:
+        problem = f"'{text}' is longer than 100 years"
+    if problem and what.startswith("-"):
+        raise UsageError(f"{what}: {problem}")
+    if problem or match is None:
+        raise InputError(what, problem or "")
     return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
 
 
@@ -138,7 +149,9 @@ def trace_offset_s(trace: Trace, start: str, what: str) -> float:
         raise fail(f"{what}: {message}") if fail else InputError(what, message)
     try:
         wanted = pd.Timestamp(start)
-    except ValueError:
+        if wanted is pd.NaT:
+            raise ValueError(start)
+    except (ValueError, TypeError, OverflowError):
         message = (f"'{start}' is neither an offset (24h) nor an ISO time (1998-07-01T06:00); "
                    f"{trace.name} covers {span_text(trace, 0, trace.duration_s)}")
         raise (fail(f"{what}: {message}") if fail else InputError(what, message)) from None
@@ -175,6 +188,9 @@ def default_slo(model: AppModel, slo_ms: float | None = None) -> tuple[float, fl
 
 def build_scenario(options: ReplayOptions) -> Scenario:
     step_s = parse_duration_s(options.step, "--step")
+    if not step_s >= MIN_STEP_S:
+        raise UsageError(f"--step: '{options.step}' is shorter than {MIN_STEP_S:g} s; the "
+                         "traces have one value per minute or hour, e.g. --step 1m")
     topology = load_topology(options.app)
     profile = load_profile(options.app, options.profile)
     hardware = load_hardware(options.hardware)
@@ -187,6 +203,11 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     load_start_s = trace_offset_s(load_raw, start, "--start")
     duration_s = parse_duration_s(duration, "--duration") if duration else None
     check_window(load_raw, load_start_s, duration_s, "load")
+    longest = duration_s if duration_s is not None else load_raw.duration_s
+    if longest / step_s > MAX_STEPS:
+        raise UsageError(f"--step {options.step} over {longest / 86400:g} days makes "
+                         f"{longest / step_s:,.0f} steps, more than {MAX_STEPS:,}; use a "
+                         "longer --step or a shorter --duration")
     load_window = load_raw.window(load_start_s, duration_s)
     load = load_window.resample(step_s, "linear")
 

@@ -114,3 +114,31 @@ def test_custom_carbon_factors(tmp_path):
     trace = load_carbon_trace("ERCO", factors_path=str(factors))
     assert np.allclose(trace.values, 100.0)
     assert any("flat" in n for n in trace.notes)
+
+
+@pytest.mark.parametrize("cells,expected", [
+    (["100", "", "300", "400"], [100, 200, 300, 400]),
+    (["100", "", "", "", "500"], [100, 200, 300, 400, 500]),
+    (["100", "nan", "300"], [100, 200, 300]),
+], ids=["one-hour", "three-hours", "nan-text"])
+def test_intensity_column_gaps_up_to_three_steps_are_interpolated(tmp_path, cells, expected):
+    rows = [f"2022-01-01 {i:02d}:00:00,{cell}" for i, cell in enumerate(cells)]
+    path = tmp_path / "ci.csv"
+    path.write_text("\n".join(["time,carbon_intensity_g_per_kwh", *rows]) + "\n")
+    trace = load_carbon_trace(str(path))
+    assert trace.values.tolist() == pytest.approx(expected)
+    assert any("filled by linear interpolation" in note for note in trace.notes)
+
+
+@pytest.mark.parametrize("times,zone,expected_s", [
+    (["2022-01-01T00:00:00Z", "2022-01-01T02:00:00+01:00", "2022-01-01T02:00:00Z"], None,
+     [0, 3600, 7200]),
+    (["2022-01-01 00:00:00", "2022-01-01 01:00:00", "2022-01-01 02:00:00"],
+     "America/Los_Angeles", [0, 3600, 7200]),
+], ids=["offsets-converted-to-utc", "naive-in-a-zone"])
+def test_times_with_offsets_or_a_zone(tmp_path, times, zone, expected_s):
+    path = tmp_path / "load.csv"
+    path.write_text("time,qps\n" + "".join(f"{t},{i + 1}\n" for i, t in enumerate(times)))
+    trace = load_load_trace(str(path), timezone=zone)
+    assert trace.step_s == 3600 and len(trace.values) == len(expected_s)
+    assert trace.start is not None and trace.start.endswith("+00:00")

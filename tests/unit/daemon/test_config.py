@@ -36,7 +36,7 @@ def test_every_problem_is_reported_at_once():
     text = str(info.value)
     for fragment in ("app: required", "table: required", "intervall_s: unknown setting",
                      "did you mean interval_s", "interval_s must be > 0",
-                     "dry_run: expected bool", "must start with http://",
+                     "dry_run: expected true or false", "must start with http://",
                      "prometheus.qps: required", "prometheus.p99_ms: required",
                      "timeout_s and stale_after_s must be > 0", "carbon.speedup must be > 0",
                      "control.slo_miss_periods must be >= 1",

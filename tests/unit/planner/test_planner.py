@@ -213,7 +213,7 @@ def test_table_round_trips_through_plain_data(shipped):
 
 
 @pytest.mark.parametrize("change,fragment", [
-    (lambda d: d.pop("slo_ms"), "slo_ms must be a number"),
+    (lambda d: d.pop("slo_ms"), "slo_ms: required, a number"),
     (lambda d: d.__setitem__("ecoscale_policy_table", 99), "re-run `ecoscale plan`"),
     (lambda d: d["levels"][0]["placement"]["fe"].__setitem__("replicas", 0), "replicas must"),
     (lambda d: d["levels"][1]["placement"].pop("db"), "other services than level 1"),

@@ -132,7 +132,7 @@ def test_cli_replay_writes_everything(tmp_path, capsys):
     pytest.param(["--step", "fast"], "not a duration", 2, id="bad-step"),
     pytest.param(["--policies", "all-new,magic"], "unknown policies magic", 2,
                  id="unknown-policy"),
-    pytest.param(["--peak-qps", "-5"], "must be > 0", 2, id="negative-peak"),
+    pytest.param(["--peak-qps", "-5"], "must be a number > 0", 2, id="negative-peak"),
     pytest.param(["--start", "1999-01-01"], "outside the trace", 1, id="window-outside"),
 ])
 def test_cli_replay_bad_input_is_a_clear_error(tmp_path, capsys, args, fragment, code):
