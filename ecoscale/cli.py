@@ -417,8 +417,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     began = time.monotonic()
     levels = _parse_levels(args.levels)
     bands = _parse_bands(args.ci_bands)
-    if not 0.0 <= args.headroom < 1.0:
-        raise UsageError(f"--headroom must be in [0, 1), got {args.headroom:g}")
     destination = _checked_out_file(args.out, args.force, out)
     topology = load_topology(args.app)
     profile = load_profile(args.app, args.profile)

@@ -188,7 +188,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--minutes", type=flag("--minutes", above=0, maximum=7 * 1440),
                           default=12.0,
                           help="wall-clock minutes per policy")
-    evaluate.add_argument("--period-s", type=duration_flag("--period-s"), default=5.0,
+    evaluate.add_argument("--period-s", type=duration_flag("--period-s", minimum_s=1.0),
+                          default=5.0,
                           help="wall time per trace step (and daemon interval), e.g. 10s; a "
                                "bare number is in seconds")
     evaluate.add_argument("--policies", default="all-new,all-old,ecoscale,ecoscale-ct")

@@ -55,8 +55,10 @@ def parse_duration_s(text: str, what: str = "duration") -> float:
     return float(match.group(1)) * _UNITS_S[match.group(2) or "s"]
 
 
-def duration_flag(name: str, positive: bool = True) -> Callable[[str], float]:
-    """An argparse ``type=`` for a duration flag: '30s', '5m', '1h' or seconds -> seconds."""
+def duration_flag(name: str, positive: bool = True,
+                  minimum_s: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type=`` for a duration flag: '30s', '5m', '1h' or seconds -> seconds,
+    > 0 when ``positive``, at least ``minimum_s`` when given."""
     def parse(text: str) -> float:
         try:
             seconds = parse_duration_s(text, name)
@@ -64,6 +66,8 @@ def duration_flag(name: str, positive: bool = True) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{name}: ")) from None
         if positive and not seconds > 0:
             raise argparse.ArgumentTypeError(f"must be > 0 s, got '{text}'")
+        if minimum_s is not None and not seconds >= minimum_s:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum_s:g} s, got '{text}'")
         return seconds
 
     parse.__name__ = "duration"
@@ -202,12 +206,12 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     duration = options.duration or default_duration
     load_start_s = trace_offset_s(load_raw, start, "--start")
     duration_s = parse_duration_s(duration, "--duration") if duration else None
-    check_window(load_raw, load_start_s, duration_s, "load")
     longest = duration_s if duration_s is not None else load_raw.duration_s
     if longest / step_s > MAX_STEPS:
         raise UsageError(f"--step {options.step} over {longest / 86400:g} days makes "
                          f"{longest / step_s:,.0f} steps, more than {MAX_STEPS:,}; use a "
                          "longer --step or a shorter --duration")
+    check_window(load_raw, load_start_s, duration_s, "load")
     load_window = load_raw.window(load_start_s, duration_s)
     load = load_window.resample(step_s, "linear")
 
