@@ -228,7 +228,7 @@ class Daemon:
         decision, state, lost = keep_off_lost_capacity(
             decision, before, state, current, capacity, self.table.generations,
             self.config.control, now, paused)
-        self._report_capacity(lost, capacity)
+        self._report_capacity(self._still_displaced(lost, state, capacity), capacity)
         self.telemetry.decisions.inc()
         if metrics.problems:
             problems.extend(f"metrics: {p}" for p in metrics.problems)
@@ -260,6 +260,20 @@ class Daemon:
         self.telemetry.level.set((state.level or 0) + 1)
         self.telemetry.escalation.set(state.escalation)
         return self._finish(now, began, problems, tuple(actions), decision.note)
+
+    def _still_displaced(self, lost: dict[str, str], state: ControlState,
+                         capacity: Capacity) -> dict[str, str]:
+        """The rule's services, and those it moved earlier that the table level in force
+        still wants on a generation without a ready node (held only by a cooldown now)."""
+        out = dict(lost)
+        if state.level is None:
+            return out
+        wanted = dict(self.table.levels[state.level].placement.items)
+        for name, why in self.capacity_lost.items():
+            if name not in out and name in wanted and \
+                    wanted[name].generation not in capacity.ready:
+                out[name] = why
+        return out
 
     def _report_capacity(self, lost: dict[str, str], capacity: Capacity) -> None:
         """Log each service the node-loss rule takes over (once) and gives back, and set
