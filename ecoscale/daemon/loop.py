@@ -32,7 +32,7 @@ from ecoscale.daemon.telemetry import Health, Log, Telemetry
 from ecoscale.daemon.wiring import changed_clients, restart_only_changes
 from ecoscale.errors import EcoscaleError
 from ecoscale.model.app import AppModel
-from ecoscale.model.placement import ServicePlacement
+from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import PolicyTable
 from ecoscale.ports import (
     CarbonSource,
@@ -164,6 +164,8 @@ class Daemon:
     """An ecoscale.daemon.wiring.Adapters: rebuilds a client whose settings a reload changed
     (None: a reload that changes them is refused)."""
     _last_carbon_s: float | None = None
+    _saved: tuple[Any, ...] | None = None
+    """(state, table digest, path) last written to the state file."""
 
     def __post_init__(self) -> None:
         self.digest = table_digest(self.table)
@@ -226,7 +228,7 @@ class Daemon:
                             {s: swarm.services[s].running.get(p.generation, 0)
                              for s, p in current.items})
         decision, state, lost = keep_off_lost_capacity(
-            decision, before, state, current, capacity, self.table.generations,
+            decision, before, state, current, capacity, self._order(current),
             self.config.control, now, paused)
         self._report_capacity(self._still_displaced(lost, state, capacity), capacity)
         self.telemetry.decisions.inc()
@@ -235,7 +237,7 @@ class Daemon:
         hold = self.config.dry_run or self.paused_globally()
         self.telemetry.paused.set(float(self.paused_globally()))
         changes = current.changes(decision.placement)
-        order = self.table.generations
+        order = self._order(current)
         changes.sort(key=lambda c: not toward_new(c[1], c[2], order))  # toward new first
         actions = []
         for service, before, after in changes:
@@ -256,10 +258,19 @@ class Daemon:
             state = ControlState(**{**asdict(state),
                                     "last_move_s": dict((self.state or state).last_move_s)})
         self.state = state
-        save_state(self.config.state_file, state, self.digest)
+        if (state, self.digest, self.config.state_file) != self._saved:
+            save_state(self.config.state_file, state, self.digest)   # only what changed
+            self._saved = (state, self.digest, self.config.state_file)
         self.telemetry.level.set((state.level or 0) + 1)
         self.telemetry.escalation.set(state.escalation)
         return self._finish(now, began, problems, tuple(actions), decision.note)
+
+    def _order(self, current: Placement) -> tuple[str, ...]:
+        """Generations newest first: the table's, then any other that runs now (a table
+        reloaded without a generation still has services there)."""
+        order = self.table.generations
+        extra = sorted({p.generation for _, p in current.items} - set(order))
+        return (*order, *extra)
 
     def _still_displaced(self, lost: dict[str, str], state: ControlState,
                          capacity: Capacity) -> dict[str, str]:
@@ -315,7 +326,8 @@ class Daemon:
              reason: str) -> Action:
         from ecoscale.adapters.swarm import ActionFailed
 
-        direction = "new" if toward_new(before, after, self.table.generations) else "old"
+        direction = "new" if toward_new(before, after, self._order(Placement(
+            ((managed.name, before),)))) else "old"
         kind = ("capacity" if "node loss" in reason else "slo" if "SLO" in reason
                 else "no-data" if "no load data" in reason else "table")
         try:

@@ -166,3 +166,16 @@ def test_log_lines_carry_iso_8601_utc_times():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["ts"]), record["ts"]
     assert iso_utc(0.0) == "1970-01-01T00:00:00.000Z"
     assert iso_utc(1_764_618_304.25) == "2025-12-01T19:45:04.250Z"
+
+
+def test_a_reloaded_table_without_a_running_generation_moves_its_services_off_it():
+    # found on the lab: a table with every service on new, reloaded while services ran on
+    # old, crashed the loop (the generation order had no 'old')
+    daemon, _ = make()
+    daemon.run_once()
+    all_new = Placement((("a", ServicePlacement("new", 1)), ("b", ServicePlacement("new", 1))))
+    table = replace(TABLE, levels=(replace(TABLE.levels[0], placement=all_new),))
+    daemon._reload(lambda: (CONFIG, table))
+    report = daemon.run_once()
+    assert daemon.swarm.placement() == all_new
+    assert all(a.applied for a in report.actions) and len(report.actions) == 2
