@@ -167,3 +167,16 @@ def test_run_check_exit_code_names_the_failing_adapter(planned_config, monkeypat
     assert main(["run", "--check", "--config", str(planned_config)]) == code
     captured = capsys.readouterr()
     assert fragment in captured.out + captured.err
+
+
+def test_the_shipped_lab_config_is_valid_and_names_the_lab():
+    from ecoscale.config import load_config
+    from ecoscale.lab.config import LabConfig
+    from ecoscale.lab.lab import Lab
+
+    config = load_config("deploy/daemon/lab.yaml")
+    lab = Lab(LabConfig())
+    assert config.profile == "lab" and config.table.endswith("deploy/daemon/lab-table.yaml")
+    assert config.docker_host == lab.docker_host
+    assert config.prometheus.url == lab.prometheus_url
+    assert config.control.lost_task_grace_s == 60.0
