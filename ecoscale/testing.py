@@ -339,6 +339,9 @@ class SoakReport:
     metric_samples: tuple[int, int] = (0, 0)
     """Samples the daemon's own /metrics exposes after the first simulated day and at the end
     (it grows only as label values first appear: a service's first refused update...)."""
+    rss_mb_day_one: float = math.nan
+    """Resident set size (VmRSS, MB) after the first simulated day (warm: every code path
+    and cache has been through), to compare with the end."""
     metric_series_max: int = 0
     """The most label sets of any one metric at the end (bounded: services x generations)."""
     traced_growth_bytes: int | None = None
@@ -496,6 +499,7 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
             traced_from = tracemalloc.get_traced_memory()[0]
         if not day_one_samples and clock.now() - start >= 86400.0:
             day_one_samples = metric_samples()
+            report.rss_mb_day_one = rss_mb()
     if traced_from is not None:
         report.traced_growth_bytes = tracemalloc.get_traced_memory()[0] - traced_from
         tracemalloc.stop()
@@ -518,6 +522,19 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
     report.simulated_s = clock.now() - start
     report.wall_s = wall.perf_counter() - began
     return report
+
+
+def rss_mb() -> float:
+    """This process's resident set size (VmRSS) in MB; NaN where /proc is not there."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
 
 
 class _Discard:

@@ -222,13 +222,13 @@ class Daemon:
         observation = Observation(now_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
                                   carbon_g_per_kwh=ci, current=current,
                                   utilisation=metrics.service_utilisation, paused=paused)
-        before = self.state or ControlState()
-        decision, state = decide(observation, before, self.table, self.config.control)
+        previous = self.state or ControlState()
+        decision, state = decide(observation, previous, self.table, self.config.control)
         capacity = Capacity(frozenset(swarm.generations),
                             {s: swarm.services[s].running.get(p.generation, 0)
                              for s, p in current.items})
         decision, state, lost = keep_off_lost_capacity(
-            decision, before, state, current, capacity, self._order(current),
+            decision, previous, state, current, capacity, self._order(current),
             self.config.control, now, paused)
         self._report_capacity(self._still_displaced(lost, state, capacity), capacity)
         self.telemetry.decisions.inc()

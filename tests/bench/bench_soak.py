@@ -27,18 +27,14 @@ from ecoscale.adapters.files import load_hardware, load_profile, load_topology  
 from ecoscale.model.app import AppModel  # noqa: E402
 from ecoscale.planner.table import build_table  # noqa: E402
 from ecoscale.replay.scenario import default_slo  # noqa: E402
-from ecoscale.testing import soak  # noqa: E402
+from ecoscale.testing import rss_mb, soak  # noqa: E402
 
-RSS_GROWTH_BOUND_MB = 20.0
-"""Stated bound on resident-memory growth over the month (start: after the imports, the
-table and the model). Measured: see the README's daemon section."""
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+RSS_GROWTH_BOUND_MB = 3.0
+"""Stated bound on resident-memory growth per simulated 30 days, after the first day (the
+first day itself adds ~6 MB once: caches, interned strings, the allocator's arenas).
+Measured: +1.3 MB over 30 days, +5.0 MB over 90 days. The Python heap itself stays flat
+(tracemalloc over days 2-4: +72 kB, the bounded log tail and the fake Swarm's specs), so the
+RSS drift is the C allocator's fragmentation, not objects the daemon keeps."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak: {app}, {len(table.levels[0].placement.items)} services, "
           f"{report.simulated_s / 86400:.1f} simulated days at 15 s, seed {args.seed}")
     print(f"  {report.ticks} ticks in {report.wall_s:.1f} s: {rate:.0f} ticks/s")
-    print(f"  RSS {start_mb:.1f} MB at start, {end_mb:.1f} MB at end "
-          f"(+{end_mb - start_mb:.1f} MB; bound +{RSS_GROWTH_BOUND_MB:g} MB)")
+    growth = end_mb - report.rss_mb_day_one
+    bound = RSS_GROWTH_BOUND_MB * max(1.0, (args.days - 1) / 30)
+    print(f"  RSS {start_mb:.1f} MB at start, {report.rss_mb_day_one:.1f} MB after day 1, "
+          f"{end_mb:.1f} MB at end (+{growth:.1f} MB after day 1; bound +{bound:.1f} MB)")
     print(f"  actions: {report.actions_applied} applied, {report.actions_failed} refused and "
           f"reported ({report.failed_logged} log lines), retried until converged: "
           f"{report.converged}")
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{report.max_state_file_bytes} bytes; own metric samples "
           f"{report.metric_samples[0]} after day 1, {report.metric_samples[1]} at the end, at "
           f"most {report.metric_series_max} series per metric (bound {series_bound})")
-    ok = (end_mb - start_mb <= RSS_GROWTH_BOUND_MB and report.converged
+    ok = (growth <= bound and report.converged
           and report.failed_logged == report.actions_failed
           and report.metric_series_max <= series_bound)
     print("  OK" if ok else "  FAILED a bound")
