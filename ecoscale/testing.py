@@ -195,11 +195,13 @@ class FakeDockerAPI:
     Faults, drawn from ``rng`` (a ``random.Random``): ``fail_rate`` of updates are refused
     with an API error; ``out_of_sequence_rate`` of updates find the version moved on (a
     concurrent writer), which the adapter re-reads and retries; ``out_of_sequence_burst``
-    such answers in a row exhaust its attempts (then the update fails)."""
+    such answers in a row exhaust its attempts (then the update fails); ``lost_reply_rate``
+    of updates are made but their reply is lost (a connection reset), so the daemon cannot
+    tell. ``noop_updates`` counts updates to where a service already was: repeated actions."""
 
     def __init__(self, placement: Placement, rng: Any, labels: Any = None,
                  fail_rate: float = 0.0, out_of_sequence_rate: float = 0.0,
-                 out_of_sequence_burst: float = 0.0):
+                 out_of_sequence_burst: float = 0.0, lost_reply_rate: float = 0.0):
         from ecoscale.config import LabelConfig
 
         self.labels = labels or LabelConfig()
@@ -207,6 +209,9 @@ class FakeDockerAPI:
         self.fail_rate = fail_rate
         self.out_of_sequence_rate = out_of_sequence_rate
         self.out_of_sequence_burst = out_of_sequence_burst
+        self.lost_reply_rate = lost_reply_rate
+        self.lost_replies = 0
+        self.noop_updates = 0
         self.ready = {"new", "old"}
         self.down = False
         """The API does not answer at all (every call fails as a dead socket does)."""
@@ -275,10 +280,22 @@ class FakeDockerAPI:
             self.refused += 1
             raise docker.errors.APIError("rpc error: code = Unavailable desc = (fake) the "
                                          "manager refused the update")
-        service["Spec"] = {**service["Spec"], "TaskTemplate": task_template, "Name": name,
-                           "Labels": labels, "Mode": mode, "UpdateConfig": update_config}
+        from ecoscale.adapters.swarm import generation_of, replicas_of
+
+        new_spec = {**service["Spec"], "TaskTemplate": task_template, "Name": name,
+                    "Labels": labels, "Mode": mode, "UpdateConfig": update_config}
+        key = self.labels.generation
+        if (generation_of(new_spec, key), replicas_of(new_spec)) == \
+                (generation_of(service["Spec"], key), replicas_of(service["Spec"])):
+            self.noop_updates += 1   # a repeated action: the service is already there
+        service["Spec"] = new_spec
         service["Version"]["Index"] += 1
         self.updates += 1
+        if self.rng.random() < self.lost_reply_rate:
+            import requests
+
+            self.lost_replies += 1   # done, but the daemon never hears so
+            raise requests.ConnectionError("(fake) connection reset before the reply")
 
     def placement(self) -> Placement:
         from ecoscale.adapters.swarm import generation_of, replicas_of
@@ -329,6 +346,10 @@ class SoakReport:
     """``action`` log lines with applied=false and an error: must equal actions_failed."""
     refused: int = 0
     out_of_sequence: int = 0
+    lost_replies: int = 0
+    """Updates made whose reply was lost: the next loop reads the Swarm and must not redo them."""
+    repeated_actions: int = 0
+    """Updates to where a service already was (must be 0)."""
     unhealthy_ticks: int = 0
     prometheus_outages: int = 0
     docker_outages: int = 0
@@ -400,7 +421,8 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
     first = table.levels[0].placement
     api = FakeDockerAPI(first, random.Random(seed + 1), fail_rate=0.03 if faults else 0.0,
                         out_of_sequence_rate=0.05 if faults else 0.0,
-                        out_of_sequence_burst=0.1 if faults else 0.0)
+                        out_of_sequence_burst=0.1 if faults else 0.0,
+                        lost_reply_rate=0.03 if faults else 0.0)
     swarm = DockerSwarm(client=FakeDockerClient(api))
     qps_query, p99_query = "sum(rate(requests_total[1m]))", "1000 * histogram_quantile(0.99, x)"
     shape = {"qps": 0.0, "p99": 0.0, "fault": ""}
@@ -509,6 +531,7 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
              for sample in family.samples})
         for family in daemon.telemetry.registry.collect())
     api.fail_rate = api.out_of_sequence_rate = api.out_of_sequence_burst = 0.0
+    api.lost_reply_rate = 0.0
     api.down, api.ready = False, {"new", "old"}
     calm_end = clock.now() + calm_s
     while clock.now() < calm_end:
@@ -518,6 +541,7 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
     wanted = target_placement(table, state.level or 0, state.escalation, config.control)
     report.converged = not tick.actions and api.placement() == wanted
     report.refused, report.out_of_sequence = api.refused, api.out_of_sequence
+    report.lost_replies, report.repeated_actions = api.lost_replies, api.noop_updates
     report.failed_logged = stream.failed_logged
     report.simulated_s = clock.now() - start
     report.wall_s = wall.perf_counter() - began

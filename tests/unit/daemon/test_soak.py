@@ -43,6 +43,8 @@ def test_a_simulated_day_holds_its_bounds(tmp_path, seed):
     # once the faults stopped, the Swarm runs the level's placement and nothing is left
     assert report.failed_logged == report.actions_failed >= report.refused
     assert report.converged and report.leftover_actions == 0
+    # an update made whose reply was lost is not made again (the next loop reads the Swarm)
+    assert report.repeated_actions == 0
     # no growth: state bounded by the services, the state file small, the metric series
     # bounded by services x generations
     assert report.max_state_entries <= len(LEVELS[0][1].items)
