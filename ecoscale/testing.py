@@ -66,6 +66,8 @@ class RecordingSwarm:
     applied: list[tuple[str, ServicePlacement]] = field(default_factory=list)
     ready: set[str] = field(default_factory=lambda: {"new", "old"})
     """Generations with a ready node (``lose_node`` / ``restore_node`` change it)."""
+    resumed: list[str] = field(default_factory=list)
+    """Services whose paused update ``resume`` started again."""
 
     @classmethod
     def of(cls, placement: Placement, **kwargs: object) -> RecordingSwarm:
@@ -110,6 +112,13 @@ class RecordingSwarm:
             if service.placement is not None and service.placement.generation == generation:
                 self.services[name] = replace(
                     service, running={generation: service.placement.replicas})
+
+    def resume(self, service: ManagedService) -> None:
+        """A forced update: Swarm starts the paused update again (here: it completes)."""
+        if self.down:
+            raise SourceUnavailable("docker (fake) is down")
+        self.resumed.append(service.name)
+        self.services[service.name] = replace(self.services[service.name], update_paused="")
 
     def pause(self, name: str, paused: bool = True) -> None:
         self.services[name] = replace(self.services[name], paused=paused)

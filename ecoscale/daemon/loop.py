@@ -45,6 +45,9 @@ from ecoscale.ports import (
     SwarmState,
 )
 
+MAX_RESUMES = 2
+"""Forced updates the daemon makes to start one service's paused update again, per placement."""
+
 
 class SystemClock:
     """Wall-clock time; ``sleep`` wakes early when ``wake`` is set (SIGTERM, SIGHUP)."""
@@ -160,6 +163,8 @@ class Daemon:
     capacity_lost: dict[str, str] = field(default_factory=dict)
     """Services the node-loss rule keeps off a generation that cannot run them, and why."""
     generations_ready: tuple[str, ...] = ()
+    resumes: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    """Per service: the placement whose paused update was resumed, and how many times."""
     adapters: Any = None
     """An ecoscale.daemon.wiring.Adapters: rebuilds a client whose settings a reload changed
     (None: a reload that changes them is refused)."""
@@ -254,6 +259,8 @@ class Daemon:
                     state = _forget_move(state, service, self.state)
             actions.append(action)
             self._log_action(action)   # at once: a crash right after loses no line
+        if not hold and not self.stop_requested:
+            self._resume_paused_updates(swarm, {a.service for a in actions if a.applied})
         if hold:
             state = ControlState(**{**asdict(state),
                                     "last_move_s": dict((self.state or state).last_move_s)})
@@ -301,6 +308,35 @@ class Daemon:
             self.telemetry.generation_ready.labels(generation).set(
                 float(generation in capacity.ready))
         self.telemetry.displaced.set(len(lost))
+
+    def _resume_paused_updates(self, swarm: SwarmState, acted: set[str]) -> None:
+        """Start each paused rolling update again with a forced update (Swarm pauses when a
+        new task fails or ends early, which a busy host can cause), at most
+        MAX_RESUMES times per service and placement; after that it stays paused and
+        reported until the next move."""
+        resume = getattr(self.swarm, "resume", None)
+        if resume is None:
+            return
+        from ecoscale.adapters.swarm import ActionFailed
+
+        for name in sorted(self.updates_paused):
+            managed = swarm.services.get(name)
+            if managed is None or name in acted or managed.paused:
+                continue
+            placed, count = self.resumes.get(name, (managed.placement, 0))
+            if placed != managed.placement:
+                count = 0
+            if count >= MAX_RESUMES:
+                continue
+            try:
+                resume(managed)
+            except (SourceUnavailable, ActionFailed) as exc:
+                self.log("update_resume_failed", level="warning", service=name, error=str(exc))
+                continue
+            self.resumes[name] = (managed.placement, count + 1)
+            self.telemetry.updates_resumed.inc()
+            self.log("update_resumed", level="warning", service=name, attempt=count + 1,
+                     of=MAX_RESUMES, swarm=self.updates_paused[name])
 
     def _report_paused_updates(self, swarm: SwarmState) -> None:
         """Log each service whose rolling update Swarm paused, once per pause, and count them.

@@ -52,6 +52,8 @@ class Telemetry:
         self.healthy = Gauge("ecoscale_healthy", "1 when every source answered at the last "
                              "loop", registry=r)
         self.paused = Gauge("ecoscale_paused", "1 when the pause file exists", registry=r)
+        self.updates_resumed = Counter("ecoscale_updates_resumed", "Paused rolling updates "
+                                       "started again by a forced update", registry=r)
         self.generation_ready = Gauge("ecoscale_generation_ready", "1 when at least one "
                                       "ready node carries the generation's label",
                                       ["generation"], registry=r)
