@@ -508,10 +508,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ecoscale.daemon.main import load_all, run
 
     if args.check:
-        config, table, _ = load_all(str(args.config))
+        from ecoscale.daemon import main as daemon_main
+        from ecoscale.daemon.check import run_checks
+
+        config, table, model = load_all(str(args.config))
         print(f"config ok: app {config.app}, table {config.table} ({len(table.levels)} levels, "
               f"SLO {table.slo_ms:.2f} ms), prometheus {config.prometheus.url}, interval "
               f"{config.interval_s:g} s, dry-run {config.dry_run}")
+        results = run_checks(config, table, model, daemon_main.ADAPTERS)
+        print("\n".join(r.line() for r in results))
+        failed = [r.component for r in results if not r.ok]
+        if failed:
+            print(f"check FAILED: {', '.join(failed)}", file=sys.stderr)
+            return 1
+        print("check ok: every adapter built and answered")
         return 0
     return run(str(args.config), dry_run=args.dry_run, once=args.once)
 

@@ -88,6 +88,11 @@ class SwarmControl(Protocol):
         """Move/scale one managed service (start-first); raises SourceUnavailable."""
         ...
 
+    def resume(self, service: ManagedService) -> None:
+        """Start a rolling update that Swarm paused again (a forced update of the same
+        spec); raises SourceUnavailable."""
+        ...
+
 
 class Clock(Protocol):
     def now(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.ports import ManagedService, Metrics, SourceUnavailable, SwarmState
@@ -63,6 +64,10 @@ class RecordingSwarm:
     down: bool = False
     refuse: set[str] = field(default_factory=set)
     applied: list[tuple[str, ServicePlacement]] = field(default_factory=list)
+    ready: set[str] = field(default_factory=lambda: {"new", "old"})
+    """Generations with a ready node (``lose_node`` / ``restore_node`` change it)."""
+    resumed: list[str] = field(default_factory=list)
+    """Services whose paused update ``resume`` started again."""
 
     @classmethod
     def of(cls, placement: Placement, **kwargs: object) -> RecordingSwarm:
@@ -76,8 +81,7 @@ class RecordingSwarm:
     def read(self) -> SwarmState:
         if self.down:
             raise SourceUnavailable("docker (fake) is down")
-        generations = tuple(sorted({g for s in self.services.values() for g in s.running}))
-        return SwarmState(self.is_manager, dict(self.services), generations)
+        return SwarmState(self.is_manager, dict(self.services), tuple(sorted(self.ready)))
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
         from ecoscale.adapters.swarm import ActionFailed
@@ -87,10 +91,34 @@ class RecordingSwarm:
         if service.name in self.refuse:
             raise ActionFailed(f"{service.name}: refused (fake)")
         self.applied.append((service.name, placed))
-        # A new update also ends a paused one, as in Swarm.
-        self.services[service.name] = replace(service, placement=placed,
-                                              running={placed.generation: placed.replicas},
+        # A new update also ends a paused one, as in Swarm; tasks start only where a node is.
+        running = {placed.generation: placed.replicas} if placed.generation in self.ready \
+            else {}
+        self.services[service.name] = replace(service, placement=placed, running=running,
                                               update_paused="")
+
+    def lose_node(self, generation: str) -> None:
+        """The only node of ``generation`` is gone: its tasks stop, new ones stay pending."""
+        self.ready.discard(generation)
+        for name, service in self.services.items():
+            if generation in service.running:
+                running = {g: n for g, n in service.running.items() if g != generation}
+                self.services[name] = replace(service, running=running)
+
+    def restore_node(self, generation: str) -> None:
+        """The node is back: pending tasks of services placed on ``generation`` start."""
+        self.ready.add(generation)
+        for name, service in self.services.items():
+            if service.placement is not None and service.placement.generation == generation:
+                self.services[name] = replace(
+                    service, running={generation: service.placement.replicas})
+
+    def resume(self, service: ManagedService) -> None:
+        """A forced update: Swarm starts the paused update again (here: it completes)."""
+        if self.down:
+            raise SourceUnavailable("docker (fake) is down")
+        self.resumed.append(service.name)
+        self.services[service.name] = replace(self.services[service.name], update_paused="")
 
     def pause(self, name: str, paused: bool = True) -> None:
         self.services[name] = replace(self.services[name], paused=paused)
@@ -98,3 +126,452 @@ class RecordingSwarm:
     def placement(self) -> Placement:
         return Placement(tuple((n, s.placement) for n, s in self.services.items()
                                if s.placement is not None))
+
+
+def vector_reply(*series: tuple[dict[str, str], float, float | str]) -> dict[str, Any]:
+    """The body Prometheus' instant-query API sends for a vector: (labels, time s, value)."""
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": dict(labels), "value": [stamp, str(value)]} for labels, stamp, value in series
+    ]}}
+
+
+@dataclass
+class RecordedPrometheus:
+    """An instant-query client answering from recorded reply bodies, by query text.
+
+    A reply is a body (as `vector_reply` builds, or one recorded from a real Prometheus) or
+    a callable taking the query time and returning one; an unknown query gets an empty
+    vector. ``down`` makes every query fail as an unreachable server does."""
+
+    replies: dict[str, Any] = field(default_factory=dict)
+    down: bool = False
+    queries: list[str] = field(default_factory=list)
+    url: str = "http://prometheus.fake:9090"
+
+    def query(self, promql: str, at_s: float | None = None) -> list[tuple[dict[str, str],
+                                                                          float, float]]:
+        from ecoscale.adapters.prometheus import parse_reply
+
+        self.queries.append(promql)
+        if self.down:
+            raise SourceUnavailable(f"prometheus at {self.url}: ConnectionError: (fake) down")
+        body = self.replies.get(promql, vector_reply())
+        if callable(body):
+            body = body(at_s)
+        return parse_reply(body, promql)
+
+
+@dataclass
+class FakeAdapters:
+    """An ecoscale.daemon.wiring.Adapters that builds fakes and records each build as
+    (client, the setting it was built from); a client named in ``fail`` cannot be built."""
+
+    prometheus_client: Any = field(default_factory=RecordedPrometheus)
+    swarm_control: Any = field(default_factory=RecordingSwarm)
+    carbon_value: float = 250.0
+    fail: set[str] = field(default_factory=set)
+    built: list[tuple[str, str]] = field(default_factory=list)
+
+    def _build(self, client: str, setting: str) -> None:
+        if client in self.fail:
+            from ecoscale.errors import InputError
+
+            raise InputError(setting, f"(fake) {client} cannot be built")
+        self.built.append((client, setting))
+
+    def prometheus(self, config: Any) -> Any:
+        self._build("prometheus", config.prometheus.url)
+        return self.prometheus_client
+
+    def metrics(self, config: Any) -> Any:
+        self._build("metrics", config.prometheus.url)
+        return InMemoryMetrics()
+
+    def swarm(self, config: Any) -> Any:
+        self._build("swarm", config.docker_host)
+        return self.swarm_control
+
+    def carbon(self, config: Any, started_at_s: float) -> Any:
+        self._build("carbon", config.carbon.url or config.carbon.trace)
+        return FixedCarbon(self.carbon_value)
+
+
+class FakeDockerAPI:
+    """The part of docker-py's low-level API that ``DockerSwarm`` uses, held in memory, so
+    that the real adapter (spec parsing, re-read before update, retry on "update out of
+    sequence") runs against it. Tasks start at once on a generation that has a node.
+
+    Faults, drawn from ``rng`` (a ``random.Random``): ``fail_rate`` of updates are refused
+    with an API error; ``out_of_sequence_rate`` of updates find the version moved on (a
+    concurrent writer), which the adapter re-reads and retries; ``out_of_sequence_burst``
+    such answers in a row exhaust its attempts (then the update fails); ``lost_reply_rate``
+    of updates are made but their reply is lost (a connection reset), so the daemon cannot
+    tell. ``noop_updates`` counts updates to where a service already was: repeated actions."""
+
+    def __init__(self, placement: Placement, rng: Any, labels: Any = None,
+                 fail_rate: float = 0.0, out_of_sequence_rate: float = 0.0,
+                 out_of_sequence_burst: float = 0.0, lost_reply_rate: float = 0.0):
+        from ecoscale.config import LabelConfig
+
+        self.labels = labels or LabelConfig()
+        self.rng = rng
+        self.fail_rate = fail_rate
+        self.out_of_sequence_rate = out_of_sequence_rate
+        self.out_of_sequence_burst = out_of_sequence_burst
+        self.lost_reply_rate = lost_reply_rate
+        self.lost_replies = 0
+        self.noop_updates = 0
+        self.ready = {"new", "old"}
+        self.down = False
+        """The API does not answer at all (every call fails as a dead socket does)."""
+        self.services: dict[str, dict[str, Any]] = {}
+        self.updates = 0
+        self.refused = 0
+        self.out_of_sequence = 0
+        self._burst = 0
+        for name, placed in placement.items:
+            self.services[f"id-{name}"] = {
+                "ID": f"id-{name}", "Version": {"Index": 1},
+                "Spec": {"Name": f"app_{name}",
+                         "Labels": {self.labels.managed: "true", self.labels.service: name},
+                         "TaskTemplate": {"ContainerSpec": {"Image": "emulator"},
+                                          "Placement": {"Constraints": [
+                                              f"node.labels.{self.labels.generation}=="
+                                              f"{placed.generation}", "node.role==worker"]}},
+                         "Mode": {"Replicated": {"Replicas": placed.replicas}}}}
+
+    # ---- reads ---------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {"Swarm": {"ControlAvailable": True, "NodeID": "node-new"}}
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"ID": f"node-{g}", "Spec": {"Labels": {self.labels.generation: g}},
+                 "Status": {"State": "ready" if g in self.ready else "down"}}
+                for g in ("new", "old")]
+
+    def services_list(self, filters: Any = None) -> list[dict[str, Any]]:
+        # the live dicts: the adapter only reads them (and deep-copies a spec it updates)
+        return list(self.services.values())
+
+    def tasks(self, filters: Any = None) -> list[dict[str, Any]]:
+        from ecoscale.adapters.swarm import generation_of, replicas_of
+
+        out = []
+        for service in self.services.values():
+            generation = generation_of(service["Spec"], self.labels.generation)
+            for index in range(replicas_of(service["Spec"]) or 0):
+                state = "running" if generation in self.ready else "pending"
+                out.append({"ServiceID": service["ID"], "NodeID": f"node-{generation}",
+                            "Slot": index + 1, "Status": {"State": state}})
+        return out
+
+    def inspect_service(self, service_id: str) -> dict[str, Any]:
+        service = self.services[service_id]
+        return {**service, "Version": dict(service["Version"])}
+
+    # ---- writes --------------------------------------------------------------------------
+    def update_service(self, service_id: str, version: int, task_template: Any = None,
+                       name: Any = None, labels: Any = None, mode: Any = None,
+                       update_config: Any = None, **_: Any) -> None:
+        import docker.errors
+
+        service = self.services[service_id]
+        if self._burst > 0 or self.rng.random() < self.out_of_sequence_rate:
+            if self._burst == 0 and self.rng.random() < self.out_of_sequence_burst:
+                self._burst = 5   # more than the adapter's attempts: this update fails
+            self._burst = max(0, self._burst - 1)
+            service["Version"]["Index"] += 1   # someone else wrote in between
+            self.out_of_sequence += 1
+        if version != service["Version"]["Index"]:
+            raise docker.errors.APIError("rpc error: code = Unknown desc = update out of "
+                                         "sequence")
+        if self.rng.random() < self.fail_rate:
+            self.refused += 1
+            raise docker.errors.APIError("rpc error: code = Unavailable desc = (fake) the "
+                                         "manager refused the update")
+        from ecoscale.adapters.swarm import generation_of, replicas_of
+
+        new_spec = {**service["Spec"], "TaskTemplate": task_template, "Name": name,
+                    "Labels": labels, "Mode": mode, "UpdateConfig": update_config}
+        key = self.labels.generation
+        if (generation_of(new_spec, key), replicas_of(new_spec)) == \
+                (generation_of(service["Spec"], key), replicas_of(service["Spec"])):
+            self.noop_updates += 1   # a repeated action: the service is already there
+        service["Spec"] = new_spec
+        service["Version"]["Index"] += 1
+        self.updates += 1
+        if self.rng.random() < self.lost_reply_rate:
+            import requests
+
+            self.lost_replies += 1   # done, but the daemon never hears so
+            raise requests.ConnectionError("(fake) connection reset before the reply")
+
+    def placement(self) -> Placement:
+        from ecoscale.adapters.swarm import generation_of, replicas_of
+
+        return Placement(tuple(
+            (s["Spec"]["Labels"][self.labels.service],
+             ServicePlacement(generation_of(s["Spec"], self.labels.generation) or "",
+                              replicas_of(s["Spec"]) or 0))
+            for s in self.services.values()))
+
+
+class FakeDockerClient:
+    """``docker.DockerClient`` as ``DockerSwarm`` uses it: only ``.api``."""
+
+    def __init__(self, api: FakeDockerAPI):
+        self.api = _ApiView(api)
+
+
+class _ApiView:
+    def __init__(self, api: FakeDockerAPI):
+        self._api = api
+
+    def __getattr__(self, name: str) -> Any:
+        if self._api.down:
+            import requests
+
+            def unreachable(*_args: Any, **_kwargs: Any) -> Any:
+                raise requests.ConnectionError("(fake) the manager's socket does not answer")
+
+            return unreachable
+        if name == "services":
+            return self._api.services_list
+        return getattr(self._api, name)
+
+
+# ---- soak in virtual time -----------------------------------------------------------------
+@dataclass
+class SoakReport:
+    """What a soak run saw: counts of ticks, actions and faults, and the bounds it held."""
+
+    ticks: int = 0
+    simulated_s: float = 0.0
+    wall_s: float = 0.0
+    actions_applied: int = 0
+    actions_failed: int = 0
+    """Actions the Swarm refused (each logged with its error, then retried next loop)."""
+    failed_logged: int = 0
+    """``action`` log lines with applied=false and an error: must equal actions_failed."""
+    refused: int = 0
+    out_of_sequence: int = 0
+    lost_replies: int = 0
+    """Updates made whose reply was lost: the next loop reads the Swarm and must not redo them."""
+    repeated_actions: int = 0
+    """Updates to where a service already was (must be 0)."""
+    unhealthy_ticks: int = 0
+    prometheus_outages: int = 0
+    docker_outages: int = 0
+    node_losses: int = 0
+    max_state_entries: int = 0
+    """Largest per-service map in the control state (bounded by the number of services)."""
+    max_state_file_bytes: int = 0
+    metric_samples: tuple[int, int] = (0, 0)
+    """Samples the daemon's own /metrics exposes after the first simulated day and at the end
+    (it grows only as label values first appear: a service's first refused update...)."""
+    rss_mb_day_one: float = math.nan
+    """Resident set size (VmRSS, MB) after the first simulated day (warm: every code path
+    and cache has been through), to compare with the end."""
+    metric_series_max: int = 0
+    """The most label sets of any one metric at the end (bounded: services x generations)."""
+    traced_growth_bytes: int | None = None
+    """Python heap growth (tracemalloc) from the end of warm-up to the end, when measured."""
+    converged: bool = False
+    """After the faults stopped: the Swarm runs the level's placement and nothing is left."""
+    leftover_actions: int = 0
+
+
+class _CountingStream:
+    """A log stream that counts action lines and keeps only the last few (bounded memory)."""
+
+    def __init__(self) -> None:
+        from collections import deque
+
+        self.tail: Any = deque(maxlen=20)
+        self.failed_logged = 0
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.tail.append(text)
+            if '"event": "action"' in text and '"applied": false' in text \
+                    and '"error": null' not in text:
+                self.failed_logged += 1
+        return len(text)
+
+    def flush(self) -> None:
+        return
+
+
+def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
+         state_file: str = "", model: Any = None, trace_memory_after_s: float | None = None,
+         calm_s: float = 4 * 3600.0, faults: bool = True) -> SoakReport:
+    """Drive ``Daemon.run_once`` through ``days`` of virtual time, sleeping as ``run_forever``
+    does (the interval, backed off while unhealthy), against the real Prometheus and Docker
+    adapters on fakes: recorded reply shapes from ``RecordedPrometheus`` and a
+    ``FakeDockerAPI`` that refuses updates, answers out of sequence, goes unreachable, and
+    loses its old node for hours. Load is a daily cycle from 15 % to 95 % of the table's
+    peak with noise, p99 under the SLO but for short misses. Then ``calm_s`` without faults
+    (and a steady load) shows that every refused action was retried: nothing is left to do.
+    """
+    import random
+    import time as wall
+    import tracemalloc
+
+    from ecoscale.adapters.prometheus import PromQLMetrics
+    from ecoscale.adapters.swarm import DockerSwarm
+    from ecoscale.config import DaemonConfig, PrometheusConfig
+    from ecoscale.control.decide import ControlSettings, target_placement
+    from ecoscale.daemon.loop import Daemon, backoff_s
+    from ecoscale.daemon.telemetry import Log
+
+    rng = random.Random(seed)
+    clock = FakeClock(t=1_700_000_000.0)
+    start = clock.t
+    first = table.levels[0].placement
+    api = FakeDockerAPI(first, random.Random(seed + 1), fail_rate=0.03 if faults else 0.0,
+                        out_of_sequence_rate=0.05 if faults else 0.0,
+                        out_of_sequence_burst=0.1 if faults else 0.0,
+                        lost_reply_rate=0.03 if faults else 0.0)
+    swarm = DockerSwarm(client=FakeDockerClient(api))
+    qps_query, p99_query = "sum(rate(requests_total[1m]))", "1000 * histogram_quantile(0.99, x)"
+    shape = {"qps": 0.0, "p99": 0.0, "fault": ""}
+
+    def reply(key: str) -> Any:
+        def answer(_at: float | None) -> Any:
+            fault = shape["fault"]
+            if fault == "error":
+                return {"status": "error", "errorType": "execution", "error": "(fake) timeout"}
+            if fault == "empty":
+                return vector_reply()
+            stamp = clock.now() - (120.0 if fault == "stale" else rng.uniform(0, 10))
+            value: float | str = "NaN" if fault == "nan" else shape[key]
+            return vector_reply(({}, stamp, value))
+        return answer
+
+    prometheus = RecordedPrometheus({qps_query: reply("qps"), p99_query: reply("p99")})
+    prometheus.queries = _Discard()   # type: ignore[assignment]  (a month of queries)
+    config = DaemonConfig(
+        app=table.app, table="table.yaml", interval_s=interval_s, max_backoff_s=300.0,
+        state_file=state_file, listen_port=0,
+        prometheus=PrometheusConfig(qps=qps_query, p99_ms=p99_query, stale_after_s=60.0),
+        control=ControlSettings(no_data_fallback_periods=10))
+    stream = _CountingStream()
+    daemon = Daemon(config=config, table=table, swarm=swarm,
+                    metrics=PromQLMetrics(config.prometheus, client=prometheus),
+                    carbon=FixedCarbon(250.0), clock=clock, model=model, log=Log(stream))
+    report = SoakReport()
+    end = start + days * 86400.0
+    miss_left = outage_left = docker_left = node_left = 0
+    failures = 0
+    began = wall.perf_counter()
+    traced_from: int | None = None
+    day_one_samples = 0
+
+    def metric_samples() -> int:
+        return sum(len(m.samples) for m in daemon.telemetry.registry.collect())
+
+    def step(faulty: bool, steady_qps: float | None = None) -> Any:
+        nonlocal miss_left, outage_left, docker_left, node_left, failures
+        now = clock.now() - start
+        daily = 0.5 - 0.5 * math.cos(2 * math.pi * now / 86400.0)
+        shape["qps"] = steady_qps if steady_qps is not None else max(0.0, table.peak_qps * (
+            0.15 + 0.8 * daily) * rng.uniform(0.95, 1.05))
+        if faulty and miss_left == 0 and rng.random() < 0.003:
+            miss_left = rng.randint(3, 8)
+        shape["p99"] = table.slo_ms * (1.5 if miss_left else rng.uniform(0.3, 0.8))
+        miss_left = max(0, miss_left - 1)
+        shape["fault"] = ""
+        if faulty:
+            if outage_left == 0 and rng.random() < 0.0005:
+                outage_left = rng.randint(5, 60)
+                report.prometheus_outages += 1
+            if docker_left == 0 and rng.random() < 0.0005:
+                docker_left = rng.randint(5, 60)
+                report.docker_outages += 1
+            if node_left == 0 and rng.random() < 0.0003:
+                node_left = rng.randint(60, 720)
+                report.node_losses += 1
+                api.ready.discard("old")
+            draw = rng.random()
+            shape["fault"] = ("error" if outage_left else "empty" if draw < 0.003 else
+                              "nan" if draw < 0.006 else "stale" if draw < 0.008 else "")
+        outage_left, docker_left = max(0, outage_left - 1), max(0, docker_left - 1)
+        api.down = docker_left > 0
+        if node_left:
+            node_left -= 1
+            if node_left == 0:
+                api.ready.add("old")
+        tick = daemon.run_once()
+        report.ticks += 1
+        report.unhealthy_ticks += not tick.healthy
+        for action in tick.actions:
+            if action.applied:
+                report.actions_applied += 1
+            elif action.error:
+                report.actions_failed += 1
+        state = daemon.state
+        if state is not None:
+            report.max_state_entries = max(report.max_state_entries, len(state.last_move_s),
+                                           len(state.not_running_since))
+        if state_file:
+            from pathlib import Path
+
+            report.max_state_file_bytes = max(report.max_state_file_bytes,
+                                              Path(state_file).stat().st_size)
+        failures = 0 if tick.healthy else failures + 1
+        clock.advance(backoff_s(failures, interval_s, config.max_backoff_s))
+        return tick
+
+    while clock.now() < end:
+        step(faults)
+        if trace_memory_after_s is not None and traced_from is None and \
+                clock.now() - start >= trace_memory_after_s:
+            tracemalloc.start()
+            traced_from = tracemalloc.get_traced_memory()[0]
+        if not day_one_samples and clock.now() - start >= 86400.0:
+            day_one_samples = metric_samples()
+            report.rss_mb_day_one = rss_mb()
+    if traced_from is not None:
+        report.traced_growth_bytes = tracemalloc.get_traced_memory()[0] - traced_from
+        tracemalloc.stop()
+    report.metric_samples = (day_one_samples or metric_samples(), metric_samples())
+    report.metric_series_max = max(
+        len({tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+             for sample in family.samples})
+        for family in daemon.telemetry.registry.collect())
+    api.fail_rate = api.out_of_sequence_rate = api.out_of_sequence_burst = 0.0
+    api.lost_reply_rate = 0.0
+    api.down, api.ready = False, {"new", "old"}
+    calm_end = clock.now() + calm_s
+    while clock.now() < calm_end:
+        tick = step(False, steady_qps=table.peak_qps * 0.5)
+    report.leftover_actions = len(tick.actions)
+    state = daemon.state
+    wanted = target_placement(table, state.level or 0, state.escalation, config.control)
+    report.converged = not tick.actions and api.placement() == wanted
+    report.refused, report.out_of_sequence = api.refused, api.out_of_sequence
+    report.lost_replies, report.repeated_actions = api.lost_replies, api.noop_updates
+    report.failed_logged = stream.failed_logged
+    report.simulated_s = clock.now() - start
+    report.wall_s = wall.perf_counter() - began
+    return report
+
+
+def rss_mb() -> float:
+    """This process's resident set size (VmRSS) in MB; NaN where /proc is not there."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
+class _Discard:
+    """A list that keeps nothing (``append`` only)."""
+
+    def append(self, _item: Any) -> None:
+        return

@@ -181,6 +181,21 @@ class DockerSwarm:
         return SwarmState(True, managed, tuple(sorted(generations)))
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
+        self._update(service, lambda spec: updated_spec(spec, placed, self.labels.generation))
+
+    def resume(self, service: ManagedService) -> None:
+        """Start the service's paused rolling update again: the same spec with
+        ``ForceUpdate`` incremented (as `docker service update --force`)."""
+        def forced(spec: Mapping[str, Any]) -> dict[str, Any]:
+            new = copy.deepcopy(dict(spec))
+            template = new.setdefault("TaskTemplate", {})
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+            return new
+
+        self._update(service, forced)
+
+    def _update(self, service: ManagedService, change: Any) -> None:
+        """Re-read the service, update it with ``change(spec)``; retry out of sequence."""
         api = self.client.api
         for attempt in range(1, MAX_ATTEMPTS + 1):
             current = self._read_call("inspect", api.inspect_service, service.swarm_id)
@@ -188,14 +203,14 @@ class DockerSwarm:
             if str(labels.get(self.labels.managed, "")).lower() != "true":
                 raise ActionFailed(f"{service.swarm_name} is no longer labelled "
                                    f"{self.labels.managed}=true; not touching it")
-            spec = updated_spec(current["Spec"], placed, self.labels.generation)
+            spec = change(current["Spec"])
             try:
                 self._call(
                     "update", api.update_service, service.swarm_id,
                     version=current["Version"]["Index"],
                     task_template=spec["TaskTemplate"], name=spec["Name"],
                     labels=spec.get("Labels"), mode=spec["Mode"],
-                    update_config=spec["UpdateConfig"],
+                    update_config=spec.get("UpdateConfig"),
                     rollback_config=spec.get("RollbackConfig"),
                     networks=spec.get("TaskTemplate", {}).get("Networks"),
                     endpoint_spec=spec.get("EndpointSpec"),

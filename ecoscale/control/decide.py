@@ -22,6 +22,10 @@ with modelled ones. The safety rules, in the order they apply:
 4. Moves toward old respect a per-service cooldown and a per-decision rate limit; moves
    toward new do not wait.
 5. min/max replicas bound every service; paused services are never changed.
+6. Node loss (``keep_off_lost_capacity``, applied after ``decide``): no service stays on, or
+   moves to, a generation without a ready node, nor stays where its tasks have not run for
+   ``lost_task_grace_s``; it goes to the newest generation with a ready node, at once. It
+   goes back by the table, after the cooldown, once the generation has capacity again.
 
 ``resolve`` is the one function that settles conflicting signals (rules 2-5).
 """
@@ -55,6 +59,9 @@ class ControlSettings:
     as a miss nor as SLO met."""
     min_replicas: int = 1
     max_replicas: int = 10
+    lost_task_grace_s: float = 60.0
+    """Rule 6: a service with no running task on its generation for this long (s), and not
+    moved within it, goes to the newest generation that has a ready node."""
 
     def problems(self) -> list[str]:
         out = []
@@ -68,6 +75,8 @@ class ControlSettings:
             out.append("no_data_fallback_periods must be >= 1")
         if not 1 <= self.min_replicas <= self.max_replicas:
             out.append("need 1 <= min_replicas <= max_replicas")
+        if not self.lost_task_grace_s >= 0:
+            out.append("lost_task_grace_s must be >= 0")
         return out
 
 
@@ -83,6 +92,8 @@ class ControlState:
     last_miss_s: float | None = None
     no_data_streak: int = 0
     last_move_s: Mapping[str, float] = field(default_factory=dict)
+    not_running_since: Mapping[str, float] = field(default_factory=dict)
+    """Rule 6: since when (s) each service has had no running task on its generation."""
     recent_loads: tuple[tuple[float, float], ...] = ()
     """(time s, load req/s) of the observations of the last growth horizon, and of the one
     just before it, oldest first (``remember_load``)."""
@@ -317,3 +328,80 @@ def decide(obs: Observation, state: ControlState, table: PolicyTable,
     note = f"level {level + 1}, escalation {state.escalation}" + (
         ", SLO missed" if missing else "")
     return Decision(placement, reasons, note=note), state
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the cluster can run now (rule 6), as the Swarm reports it."""
+
+    ready: frozenset[str]
+    """Generations with at least one ready node."""
+    running: Mapping[str, int]
+    """Running tasks of each service on the generation it is placed on."""
+
+
+def keep_off_lost_capacity(decision: Decision, before: ControlState, state: ControlState,
+                           current: Placement, capacity: Capacity, order: tuple[str, ...],
+                           settings: ControlSettings, now_s: float,
+                           paused: frozenset[str] = frozenset()
+                           ) -> tuple[Decision, ControlState, dict[str, str]]:
+    """Rule 6 (node loss), on the decision ``decide`` took from ``before``: services placed,
+    or about to be placed, where they cannot run go to the newest generation (of ``order``,
+    newest first) that has a ready node, ahead of the table and of any cooldown.
+
+    Returns the decision, the state (cooldown times of cancelled moves restored, since when
+    each service has had no task running) and, per affected service, why (for /healthz).
+    With no generation ready, nothing changes (Swarm starts the tasks when a node returns).
+    """
+    placed_now = dict(current.items)
+    not_running = {s: state.not_running_since.get(s, now_s) for s, p in current.items
+                   if p.replicas > 0 and capacity.running.get(s, 0) == 0}
+    state = replace(state, not_running_since=not_running)
+    available = [g for g in order if g in capacity.ready]
+    if not available:
+        lost = {s: f"no ready node for {p.generation} (no generation has one)"
+                for s, p in current.items if p.generation not in capacity.ready}
+        return decision, state, lost
+    fallback = available[0]
+    items = []
+    reasons = dict(decision.reasons)
+    last = dict(state.last_move_s)
+    lost: dict[str, str] = {}
+    for service, target in decision.placement.items:
+        placed = placed_now.get(service)
+        why = ""
+        if placed is None or service in paused:
+            pass
+        elif target.generation not in capacity.ready:
+            why = f"{target.generation} has no ready node"
+        elif (target == placed and service in not_running
+              and now_s - not_running[service] >= settings.lost_task_grace_s
+              and now_s - before.last_move_s.get(service, -math.inf)
+              >= settings.lost_task_grace_s):
+            why = (f"no task running on {placed.generation} for "
+                   f"{now_s - not_running[service]:.0f} s")
+        if not why:
+            items.append((service, target))
+            continue
+        lost[service] = why
+        moved = ServicePlacement(fallback, target.replicas)
+        if moved == placed or (placed is not None and placed.generation == fallback
+                               and target.generation not in capacity.ready):
+            moved = placed   # already where it can run: hold it there
+        if moved == placed:
+            reasons.pop(service, None)
+            previous = before.last_move_s.get(service)
+            if previous is None:
+                last.pop(service, None)
+            else:
+                last[service] = previous
+        else:
+            last[service] = now_s
+            reasons[service] = f"{service}: {placed} -> {moved}: node loss: {why}"
+        items.append((service, moved))
+    if not lost:
+        return decision, state, {}
+    note = (f"{decision.note}; node loss: {len(lost)} services kept on {fallback} "
+            f"(ready: {', '.join(available)})")
+    return (Decision(Placement(tuple(items)), reasons, note=note),
+            replace(state, last_move_s=last), lost)

@@ -20,11 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from ecoscale.config import DaemonConfig
-from ecoscale.control.decide import ControlState, decide, toward_new
+from ecoscale.control.decide import (
+    Capacity,
+    ControlState,
+    decide,
+    keep_off_lost_capacity,
+    toward_new,
+)
 from ecoscale.control.policy import Observation
 from ecoscale.daemon.telemetry import Health, Log, Telemetry
+from ecoscale.daemon.wiring import changed_clients, restart_only_changes
+from ecoscale.errors import EcoscaleError
 from ecoscale.model.app import AppModel
-from ecoscale.model.placement import ServicePlacement
+from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import PolicyTable
 from ecoscale.ports import (
     CarbonSource,
@@ -36,6 +44,9 @@ from ecoscale.ports import (
     SwarmControl,
     SwarmState,
 )
+
+MAX_RESUMES = 2
+"""Forced updates the daemon makes to start one service's paused update again, per placement."""
 
 
 class SystemClock:
@@ -88,15 +99,45 @@ def save_state(path: str, state: ControlState, digest: str) -> None:
     os.replace(tmp, target)
 
 
-def load_state(path: str, digest: str) -> ControlState:
-    """The saved state; with another table, only the per-service cooldowns are kept."""
-    if not path or not Path(path).exists():
+def load_state(path: str, digest: str, log: Log | None = None,
+               now_s: float | None = None) -> ControlState:
+    """The saved state; with another table, only the per-service cooldowns are kept.
+
+    A file that cannot be parsed is moved aside to ``<file>.corrupt-<UTC time>`` (kept for a
+    post-mortem) and logged, and the daemon starts from a fresh state (it reconciles from the
+    Swarm anyway); a file that cannot be read at all is an error naming it."""
+    target = Path(path) if path else None
+    if target is None or not target.exists():
         return ControlState()
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        saved = ControlState(**{**data["state"],
-                                "last_move_s": dict(data["state"].get("last_move_s", {}))})
-    except (ValueError, KeyError, TypeError):
+        text = target.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    except OSError as exc:
+        raise EcoscaleError(f"state_file {path}: cannot read it ({exc.strerror}); fix its "
+                            "permissions or set state_file to a writable place") from None
+    try:
+        data = json.loads(text)
+        raw = data["state"]
+        saved = ControlState(**{**raw, "last_move_s": dict(raw.get("last_move_s", {})),
+                                "not_running_since": dict(raw.get("not_running_since", {}))})
+        if not all(isinstance(v, int | float) for v in saved.last_move_s.values()):
+            raise TypeError("last_move_s holds a value that is not a time")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(
+            time.time() if now_s is None else now_s))
+        aside = target.with_name(f"{target.name}.corrupt-{stamp}")
+        try:
+            os.replace(target, aside)
+        except OSError as move_error:
+            raise EcoscaleError(f"state_file {path} is corrupt ({type(exc).__name__}: {exc}) "
+                                f"and cannot be moved aside ({move_error.strerror}); remove it"
+                                ) from None
+        if log is not None:
+            log("state_corrupt", level="error", state_file=path, moved_to=str(aside),
+                error=f"{type(exc).__name__}: {exc}",
+                hint="starting from a fresh state: cooldowns and escalation are reset, the "
+                     "placement is read from the Swarm")
         return ControlState()
     if data.get("table") != digest:
         return ControlState(last_move_s=saved.last_move_s)
@@ -119,12 +160,23 @@ class Daemon:
     stop_requested: bool = False
     updates_paused: dict[str, str] = field(default_factory=dict)
     """Managed services whose rolling update Swarm paused, with Swarm's message."""
+    capacity_lost: dict[str, str] = field(default_factory=dict)
+    """Services the node-loss rule keeps off a generation that cannot run them, and why."""
+    generations_ready: tuple[str, ...] = ()
+    resumes: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    """Per service: the placement whose paused update was resumed, and how many times."""
+    adapters: Any = None
+    """An ecoscale.daemon.wiring.Adapters: rebuilds a client whose settings a reload changed
+    (None: a reload that changes them is refused)."""
     _last_carbon_s: float | None = None
+    _saved: tuple[Any, ...] | None = None
+    """(state, table digest, path) last written to the state file."""
 
     def __post_init__(self) -> None:
         self.digest = table_digest(self.table)
         if self.state is None:
-            self.state = load_state(self.config.state_file, self.digest)
+            self.state = load_state(self.config.state_file, self.digest, self.log,
+                                    self.clock.now())
         self.health.max_age_s = max(60.0, 4 * self.config.interval_s)
         self.telemetry.slo.set(self.table.slo_ms)
 
@@ -175,15 +227,22 @@ class Daemon:
         observation = Observation(now_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
                                   carbon_g_per_kwh=ci, current=current,
                                   utilisation=metrics.service_utilisation, paused=paused)
-        decision, state = decide(observation, self.state or ControlState(), self.table,
-                                 self.config.control)
+        previous = self.state or ControlState()
+        decision, state = decide(observation, previous, self.table, self.config.control)
+        capacity = Capacity(frozenset(swarm.generations),
+                            {s: swarm.services[s].running.get(p.generation, 0)
+                             for s, p in current.items})
+        decision, state, lost = keep_off_lost_capacity(
+            decision, previous, state, current, capacity, self._order(current),
+            self.config.control, now, paused)
+        self._report_capacity(self._still_displaced(lost, state, capacity), capacity)
         self.telemetry.decisions.inc()
         if metrics.problems:
             problems.extend(f"metrics: {p}" for p in metrics.problems)
         hold = self.config.dry_run or self.paused_globally()
         self.telemetry.paused.set(float(self.paused_globally()))
         changes = current.changes(decision.placement)
-        order = self.table.generations
+        order = self._order(current)
         changes.sort(key=lambda c: not toward_new(c[1], c[2], order))  # toward new first
         actions = []
         for service, before, after in changes:
@@ -200,14 +259,84 @@ class Daemon:
                     state = _forget_move(state, service, self.state)
             actions.append(action)
             self._log_action(action)   # at once: a crash right after loses no line
+        if not hold and not self.stop_requested:
+            self._resume_paused_updates(swarm, {a.service for a in actions if a.applied})
         if hold:
             state = ControlState(**{**asdict(state),
                                     "last_move_s": dict((self.state or state).last_move_s)})
         self.state = state
-        save_state(self.config.state_file, state, self.digest)
+        if (state, self.digest, self.config.state_file) != self._saved:
+            save_state(self.config.state_file, state, self.digest)   # only what changed
+            self._saved = (state, self.digest, self.config.state_file)
         self.telemetry.level.set((state.level or 0) + 1)
         self.telemetry.escalation.set(state.escalation)
         return self._finish(now, began, problems, tuple(actions), decision.note)
+
+    def _order(self, current: Placement) -> tuple[str, ...]:
+        """Generations newest first: the table's, then any other that runs now (a table
+        reloaded without a generation still has services there)."""
+        order = self.table.generations
+        extra = sorted({p.generation for _, p in current.items} - set(order))
+        return (*order, *extra)
+
+    def _still_displaced(self, lost: dict[str, str], state: ControlState,
+                         capacity: Capacity) -> dict[str, str]:
+        """The rule's services, and those it moved earlier that the table level in force
+        still wants on a generation without a ready node (held only by a cooldown now)."""
+        out = dict(lost)
+        if state.level is None:
+            return out
+        wanted = dict(self.table.levels[state.level].placement.items)
+        for name, why in self.capacity_lost.items():
+            if name not in out and name in wanted and \
+                    wanted[name].generation not in capacity.ready:
+                out[name] = why
+        return out
+
+    def _report_capacity(self, lost: dict[str, str], capacity: Capacity) -> None:
+        """Log each service the node-loss rule takes over (once) and gives back, and set
+        the metrics: ready generations and displaced services."""
+        for name in sorted(lost.keys() - self.capacity_lost.keys()):
+            self.log("capacity_lost", level="warning", service=name, why=lost[name],
+                     ready=sorted(capacity.ready))
+        for name in sorted(self.capacity_lost.keys() - lost.keys()):
+            self.log("capacity_back", service=name, was=self.capacity_lost[name])
+        self.capacity_lost = dict(lost)
+        self.generations_ready = tuple(g for g in self.table.generations
+                                       if g in capacity.ready)
+        for generation in self.table.generations:
+            self.telemetry.generation_ready.labels(generation).set(
+                float(generation in capacity.ready))
+        self.telemetry.displaced.set(len(lost))
+
+    def _resume_paused_updates(self, swarm: SwarmState, acted: set[str]) -> None:
+        """Start each paused rolling update again with a forced update (Swarm pauses when a
+        new task fails or ends early, which a busy host can cause), at most
+        MAX_RESUMES times per service and placement; after that it stays paused and
+        reported until the next move."""
+        resume = getattr(self.swarm, "resume", None)
+        if resume is None:
+            return
+        from ecoscale.adapters.swarm import ActionFailed
+
+        for name in sorted(self.updates_paused):
+            managed = swarm.services.get(name)
+            if managed is None or name in acted or managed.paused:
+                continue
+            placed, count = self.resumes.get(name, (managed.placement, 0))
+            if placed != managed.placement:
+                count = 0
+            if count >= MAX_RESUMES:
+                continue
+            try:
+                resume(managed)
+            except (SourceUnavailable, ActionFailed) as exc:
+                self.log("update_resume_failed", level="warning", service=name, error=str(exc))
+                continue
+            self.resumes[name] = (managed.placement, count + 1)
+            self.telemetry.updates_resumed.inc()
+            self.log("update_resumed", level="warning", service=name, attempt=count + 1,
+                     of=MAX_RESUMES, swarm=self.updates_paused[name])
 
     def _report_paused_updates(self, swarm: SwarmState) -> None:
         """Log each service whose rolling update Swarm paused, once per pause, and count them.
@@ -233,9 +362,10 @@ class Daemon:
              reason: str) -> Action:
         from ecoscale.adapters.swarm import ActionFailed
 
-        direction = "new" if toward_new(before, after, self.table.generations) else "old"
-        kind = ("slo" if "SLO" in reason else "no-data" if "no load data" in reason
-                else "table")
+        direction = "new" if toward_new(before, after, self._order(Placement(
+            ((managed.name, before),)))) else "old"
+        kind = ("capacity" if "node loss" in reason else "slo" if "SLO" in reason
+                else "no-data" if "no load data" in reason else "table")
         try:
             self.swarm.apply(managed, after)
         except (SourceUnavailable, ActionFailed) as exc:
@@ -252,7 +382,10 @@ class Daemon:
         details = {"level": (self.state.level or 0) + 1 if self.state else None,
                    "escalation": self.state.escalation if self.state else 0,
                    "dry_run": self.config.dry_run, "paused": self.paused_globally(),
-                   "updates_paused": sorted(self.updates_paused), "note": note}
+                   "updates_paused": sorted(self.updates_paused),
+                   "capacity_lost": dict(self.capacity_lost),
+                   "generations_ready": list(self.generations_ready),
+                   "note": note}
         self.health.update(problems, time.time(), details)
         if problems:
             self.log("unhealthy", level="warning", problems=problems)
@@ -339,20 +472,51 @@ class Daemon:
         return 0
 
     def _reload(self, reload: Any) -> None:
+        """Apply a new config and table from ``reload()`` (which returns (config, table) or
+        (config, table, model)), rebuilding each client whose settings changed; a bad new
+        config, a client that cannot be built, or a change that needs a restart keeps
+        everything as it was, and the log line says why."""
         if reload is None:
             return
         try:
-            config, table = reload()
+            config, table, *rest = reload()
+            restart = restart_only_changes(self.config, config)
+            if restart:
+                raise EcoscaleError(f"{', '.join(restart)} changed: the HTTP server is bound "
+                                    "once, so that needs a restart; nothing was reloaded")
+            clients = self._build_clients(config)
         except Exception as exc:   # a bad new config keeps the old one running
-            self.log("reload-rejected", level="error", error=str(exc))
+            self.log("reload-rejected", level="error", error=str(exc),
+                     kept=self.config.source or None)
             return
+        for name, client in clients.items():
+            setattr(self, name, client)
+        if rest and rest[0] is not None:
+            self.model = rest[0]
         self.config = config
         if table_digest(table) != self.digest:
             self.table = table
             self.digest = table_digest(table)
             self.state = ControlState(last_move_s=(self.state or ControlState()).last_move_s)
+        self.health.max_age_s = max(60.0, 4 * self.config.interval_s)
         self.telemetry.slo.set(self.table.slo_ms)
-        self.log("reloaded", table=config.table)
+        self.log("reloaded", table=config.table, rebuilt=sorted(clients) or None)
+
+    def _build_clients(self, config: DaemonConfig) -> dict[str, Any]:
+        """New clients for the settings that differ from the running config's."""
+        changed = changed_clients(self.config, config)
+        if changed and self.adapters is None:
+            raise EcoscaleError(f"settings of {', '.join(changed)} changed, and this daemon "
+                                "cannot build clients (no adapters); restart it")
+        built: dict[str, Any] = {}
+        for name in changed:
+            if name == "metrics":
+                built[name] = self.adapters.metrics(config)
+            elif name == "swarm":
+                built[name] = self.adapters.swarm(config)
+            else:
+                built[name] = self.adapters.carbon(config, self.clock.now())
+        return built
 
 
 def backoff_s(failures: int, interval_s: float, max_backoff_s: float) -> float:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import errno
 
-from ecoscale.adapters.carbon import carbon_source
 from ecoscale.adapters.files import load_hardware, load_profile, load_table, load_topology
-from ecoscale.adapters.prometheus import PromQLMetrics
-from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.config import DaemonConfig, load_config
 from ecoscale.daemon.loop import Daemon, SystemClock
 from ecoscale.daemon.telemetry import Log, serve
-from ecoscale.errors import InputError
+from ecoscale.daemon.wiring import Adapters
+from ecoscale.errors import EcoscaleError, InputError
 from ecoscale.model.app import AppModel
 from ecoscale.model.consistency import check_table_fits
 from ecoscale.planner.table import PolicyTable
@@ -34,41 +32,60 @@ def load_all(path: str) -> tuple[DaemonConfig, PolicyTable, AppModel]:
     return config, table, model
 
 
-def build_daemon(path: str, dry_run: bool = False) -> Daemon:
+ADAPTERS = Adapters()
+"""What `run` and `run --check` build their clients with (tests put fakes here)."""
+
+
+def build_daemon(path: str, dry_run: bool = False, adapters: Adapters | None = None) -> Daemon:
     config, table, model = load_all(path)
     if dry_run:
         from dataclasses import replace
 
         config = replace(config, dry_run=True)
+    adapters = adapters or ADAPTERS
     clock = SystemClock()
     return Daemon(
         config=config,
         table=table,
-        swarm=DockerSwarm(config.docker_host, config.labels),
-        metrics=PromQLMetrics(config.prometheus),
-        carbon=carbon_source(config.carbon, time.time()),
+        swarm=adapters.swarm(config),
+        metrics=adapters.metrics(config),
+        carbon=adapters.carbon(config, clock.now()),
         clock=clock,
         model=model,
         log=Log(),
+        adapters=adapters,
     )
+
+
+def listen(daemon: Daemon, path: str) -> object:
+    """Start /metrics and /healthz; a port in use is an EcoscaleError that says what to do."""
+    address, port = daemon.config.listen_address, daemon.config.listen_port
+    try:
+        return serve(daemon.telemetry, daemon.health, address, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise EcoscaleError(
+                f"{path}: listen_port {port} on {address} is already in use (another ecoscale "
+                f"daemon? `ss -ltnp 'sport = :{port}'` names it); stop it, or set listen_port "
+                "to a free port (0 turns /metrics and /healthz off)") from None
+        raise EcoscaleError(f"{path}: cannot listen on {address}:{port} ({exc.strerror}); "
+                            "set listen_address / listen_port") from None
 
 
 def run(path: str, dry_run: bool = False, once: bool = False) -> int:
     daemon = build_daemon(path, dry_run)
     server = None
     if daemon.config.listen_port and not once:
-        server = serve(daemon.telemetry, daemon.health, daemon.config.listen_address,
-                       daemon.config.listen_port)
+        server = listen(daemon, path)
     try:
         if once:
             report = daemon.run_once()
             return 0 if report.healthy else 1
 
-        def reload() -> tuple[DaemonConfig, PolicyTable]:
-            config, table, _ = load_all(path)
-            return config, table
+        def reload() -> tuple[DaemonConfig, PolicyTable, AppModel]:
+            return load_all(path)
 
         return daemon.run_forever(reload)
     finally:
         if server is not None:
-            server.shutdown()
+            server.shutdown()  # type: ignore[attr-defined]

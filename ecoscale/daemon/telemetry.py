@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
@@ -51,6 +52,13 @@ class Telemetry:
         self.healthy = Gauge("ecoscale_healthy", "1 when every source answered at the last "
                              "loop", registry=r)
         self.paused = Gauge("ecoscale_paused", "1 when the pause file exists", registry=r)
+        self.updates_resumed = Counter("ecoscale_updates_resumed", "Paused rolling updates "
+                                       "started again by a forced update", registry=r)
+        self.generation_ready = Gauge("ecoscale_generation_ready", "1 when at least one "
+                                      "ready node carries the generation's label",
+                                      ["generation"], registry=r)
+        self.displaced = Gauge("ecoscale_services_displaced", "Services the node-loss rule "
+                               "keeps off a generation that cannot run them", registry=r)
         self.updates_paused = Gauge("ecoscale_updates_paused", "Managed services whose last "
                                     "rolling update Swarm paused", registry=r)
         self.loop_seconds = Histogram("ecoscale_loop_duration_seconds", "Duration of one "
@@ -114,6 +122,12 @@ def serve(telemetry: Telemetry, health: Health, address: str, port: int) -> Thre
     return server
 
 
+def iso_utc(epoch_s: float) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. 2026-12-01T19:45:04.123Z."""
+    stamp = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class Log:
     """Structured log lines (JSON, one object per line) on a stream."""
 
@@ -122,7 +136,7 @@ class Log:
         self.lock = threading.Lock()
 
     def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
-        record = {"ts": round(time.time(), 3), "level": level, "event": event, **fields}
+        record = {"ts": iso_utc(time.time()), "level": level, "event": event, **fields}
         line = json.dumps(record, default=str)
         with self.lock:
             self.stream.write(line + "\n")

@@ -129,6 +129,33 @@ def pids_in(cgroup_name: str) -> set[int]:
     return pids
 
 
+def node_pids(cgroup_name: str, node: str) -> set[int]:
+    """Every process of one node: its engine's tracking group and its containers' group."""
+    pids: set[int] = set()
+    for top in group_dirs(cgroup_name):
+        for group in (top / node, top / f"engine-{node}"):
+            for procs in group.rglob("cgroup.procs") if group.is_dir() else ():
+                try:
+                    pids.update(int(p) for p in procs.read_text().split())
+                except OSError:
+                    continue
+    return pids
+
+
+def kill_node(cgroup_name: str, node: str, timeout_s: float = 20.0) -> set[int]:
+    """SIGKILL every process of one node (engine, containerd, shims, containers) until its
+    groups are empty, as a machine that loses power; returns survivors."""
+    deadline = time.monotonic() + timeout_s
+    pids = node_pids(cgroup_name, node)
+    while pids and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+        pids = node_pids(cgroup_name, node)
+    return pids
+
+
 def kill_all(cgroup_name: str, timeout_s: float = 20.0) -> set[int]:
     """SIGKILL every process in the lab's groups until they are empty; returns survivors."""
     deadline = time.monotonic() + timeout_s

@@ -248,6 +248,47 @@ class Lab:
         except LabError:
             engines.raise_engine_failed(self.config, node, "did not become ready")
 
+    # ------------------------------------------------------------------ node loss
+    def stop_node(self, name: str) -> int:
+        """Kill one worker node as if it lost power: SIGKILL its engine and everything the
+        engine started (found by cgroup membership). Returns how many processes died.
+
+        The Swarm sees the node down after its heartbeat times out; ``start_node`` brings it
+        back with its state (it rejoins by itself)."""
+        require_root("stop a node")
+        node = self.node(name)
+        if node.manager:
+            raise LabError(f"{name} is the Swarm manager: stopping it ends the lab's Swarm; "
+                           f"stop a worker ({', '.join(n.name for n in self.nodes[1:])})")
+        pids = cgroups.node_pids(self.config.cgroup_name, name)
+        survivors = cgroups.kill_node(self.config.cgroup_name, name)
+        if survivors:
+            raise LabError(f"processes {sorted(survivors)} of node {name} do not die")
+        self._clients.pop(name, None)
+        self._log(f"node {name} stopped ({len(pids)} processes killed)")
+        return len(pids)
+
+    def start_node(self, name: str) -> float:
+        """Start a stopped worker's engine again and wait until the Swarm has it ready;
+        returns the seconds that took."""
+        require_root("start a node")
+        node = self.node(name)
+        began = time.monotonic()
+        if engines.engine_pid(self.config, node) is None:
+            paths = engines.engine_paths(self.config, node)
+            paths.pidfile.unlink(missing_ok=True)   # the killed engine's: not a live one
+            unmount_all_under(paths.exec_root)
+            engines.start_engine(self.config, node)
+        self._clients.pop(name, None)
+        self._wait_engine(node)
+        node_id = self._state().get("node_ids", {}).get(name)
+        if node_id:
+            poll(lambda: swarm.check_nodes_ready(self.client(), {name: node_id}),
+                 self.config.timeout_s, f"node {name} to be ready in the Swarm again")
+        seconds = round(time.monotonic() - began, 1)
+        self._log(f"node {name} ready again in {seconds:.1f} s")
+        return seconds
+
     def healthy(self) -> bool:
         """Whether the lab is up as configured: engines alive, nodes ready, Prometheus ready."""
         state = self._state()

@@ -173,3 +173,21 @@ def test_unreachable_engine_is_source_unavailable(tmp_path):
     target = DockerSwarm(f"unix://{tmp_path}/nothing.sock", timeout_s=2)
     with pytest.raises(SourceUnavailable, match="docker API"):
         target.read()
+
+
+def test_resume_is_a_forced_update_of_the_same_spec():
+    import random
+
+    from ecoscale.adapters.swarm import DockerSwarm
+    from ecoscale.model.placement import Placement, ServicePlacement
+    from ecoscale.ports import ManagedService
+    from ecoscale.testing import FakeDockerAPI, FakeDockerClient
+
+    api = FakeDockerAPI(Placement((("a", ServicePlacement("old", 2)),)), random.Random(1))
+    swarm = DockerSwarm(client=FakeDockerClient(api))
+    before = api.inspect_service("id-a")
+    swarm.resume(ManagedService("a", "id-a", "app_a", ServicePlacement("old", 2)))
+    after = api.services["id-a"]
+    assert after["Spec"]["TaskTemplate"]["ForceUpdate"] == 1
+    assert after["Version"]["Index"] == before["Version"]["Index"] + 1
+    assert api.placement() == Placement((("a", ServicePlacement("old", 2)),))

@@ -61,11 +61,16 @@ def test_missing_table_file_is_a_clear_error(tmp_path, capsys):
     assert "nowhere.yaml" in capsys.readouterr().err
 
 
-def test_check_accepts_a_planned_table(tmp_path, capsys):
+def test_check_accepts_a_planned_table(tmp_path, capsys, monkeypatch):
+    from ecoscale.daemon import main as daemon_main
+    from ecoscale.testing import FakeAdapters, RecordedPrometheus, vector_reply
+
     table = tmp_path / "policy-table.yaml"
     assert main(["plan", "--out", str(table), "--levels", "0.5,1.0"]) == 0
     path = tmp_path / "c.yaml"
     path.write_text("app: socialNetwork\ntable: policy-table.yaml\n"
                     "prometheus: {qps: a, p99_ms: b}\n")
+    prometheus = RecordedPrometheus({q: vector_reply(({}, 1.0, 1.0)) for q in ("a", "b")})
+    monkeypatch.setattr(daemon_main, "ADAPTERS", FakeAdapters(prometheus_client=prometheus))
     assert main(["run", "--check", "--config", str(path)]) == 0
     assert "config ok" in capsys.readouterr().out

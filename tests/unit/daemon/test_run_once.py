@@ -131,8 +131,12 @@ def test_a_paused_swarm_update_is_logged_once_counted_and_the_next_move_goes_ahe
     daemon, log = make()
     daemon.swarm.services["a"] = replace(daemon.swarm.services["a"],
                                          update_paused="paused: task xyz failed")
+    # a persistent failure: each forced update pauses again
+    daemon.swarm.resume = lambda service: daemon.swarm.resumed.append(service.name)
     tick(daemon, qps=50)
     tick(daemon, qps=50)
+    tick(daemon, qps=50)
+    assert daemon.swarm.resumed == ["a", "a"]      # MAX_RESUMES, then left paused
     warnings = [json.loads(x) for x in log.getvalue().splitlines() if "update_paused" in x]
     assert [(w["service"], w["swarm"]) for w in warnings] == [("a", "paused: task xyz failed")]
     assert daemon.telemetry.updates_paused._value.get() == 1
@@ -288,3 +292,24 @@ def test_live_carbon_accounting(social_model):
                                       {"generation": "old", "kind": "operational"})
     assert total == pytest.approx(expected, rel=1e-6)      # one hour at that rate
     assert registry.get_sample_value("ecoscale_running_tasks", {"generation": "old"}) == 26
+
+
+def test_a_paused_update_is_resumed_by_a_forced_update_and_logged():
+    daemon, log = make()
+    daemon.swarm.services["a"] = replace(daemon.swarm.services["a"],
+                                         update_paused="paused: task xyz failed")
+    tick(daemon, qps=50)
+    assert daemon.swarm.resumed == ["a"] and not daemon.swarm.services["a"].update_paused
+    events = [json.loads(x) for x in log.getvalue().splitlines()]
+    assert [e["service"] for e in events if e["event"] == "update_resumed"] == ["a"]
+    assert daemon.telemetry.updates_resumed._value.get() == 1
+    tick(daemon, qps=50)
+    assert daemon.swarm.resumed == ["a"]           # nothing paused any more
+
+
+def test_dry_run_never_resumes_a_paused_update():
+    daemon, _ = make(dry_run=True)
+    daemon.swarm.services["a"] = replace(daemon.swarm.services["a"],
+                                         update_paused="paused: task xyz failed")
+    tick(daemon, qps=50)
+    assert daemon.swarm.resumed == []
