@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from waiting import free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
@@ -73,24 +73,6 @@ def lab_table() -> PolicyTable:
 
 CONTROL = {"slo_miss_periods": 3, "escalation_hold_s": 60, "cooldown_s": 10,
            "no_data_fallback_periods": 1000}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0):
-    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
 class Load:

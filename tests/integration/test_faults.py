@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from waiting import free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.swarm import DockerSwarm
@@ -88,23 +89,6 @@ def table(on_old: tuple[str, ...]) -> PolicyTable:
                            0.0, 0.0, True),),
         ranking=tuple((s, 1.0) for s in services), non_critical={}, critical={},
         hysteresis=Hysteresis(0.95, 0.85, 20.0), carbon_ratio={"new": 1.0, "old": 2.8})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
 def running(docker_host: str) -> dict[str, dict[str, int]]:
