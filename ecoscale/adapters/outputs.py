@@ -158,7 +158,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         else:
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -168,6 +168,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _umask()
+"""The process's umask, read once at import (reading it means setting it for a moment, which
+must not happen while other threads create files)."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
