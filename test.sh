@@ -37,4 +37,6 @@ fi
 # integration tests start `ecoscale` and `python3 -m ecoscale`: the venv's come first
 export PATH="$PWD/$venv/bin:$PATH"
 python3 -m ruff check .
+# the layer graph of pyproject.toml [tool.importlinter] (README: "Layout")
+lint-imports --no-cache
 exec python3 -m pytest "$@"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from ecoscale.control.decide import ControlSettings
@@ -197,13 +196,3 @@ def parse_config(raw: Any, source: str) -> DaemonConfig:
         "source": source,
     })
 
-
-def load_config(path: str | Path) -> DaemonConfig:
-    from ecoscale.adapters.files import read_yaml
-
-    config = parse_config(read_yaml(Path(path)), str(path))
-    table = Path(config.table)
-    if not table.is_absolute():   # relative to the config file's folder
-        table = Path(path).resolve().parent / table
-    return DaemonConfig(**{**{f.name: getattr(config, f.name) for f in fields(DaemonConfig)},
-                           "table": str(table)})

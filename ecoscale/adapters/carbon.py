@@ -7,7 +7,7 @@ from typing import Any
 
 from ecoscale.adapters.tracefiles import load_carbon_trace
 from ecoscale.config import CarbonConfig
-from ecoscale.model.trace import Trace
+from ecoscale.model.trace import Trace, trace_offset_s
 from ecoscale.ports import CarbonSource
 
 
@@ -16,8 +16,6 @@ class TraceCarbon:
     trace time runs ``speedup`` times faster than the wall clock (1: real time)."""
 
     def __init__(self, config: CarbonConfig, started_at_s: float):
-        from ecoscale.replay.scenario import trace_offset_s
-
         self.trace: Trace = load_carbon_trace(config.trace, config.factors)
         self.offset_s = trace_offset_s(self.trace, config.start, "carbon.start")
         self.speedup = config.speedup

@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from ecoscale.adapters.outputs import atomic_write_text
+from ecoscale.config import DaemonConfig, parse_config
 from ecoscale.errors import InputError
 from ecoscale.model.carbon import Generation, Hardware
 from ecoscale.model.latency import AppProfile, LatencyCurve, parse_replica_limits
 from ecoscale.model.topology import Topology, parse_topology
 from ecoscale.paths import profiles_dir
+from ecoscale.planner.table import PolicyTable, table_from_data, table_to_data
 from ecoscale.values import BadNumber, number, number_at
 
 DEFAULT_HARDWARE = "cloudlab"
@@ -142,8 +146,6 @@ def _check_events(text: str, source: str) -> None:
 
 def write_yaml(path: Path, data: Any, header: str = "") -> None:
     """Write YAML atomically (a temporary file renamed over the target): nothing half-written."""
-    from ecoscale.adapters.outputs import atomic_write_text
-
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     atomic_write_text(path, header + body)
 
@@ -379,10 +381,8 @@ def parse_profile(data: Any, source: str) -> AppProfile:
     )
 
 
-def write_table(path: Path, table: Any) -> None:
-    """Write a policy table (planner.table.PolicyTable) as YAML, atomically."""
-    from ecoscale.planner.table import table_to_data
-
+def write_table(path: Path, table: PolicyTable) -> None:
+    """Write a policy table as YAML, atomically."""
     header = (
         f"# ecoscale policy table for {table.app}: written by `ecoscale plan`, read by "
         "`ecoscale run` and `ecoscale replay --table`.\n"
@@ -392,8 +392,16 @@ def write_table(path: Path, table: Any) -> None:
     write_yaml(path, table_to_data(table), header)
 
 
-def load_table(path: str | Path) -> Any:
+def load_table(path: str | Path) -> PolicyTable:
     """Read and validate a policy table file."""
-    from ecoscale.planner.table import table_from_data
-
     return table_from_data(read_yaml(Path(path)), str(path))
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """The daemon's config file, its table path made absolute (relative to the file's folder)."""
+    config = parse_config(read_yaml(Path(path)), str(path))
+    table = Path(config.table)
+    if not table.is_absolute():   # relative to the config file's folder
+        table = Path(path).resolve().parent / table
+    return DaemonConfig(**{**{f.name: getattr(config, f.name) for f in fields(DaemonConfig)},
+                           "table": str(table)})

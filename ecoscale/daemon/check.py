@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ecoscale.adapters.carbon import HttpCarbon
 from ecoscale.config import DaemonConfig
 from ecoscale.daemon.wiring import Adapters
 from ecoscale.errors import EcoscaleError
@@ -137,8 +138,6 @@ def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -
 def check_carbon(config: DaemonConfig, adapters: Adapters,
                  now_s: float | None = None) -> CheckResult:
     """Load the carbon trace, or ask the live URL once."""
-    from ecoscale.adapters.carbon import HttpCarbon
-
     now_s = time.time() if now_s is None else now_s
     try:
         source = adapters.carbon(config, now_s)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import errno
 
-from ecoscale.adapters.files import load_hardware, load_profile, load_table, load_topology
-from ecoscale.config import DaemonConfig, load_config
+from ecoscale.adapters.files import (
+    load_config,
+    load_hardware,
+    load_profile,
+    load_table,
+    load_topology,
+)
+from ecoscale.config import DaemonConfig
 from ecoscale.daemon.loop import Daemon, SystemClock
 from ecoscale.daemon.telemetry import Log, serve
 from ecoscale.daemon.wiring import Adapters
 from ecoscale.errors import EcoscaleError, InputError
-from ecoscale.model.app import AppModel
-from ecoscale.model.consistency import check_table_fits
+from ecoscale.model.app import AppModel, check_table_fits
 from ecoscale.planner.table import PolicyTable
 
 

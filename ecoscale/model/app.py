@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecoscale.errors import InputError
 from ecoscale.model.carbon import Hardware, operational_g_per_h
-from ecoscale.model.consistency import check_profile
+from ecoscale.model.consistency import TableLike, check_profile, check_table
 from ecoscale.model.latency import AppProfile, E2EModel
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Topology
@@ -162,3 +163,30 @@ class AppModel:
             for generation, grams in part.by_generation_g.items():
                 by_generation[generation][idx] = grams
         return p99, CarbonBreakdown(embodied, operational, by_generation)
+
+
+def default_slo(model: AppModel, slo_ms: float | None = None) -> tuple[float, float, str]:
+    """(SLO ms, SLO load req/s, how it was set): the user's, the profile's, or the papers'
+    definition: p99 of the all-new deployment at 75 % of its saturation load."""
+    profile = model.profile
+    newest = model.hardware.newest
+    all_new = Placement.uniform(model.services, newest)
+    saturation = model.saturation_qps(all_new)
+    slo_load = profile.slo_load_qps or profile.slo_load_fraction * saturation
+    if slo_ms is not None:
+        if not slo_ms > 0:
+            raise InputError("--slo-ms", f"must be > 0, got {slo_ms:g}")
+        return float(slo_ms), slo_load, "given by the user (--slo-ms)"
+    if profile.slo_ms is not None:
+        return profile.slo_ms, slo_load, (f"from the profile {profile.name} (set at "
+                                          f"{slo_load:.0f} req/s)")
+    return (float(model.e2e_p99(all_new, slo_load)), slo_load,
+            f"p99 of the all-{newest} deployment at {profile.slo_load_fraction:.0%} of its "
+            f"saturation load ({slo_load:.0f} of {saturation:.0f} req/s)")
+
+
+def check_table_fits(table: TableLike, model: AppModel, source: str) -> None:
+    """The table at ``source`` against the model (topology, profile, hardware) it drives:
+    `replay --table`, `run --check` and the daemon's start call this."""
+    generations = [g for g in model.profile.generations if g in model.hardware.generations]
+    check_table(table, model.topology, generations, model.hardware.newest, source)

@@ -9,16 +9,13 @@ the files' paths come in as strings (``Topology.file``, ``AppProfile.file``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ecoscale.errors import InputError
 from ecoscale.model.carbon import Hardware
 from ecoscale.model.latency import AppProfile
 from ecoscale.model.placement import Placement
 from ecoscale.model.topology import Topology
-
-if TYPE_CHECKING:
-    from ecoscale.model.app import AppModel
 
 
 class _Level(Protocol):
@@ -137,9 +134,3 @@ def check_table(table: TableLike, topology: Topology, generations: Sequence[str]
     if problems:
         raise InputError(source, problems)
 
-
-def check_table_fits(table: TableLike, model: AppModel, source: str) -> None:
-    """The table at ``source`` against the model (topology, profile, hardware) it drives:
-    `replay --table`, `run --check` and the daemon's start call this."""
-    generations = [g for g in model.profile.generations if g in model.hardware.generations]
-    check_table(table, model.topology, generations, model.hardware.newest, source)

@@ -15,6 +15,7 @@ from ecoscale.model.carbon import Hardware, carbon_constants
 from ecoscale.model.latency import AppProfile, LatencyCurve
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Topology
+from ecoscale.profiler.experiments import REFERENCE, SLICE_S, PoolConfig, sliced_window
 from ecoscale.profiler.fit import (
     KNEE_FACTOR,
     Point,
@@ -24,7 +25,6 @@ from ecoscale.profiler.fit import (
     saturation_and_slo,
     served,
 )
-from ecoscale.profiler.plan import REFERENCE, SLICE_S, PoolConfig, sliced_window
 from ecoscale.profiler.store import E2E, Row
 
 IDLE_SERVICE_P99_MS = 1.0

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ecoscale.adapters.files import load_hardware, load_topology, read_yaml, write_yaml
+from ecoscale.adapters.outputs import beside, check_out_file, git_tracked
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.model.topology import Topology
 from ecoscale.paths import profiles_dir
 from ecoscale.profiler.build import build_profile, prune_measured, pruning_peak, sweep_points
-from ecoscale.profiler.fit import saturation_and_slo
-from ecoscale.profiler.plan import (
+from ecoscale.profiler.experiments import (
     PoolConfig,
     criticality_plan,
     estimate_s,
@@ -24,6 +24,7 @@ from ecoscale.profiler.plan import (
     point_seconds,
     sweep_plan,
 )
+from ecoscale.profiler.fit import saturation_and_slo
 from ecoscale.profiler.runner import Progress, Runner, loadgen_driver
 from ecoscale.profiler.store import compact, complete_rows, read_rows
 from ecoscale.values import BadNumber, parse_number_text
@@ -38,43 +39,15 @@ def power_source() -> str:
     return "modelled: no RAPL on the profiling host; idle/peak power curve of the hardware file"
 
 
-def lab_pool(overrides: dict[str, Any]) -> PoolConfig:
-    """The pool of the running `ecoscale lab` (found as `ecoscale lab status` finds it)."""
-    from ecoscale.lab import Lab
-
-    lab = Lab.attach()
-    emulation = lab.config.emulation(os.cpu_count() or 1)
-    raw: dict[str, Any] = {
-        "name": "lab",
-        "frontend_url": lab.frontend_url,
-        "prometheus_url": lab.prometheus_url,
-        "docker_host": lab.docker_host,
-        "generations": [g.name for g in lab.config.generations],
-        "slot_cpus": {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()},
-        "replica_limits": replica_limits(emulation),
-        "emulation": lab_emulation_text(emulation),
-    }
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    return parse_pool(raw, "ecoscale lab")
+PoolSource = Callable[[dict[str, Any]], PoolConfig]
+"""A named pool that is not a file (``lab``: the running lab's): overrides -> pool config."""
 
 
-def replica_limits(emulation: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """generation -> replicas of one service that add capacity on the lab: the generation's
-    CPUs (nodes x CPUs per node) over one replica's CPUs, at least 1."""
-    return {g: max(1, int(spec["nodes"] * spec["cpus_per_node"]
-                          // spec["cpus_per_replica"]))
-            for g, spec in emulation.items()}
-
-
-def lab_emulation_text(emulation: dict[str, dict[str, Any]]) -> str:
-    """How the lab emulates each generation, in one line for the profile's provenance."""
-    parts = [f"{g}: {spec['speed']}; {spec['capacity']}" for g, spec in emulation.items()]
-    return "EMULATED on one machine by `ecoscale lab`: " + " | ".join(parts)
-
-
-def load_pool(pool: str, overrides: dict[str, Any]) -> PoolConfig:
-    if pool == "lab":
-        return lab_pool(overrides)
+def load_pool(pool: str, overrides: dict[str, Any],
+              named: Mapping[str, PoolSource] | None = None) -> PoolConfig:
+    """The pool config: a named pool (``named``), else a YAML file; ``overrides`` win."""
+    if named and pool in named:
+        return named[pool](overrides)
     raw = read_yaml(Path(pool))
     if not isinstance(raw, dict):
         raise EcoscaleError(f"{pool}: a pool config is a YAML mapping")
@@ -107,8 +80,6 @@ def profile_destination(out: Path, refit: bool, force: bool) -> tuple[Path, list
     ``force`` is not given (``lab.refit.yaml`` for --refit, ``lab.measured.yaml`` with its
     own raw CSV for a new measurement), so a shipped profile is never overwritten by
     accident. Returns the path and notes for the user."""
-    from ecoscale.adapters.outputs import beside, git_tracked
-
     if force or not git_tracked(out):
         return out, []
     instead = beside(out, "refit" if refit else "measured")
@@ -118,14 +89,13 @@ def profile_destination(out: Path, refit: bool, force: bool) -> tuple[Path, list
 
 def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
                 overrides: dict[str, Any], prune_threshold: float = 0.05,
-                refit: bool = False, force: bool = False) -> int:
+                refit: bool = False, force: bool = False,
+                named_pools: Mapping[str, PoolSource] | None = None) -> int:
     """Profile ``app`` on a pool (or refit the raw CSV beside ``out``) and write the profile.
 
     A git-tracked ``out`` is written beside, not over, unless ``force``."""
-    from ecoscale.adapters.outputs import check_out_file
-
     topology = load_topology(app)
-    pool = load_pool(pool_name, overrides)
+    pool = load_pool(pool_name, overrides, named_pools)
     hardware = load_hardware(pool.hardware)
     asked = out or profiles_dir() / topology.app / f"{pool.name}.yaml"
     out, notes = profile_destination(asked, refit, force)

@@ -21,10 +21,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from ecoscale.adapters.prometheus import PrometheusClient
+from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.model.topology import Topology
 from ecoscale.ports import SourceUnavailable, SwarmControl
-from ecoscale.profiler.plan import SLICE_S, Experiment, PoolConfig, settle_s, sliced_window
+from ecoscale.profiler.experiments import SLICE_S, Experiment, PoolConfig, settle_s, sliced_window
 from ecoscale.profiler.store import E2E, Row, append_rows, finished_points, read_rows
 
 # PromQL over a window of W seconds ending at the evaluation time; {svc} is a regex of
@@ -228,8 +229,6 @@ class Runner:
 
 def loadgen_driver(url: str, topology: Topology) -> LoadDriver:
     """The lab's open-loop load generator as a LoadDriver."""
-    from ecoscale.lab.loadgen import run_load
-
     def drive(rate_qps: float, duration_s: float, seed: int) -> LoadOutcome:
         result: Any = run_load(url, topology, rate_qps=rate_qps, duration_s=duration_s,
                                seed=seed)

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecoscale.replay.baselines import HpaCpuPolicy
 from ecoscale.replay.duplicates import Likeness
 from ecoscale.replay.engine import PolicyRun, ReplayResult, Scenario
+from ecoscale.replay.policies import EcoscalePolicy
 
 PLOT_NAMES = ("summary.png", "load.png", "carbon_intensity.png", "placement.png",
               "p99_vs_slo.png", "cumulative_carbon.png")
@@ -339,9 +341,6 @@ def load_figure(plt, result: ReplayResult):
 
 
 def carbon_figure(plt, result: ReplayResult):
-    from ecoscale.replay.baselines import HpaCpuPolicy
-    from ecoscale.replay.policies import EcoscalePolicy
-
     scenario = result.scenario
     hours = _hours(scenario)
     ci = scenario.carbon_g_per_kwh

@@ -31,10 +31,9 @@ from ecoscale.control.decide import ControlState, decide
 from ecoscale.control.policy import Observation
 from ecoscale.daemon.loop import Daemon
 from ecoscale.daemon.telemetry import Log
-from ecoscale.model.app import AppModel
+from ecoscale.model.app import AppModel, default_slo
 from ecoscale.planner.synthetic import synthetic_app
 from ecoscale.planner.table import PolicyTable, build_table
-from ecoscale.replay.scenario import default_slo
 from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm
 
 TARGET_MS = {"socialNetwork": 20.0, "synthetic-1000": 1000.0}

@@ -7,7 +7,7 @@ lab) and is driven from this process:
 1. closed loop: 32 keep-alive connections back to back -> requests/s (for zero-work servers
    this is the Python client's limit) and the servers' own CPU per request (from /proc), the
    robust comparison with the baseline;
-2. the sustained rate: open-loop (Poisson, ecoscale.lab.loadgen) at rising rates up to the
+2. the sustained rate: open-loop (Poisson, ecoscale.loadgen.generator) at rising rates up to the
    ceiling; the highest rate served in full with p99 under 20 ms, and its p50/p99 (client side,
    from the intended send time, so queueing counts).
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ecoscale.emulator.http import HttpClientProtocol  # noqa: E402
-from ecoscale.lab.loadgen import Target, run_load  # noqa: E402
+from ecoscale.loadgen.generator import Target, run_load  # noqa: E402
 
 P99_LIMIT_MS = 20.0
 RATE_LADDER = (250, 500, 750, 1000, 1250, 1500, 2000, 2500, 3000)

@@ -16,12 +16,11 @@ import argparse
 import time
 
 from ecoscale.adapters.files import load_hardware
-from ecoscale.model.app import AppModel
+from ecoscale.model.app import AppModel, default_slo
 from ecoscale.planner.oracle import optimal_placement
 from ecoscale.planner.search import carbon_terms
 from ecoscale.planner.synthetic import synthetic_app
 from ecoscale.planner.table import build_table
-from ecoscale.replay.scenario import default_slo
 
 TARGETS_S = {1000: 2.0, 10000: 30.0}
 

@@ -24,9 +24,8 @@ sys.path.insert(0, str(ROOT))   # this checkout's ecoscale, not an installed one
 
 import ecoscale.daemon.main  # noqa: E402, F401  (the real daemon's imports)
 from ecoscale.adapters.files import load_hardware, load_profile, load_topology  # noqa: E402
-from ecoscale.model.app import AppModel  # noqa: E402
+from ecoscale.model.app import AppModel, default_slo  # noqa: E402
 from ecoscale.planner.table import build_table  # noqa: E402
-from ecoscale.replay.scenario import default_slo  # noqa: E402
 from ecoscale.testing import rss_mb, soak  # noqa: E402
 
 RSS_GROWTH_BOUND_MB = 3.0

@@ -27,7 +27,7 @@ from waiting import free_port, wait_for
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.swarm import DockerSwarm
-from ecoscale.lab.daemon import (
+from ecoscale.evaluation.launcher import (
     DAEMON_SERVICE,
     PROMETHEUS_SERVICE,
     daemon_config,
@@ -37,7 +37,7 @@ from ecoscale.lab.daemon import (
     stack_logs,
     start_process,
 )
-from ecoscale.lab.loadgen import run_load
+from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
 

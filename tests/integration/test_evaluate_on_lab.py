@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import REPORT
 
-from ecoscale.lab.evaluate import EvaluationOptions, evaluate
+from ecoscale.evaluation.evaluate import EvaluationOptions, evaluate
 
 pytestmark = pytest.mark.integration
 

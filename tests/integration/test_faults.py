@@ -29,8 +29,8 @@ from waiting import free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.swarm import DockerSwarm
-from ecoscale.lab.daemon import daemon_config, start_process
-from ecoscale.lab.loadgen import run_load
+from ecoscale.evaluation.launcher import daemon_config, start_process
+from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
 

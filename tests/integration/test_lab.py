@@ -16,7 +16,6 @@ from conftest import CPU_HEAVY, REPORT, host_traces
 from ecoscale.adapters.files import load_topology
 from ecoscale.lab import engines, swarm
 from ecoscale.lab.lab import Lab
-from ecoscale.lab.loadgen import LoadResult, run_load
 from ecoscale.lab.prometheus import (
     cpu_query,
     p99_ms_query,
@@ -24,6 +23,7 @@ from ecoscale.lab.prometheus import (
     qps_query,
 )
 from ecoscale.lab.system import NotYet, poll
+from ecoscale.loadgen.generator import LoadResult, run_load
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ from conftest import CPU_HEAVY
 
 from ecoscale.adapters.files import load_profile, read_yaml
 from ecoscale.adapters.swarm import DockerSwarm
+from ecoscale.lab.pool import NAMED_POOLS
 from ecoscale.profiler.main import run_profile
 from ecoscale.profiler.store import finished_points, read_rows
 
@@ -34,7 +35,7 @@ PRUNE = 0.1   # low: a critical service wrongly pruned never reaches the ranking
 def test_profile_ranks_cpu_heavy_over_io_bound_and_resumes(cpu_heavy_lab, tmp_path, capsys):
     out = tmp_path / "lab.yaml"
     assert run_profile("socialNetwork", "lab", out, False, dict(SHORT),
-                       prune_threshold=PRUNE) == 0
+                       prune_threshold=PRUNE, named_pools=NAMED_POOLS) == 0
     document = read_yaml(out)
     measured = document["measured"]
     profile = load_profile("socialNetwork", str(out))
@@ -67,7 +68,7 @@ def test_profile_ranks_cpu_heavy_over_io_bound_and_resumes(cpu_heavy_lab, tmp_pa
     rows_before = read_rows(raw)
     capsys.readouterr()
     assert run_profile("socialNetwork", "lab", out, False, dict(SHORT),
-                       prune_threshold=PRUNE) == 0
+                       prune_threshold=PRUNE, named_pools=NAMED_POOLS) == 0
     printed = capsys.readouterr().out
     assert "resuming" in printed
     assert len(read_rows(raw)) == len(rows_before)

@@ -18,12 +18,12 @@ from ecoscale.adapters import outputs
 from ecoscale.adapters.files import DEFAULT_PROFILE, write_yaml
 from ecoscale.cli import build_parser, main
 from ecoscale.errors import UsageError
+from ecoscale.model.trace import DURATION_HINT, parse_duration_s
 from ecoscale.paths import profiles_dir
 from ecoscale.planner.report import MEETS_SLO_NOT_HEADROOM, MISSES_SLO
 from ecoscale.replay.engine import SUMMARY_COLUMNS
 from ecoscale.replay.policies import POLICY_NAMES
 from ecoscale.replay.report import OUTPUT_NAMES
-from ecoscale.replay.scenario import DURATION_HINT, parse_duration_s
 
 QUICK = ["--duration", "2h", "--no-plots"]
 """A replay that takes about a second."""

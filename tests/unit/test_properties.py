@@ -27,7 +27,7 @@ from ecoscale.config import parse_config
 from ecoscale.errors import EcoscaleError, InputError
 from ecoscale.model.topology import parse_topology
 from ecoscale.planner.table import table_from_data
-from ecoscale.profiler.plan import parse_pool
+from ecoscale.profiler.experiments import parse_pool
 from ecoscale.values import BadNumber, flag, number, parse_number_text
 
 BASE = Path(__file__).resolve().parents[1] / "fixtures" / "bad" / "base"

@@ -170,7 +170,7 @@ def test_run_check_exit_code_names_the_failing_adapter(planned_config, monkeypat
 
 
 def test_the_shipped_lab_config_is_valid_and_names_the_lab():
-    from ecoscale.config import load_config
+    from ecoscale.adapters.files import load_config
     from ecoscale.lab.config import LabConfig
     from ecoscale.lab.lab import Lab
 

@@ -1,7 +1,8 @@
 import pytest
 
+from ecoscale.adapters.files import load_config
 from ecoscale.cli import main
-from ecoscale.config import load_config, parse_config
+from ecoscale.config import parse_config
 from ecoscale.errors import InputError
 
 GOOD = {

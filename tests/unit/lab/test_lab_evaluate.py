@@ -3,7 +3,7 @@ settings that the live daemon and its simulation share."""
 
 import pytest
 
-from ecoscale.lab.evaluate import (
+from ecoscale.evaluation.evaluate import (
     EvaluationOptions,
     compressed_scenario,
     in_trace_time,

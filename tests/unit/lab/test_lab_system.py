@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ecoscale.cli import build_parser
-from ecoscale.lab import cli as lab_cli
+from ecoscale.cli import lab as lab_cli
 from ecoscale.lab.lab import _only_empty_dirs
 from ecoscale.lab.system import LabError, NotYet, mounts_under, pid_alive, poll, read_pid
 

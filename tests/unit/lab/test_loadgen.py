@@ -10,7 +10,7 @@ import pytest
 from ecoscale.adapters.files import load_topology
 from ecoscale.emulator.http import HttpServer, Response
 from ecoscale.errors import InputError
-from ecoscale.lab.loadgen import (
+from ecoscale.loadgen.generator import (
     Target,
     arrival_times,
     mix_of,

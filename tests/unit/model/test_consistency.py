@@ -10,8 +10,8 @@ import yaml
 
 from ecoscale.adapters.files import parse_hardware, parse_profile
 from ecoscale.errors import InputError
-from ecoscale.model.app import AppModel
-from ecoscale.model.consistency import check_table_fits, profile_problems, table_problems
+from ecoscale.model.app import AppModel, check_table_fits
+from ecoscale.model.consistency import profile_problems, table_problems
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import parse_topology
 from ecoscale.planner.table import table_from_data

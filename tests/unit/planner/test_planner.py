@@ -6,7 +6,7 @@ import pytest
 
 from ecoscale.adapters.files import load_hardware, load_profile, load_topology
 from ecoscale.errors import InputError
-from ecoscale.model.app import AppModel
+from ecoscale.model.app import AppModel, default_slo
 from ecoscale.model.carbon import Generation, Hardware
 from ecoscale.model.latency import AppProfile, LatencyCurve
 from ecoscale.model.placement import Placement, ServicePlacement
@@ -20,7 +20,6 @@ from ecoscale.planner.table import (
     table_from_data,
     table_to_data,
 )
-from ecoscale.replay.scenario import default_slo
 
 APPS = ["socialNetwork", "hotelReservation", "mediaMicroservices"]
 

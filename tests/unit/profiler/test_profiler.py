@@ -7,8 +7,8 @@ from ecoscale.adapters.files import parse_profile
 from ecoscale.errors import InputError
 from ecoscale.model.placement import Placement
 from ecoscale.profiler.build import build_profile, prune_measured, ranking_measured
+from ecoscale.profiler.experiments import criticality_plan, parse_pool
 from ecoscale.profiler.fit import Point, SweepPoint, fit_curve, saturation_and_slo
-from ecoscale.profiler.plan import criticality_plan, parse_pool
 from ecoscale.profiler.runner import sliced_p99
 from ecoscale.profiler.store import E2E, Row, append_rows, compact, finished_points, read_rows
 
@@ -55,7 +55,7 @@ def test_pool_config_reports_every_problem():
 
 def test_lab_replica_limits_are_each_generations_cpus_over_one_replicas():
     from ecoscale.lab.config import LabConfig
-    from ecoscale.profiler.main import replica_limits
+    from ecoscale.lab.pool import replica_limits
 
     # the default lab: old is one node with one quota'd CPU for all its services; new shares
     # the host's CPUs

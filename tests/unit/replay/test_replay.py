@@ -5,9 +5,10 @@ import pytest
 
 from ecoscale.cli import main
 from ecoscale.model.placement import Placement
+from ecoscale.model.trace import parse_duration_s
 from ecoscale.replay.baselines import HpaCpuPolicy, StaticPolicy, baseline_policies
 from ecoscale.replay.engine import SUMMARY_COLUMNS, Scenario, replay
-from ecoscale.replay.scenario import ReplayOptions, build_scenario, parse_duration_s
+from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
 
 @pytest.fixture(scope="module")

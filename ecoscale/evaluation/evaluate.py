@@ -31,11 +31,14 @@ from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError
-from ecoscale.lab.daemon import daemon_config, lab_queries, start_process
+from ecoscale.evaluation.launcher import daemon_config, lab_queries, start_process
 from ecoscale.lab.lab import Lab
-from ecoscale.lab.loadgen import run_load
+from ecoscale.lab.pool import NAMED_POOLS
+from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import ServicePlacement
+from ecoscale.model.trace import parse_duration_s
 from ecoscale.planner.table import PolicyTable, build_table
+from ecoscale.profiler.main import run_profile
 from ecoscale.replay.engine import Scenario, replay
 from ecoscale.replay.policies import EcoscalePolicy, all_policies, ci_bands
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
@@ -108,18 +111,15 @@ lab's all-new knee, windows long enough for 5-s slices."""
 def profile_lab(options: EvaluationOptions, out: Path, log: Any) -> EvaluationOptions:
     """Profile the running lab with PROFILE_SWEEP into ``out``; the options with that
     profile."""
-    from ecoscale.profiler.main import run_profile
-
     path = out / "profile-lab.yaml"
     log(f"profiling the lab with a short sweep into {path.name} (resumes if interrupted)")
-    if run_profile(options.app, "lab", path, False, dict(PROFILE_SWEEP)) != 0:
+    if run_profile(options.app, "lab", path, False, dict(PROFILE_SWEEP),
+                   named_pools=NAMED_POOLS) != 0:
         raise EcoscaleError("the short profile sweep of the lab failed")
     return replace(options, profile=str(path.resolve()), profile_sweep=False)
 
 
 def _seconds(text: str) -> float:
-    from ecoscale.replay.scenario import parse_duration_s
-
     return parse_duration_s(text, "--duration")
 
 

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ecoscale.cli.flags import duration_flag
 from ecoscale.errors import EcoscaleError, InputError, UsageError, exit_codes_help
-from ecoscale.replay.scenario import check_window, duration_flag
+from ecoscale.model.trace import check_window
 from ecoscale.values import BadNumber, flag, integer_flag, parse_number_text
 
 LAB_HELP = """\
@@ -216,7 +217,7 @@ EVALUATION_OUTPUTS = ("report.md", "comparison.csv", "measured_steps.csv", "lab_
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ecoscale.lab.evaluate import POLICIES, EvaluationOptions, evaluate
+    from ecoscale.evaluation.evaluate import POLICIES, EvaluationOptions, evaluate
 
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     unknown = [p for p in policies if p not in POLICIES]
@@ -361,7 +362,7 @@ def _schedule(args: argparse.Namespace) -> tuple[float | None, list[float] | Non
 
 def _cmd_load(args: argparse.Namespace) -> int:
     from ecoscale.adapters.files import load_topology
-    from ecoscale.lab.loadgen import run_load
+    from ecoscale.loadgen.generator import run_load
 
     rate, schedule, what = _schedule(args)
     if args.csv is not None:

@@ -13,6 +13,7 @@ import yaml
 
 from ecoscale.errors import EcoscaleError
 from ecoscale.lab.deploy import PROMETHEUS_PORT
+from ecoscale.lab.images import image_name
 from ecoscale.lab.lab import Lab
 from ecoscale.paths import deploy_dir, project_root
 
@@ -62,7 +63,7 @@ def daemon_config(lab: Lab, table: Path, folder: Path, *, frontend: str = "nginx
         "control": control or {},
     }
     path = folder / "ecoscale.yaml"
-    path.write_text("# written by ecoscale.lab.daemon for the lab\n"
+    path.write_text("# written by ecoscale.evaluation.launcher for the lab\n"
                     + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
@@ -90,8 +91,6 @@ def venv_site_packages() -> str:
 
 
 def stack_env(lab: Lab, config_dir: Path) -> dict[str, str]:
-    from ecoscale.lab.images import image_name
-
     return {**os.environ,
             "DOCKER_HOST": lab.docker_host,
             "ECOSCALE_HOME": str(project_root()),

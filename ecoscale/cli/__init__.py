@@ -14,6 +14,8 @@ from typing import Any
 
 from ecoscale import __version__
 from ecoscale.adapters.files import DEFAULT_PROFILE
+from ecoscale.cli.flags import duration_flag
+from ecoscale.cli.lab import register as register_lab
 from ecoscale.errors import (
     EXIT_RUNTIME,
     EXIT_USAGE,
@@ -21,8 +23,6 @@ from ecoscale.errors import (
     UsageError,
     exit_codes_help,
 )
-from ecoscale.lab.cli import register as register_lab
-from ecoscale.replay.scenario import duration_flag
 from ecoscale.values import BadNumber, flag, parse_number_text
 
 REPLAY_HELP = """\
@@ -173,6 +173,7 @@ def _json_safe(value: Any) -> Any:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ecoscale.adapters.outputs import check_out_dir, write_dir
+    from ecoscale.model.trace import parse_duration_s
     from ecoscale.replay.engine import replay
     from ecoscale.replay.policies import all_policies
     from ecoscale.replay.report import (
@@ -181,7 +182,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         summary_table,
         write_outputs,
     )
-    from ecoscale.replay.scenario import ReplayOptions, build_scenario, parse_duration_s
+    from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
     out = _Reporter(args)
     began = time.monotonic()
@@ -205,7 +206,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     table = None
     if args.table is not None:
         from ecoscale.adapters.files import load_table
-        from ecoscale.model.consistency import check_table_fits
+        from ecoscale.model.app import check_table_fits
 
         table = load_table(args.table)
         check_table_fits(table, scenario.model, str(args.table))
@@ -406,12 +407,11 @@ def _parse_bands(text: str | None) -> list[float] | None:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from ecoscale.adapters.files import load_hardware, load_profile, load_topology, write_table
-    from ecoscale.model.app import AppModel
+    from ecoscale.model.app import AppModel, default_slo
     from ecoscale.model.carbon import carbon_constants
     from ecoscale.paths import shown
     from ecoscale.planner.report import level_rows, plan_data, plan_text, plan_warnings
     from ecoscale.planner.table import build_table
-    from ecoscale.replay.scenario import default_slo
 
     out = _Reporter(args)
     began = time.monotonic()
@@ -574,11 +574,19 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_profile)
 
 
+def _lab_pool(overrides: dict[str, Any]) -> Any:
+    """``--pool lab``: the running lab (imported only then: it needs docker-py)."""
+    from ecoscale.lab.pool import lab_pool
+
+    return lab_pool(overrides)
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     from ecoscale.profiler.main import pool_overrides, run_profile
 
     return run_profile(args.app, args.pool, args.out, args.dry_run, pool_overrides(args),
-                       args.prune_threshold, refit=args.refit, force=args.force)
+                       args.prune_threshold, refit=args.refit, force=args.force,
+                       named_pools={"lab": _lab_pool})
 
 
 def build_parser() -> argparse.ArgumentParser:

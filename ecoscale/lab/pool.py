@@ -1,0 +1,46 @@
+"""The running lab as a profiler pool (``ecoscale profile --pool lab``): its URLs, its
+generations, one replica's CPUs and how it emulates each generation."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ecoscale.lab.lab import Lab
+from ecoscale.profiler.experiments import PoolConfig, parse_pool
+
+
+def lab_pool(overrides: dict[str, Any]) -> PoolConfig:
+    """The pool of the running `ecoscale lab` (found as `ecoscale lab status` finds it)."""
+    lab = Lab.attach()
+    emulation = lab.config.emulation(os.cpu_count() or 1)
+    raw: dict[str, Any] = {
+        "name": "lab",
+        "frontend_url": lab.frontend_url,
+        "prometheus_url": lab.prometheus_url,
+        "docker_host": lab.docker_host,
+        "generations": [g.name for g in lab.config.generations],
+        "slot_cpus": {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()},
+        "replica_limits": replica_limits(emulation),
+        "emulation": lab_emulation_text(emulation),
+    }
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_pool(raw, "ecoscale lab")
+
+
+def replica_limits(emulation: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """generation -> replicas of one service that add capacity on the lab: the generation's
+    CPUs (nodes x CPUs per node) over one replica's CPUs, at least 1."""
+    return {g: max(1, int(spec["nodes"] * spec["cpus_per_node"]
+                          // spec["cpus_per_replica"]))
+            for g, spec in emulation.items()}
+
+
+def lab_emulation_text(emulation: dict[str, dict[str, Any]]) -> str:
+    """How the lab emulates each generation, in one line for the profile's provenance."""
+    parts = [f"{g}: {spec['speed']}; {spec['capacity']}" for g, spec in emulation.items()]
+    return "EMULATED on one machine by `ecoscale lab`: " + " | ".join(parts)
+
+
+NAMED_POOLS = {"lab": lab_pool}
+"""The pools that are not files, for ``run_profile(named_pools=...)``."""
