@@ -23,6 +23,7 @@ from ecoscale.errors import (
 )
 from ecoscale.lab.cli import register as register_lab
 from ecoscale.replay.scenario import duration_flag
+from ecoscale.topology_cli import register as register_topology
 from ecoscale.values import BadNumber, flag, parse_number_text
 
 REPLAY_HELP = """\
@@ -597,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_profile(sub)
     register_lab(sub)
+    register_topology(sub)
     return parser
 
 

@@ -330,7 +330,8 @@ def _micros(raw: Mapping[str, Any], key: str, where: str, problems: _Problems) -
 def _http(tags: Mapping[str, str]) -> str:
     """"METHOD /route" from the OpenTelemetry / OpenTracing http tags, or ""."""
     method = tags.get("http.method") or tags.get("http.request.method") or ""
-    route = tags.get("http.route") or tags.get("http.target") or tags.get("url.path") or ""
+    route = (tags.get("http.route") or tags.get("http.target") or tags.get("http.path")
+             or tags.get("url.path") or "")
     if not route:
         url = tags.get("http.url") or tags.get("url.full") or ""
         route = urlsplit(url).path if url else ""

@@ -238,6 +238,7 @@ def infer_topology(spans: Iterable[Span], app: str, source: str = "") -> Inferen
     data = {
         "app": app,
         "source": source,
+        "notes": [],
         "frontend": frontend,
         "services": {
             name: {"kind": _kind(name, kinds.get(name)),
@@ -262,12 +263,22 @@ def _place_trace(trace_id: str, trace: list[Span],
     """The trace's root (if exactly one) and its placed structure (if nothing is wrong)."""
     spans: dict[str, Span] = {}
     ok = True
+    unique: list[Span] = []
+    clashes: list[str] = []
     for span in trace:
+        if spans.get(span.span_id) == span:
+            continue   # the same span twice (one trace in two exports): one span
+        unique.append(span)
         if span.span_id in spans:
-            findings.append(Finding("duplicate", trace_id, span.span_id,
-                                    "two spans have this id; the trace is left out"))
-            ok = False
+            clashes.append(span.span_id)
         spans[span.span_id] = span
+    if clashes:
+        findings.append(Finding("duplicate", trace_id, clashes[0],
+                                f"{len(clashes)} spans have the id of another, different span "
+                                "(the same trace from two different exports?); the trace is "
+                                "left out"))
+        ok = False
+    trace = unique
     roots = [s for s in trace if not s.parent_id]
     for span in trace:
         if span.parent_id and span.parent_id not in spans:
@@ -487,12 +498,13 @@ def _path_text(path: tuple[Stage, ...]) -> str:
 
 
 def _endpoint_names(operations: list[str]) -> dict[str, str]:
-    """Operation -> endpoint name: the operation with other characters than letters,
-    digits, '.', '_' and '-' replaced by '-', unique."""
+    """Operation -> endpoint name: the operation without a leading HTTP method, other
+    characters than letters, digits, '.', '_' and '-' replaced by '-', unique."""
     names: dict[str, str] = {}
     used: set[str] = set()
     for operation in operations:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "-", operation).strip("-") or "endpoint"
+        bare = re.sub(r"^(?i:get|post|put|delete|patch|head|options) +(?=/)", "", operation)
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", bare).strip("-") or "endpoint"
         name, n = base, 2
         while name in used:
             name, n = f"{base}-{n}", n + 1
