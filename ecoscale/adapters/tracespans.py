@@ -77,8 +77,8 @@ def read_trace_file(path: Path, fmt: str = "auto") -> TraceFile:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(source, f"not JSON ({exc.msg} at line {exc.lineno} column "
-                                 f"{exc.colno}); give a Jaeger or Zipkin v2 JSON export, e.g. "
-                                 f"{EXPORT_HINT['jaeger']}") from None
+                                 f"{exc.colno}); give a Jaeger or Zipkin v2 JSON export "
+                                 f"({EXPORT_HINT['jaeger']})") from None
     return parse_trace_document(document, source, fmt)
 
 

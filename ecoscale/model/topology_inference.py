@@ -234,6 +234,7 @@ def infer_topology(spans: Iterable[Span], app: str, source: str = "") -> Inferen
         for service in (caller, callee):
             if service not in visited_order:
                 visited_order.append(service)
+    endpoints.sort(key=lambda item: (-item[1], item[0].name))   # the mix's order, busiest first
     shares = _shares([n for _, n in endpoints])
     data = {
         "app": app,
