@@ -57,7 +57,7 @@ class Span:
     http: str = ""
     """"METHOD /route" when the span's tags say it (root spans: the endpoint's ``http``)."""
     db_system: str = ""
-    """The ``db.system`` (or ``db.type``) tag: the kind of the service it is a call to."""
+    """The ``db.system`` (or ``db.type``) tag: with ``remote_service``, that service's kind."""
     remote_service: str = ""
     """For a client span: the service called (Zipkin ``remoteEndpoint``, ``peer.service``).
     A client span without children then stands for a call to that (untraced) service."""
@@ -191,9 +191,11 @@ def infer_topology(spans: Iterable[Span], app: str, source: str = "") -> Inferen
     visited_order: list[str] = [frontend]
     kinds: dict[str, Counter[str]] = {}
     for span in (s for trace in traces.values() for s in trace):
-        if span.db_system.lower() in DB_SYSTEMS:
-            target = span.remote_service or span.service
-            kinds.setdefault(target, Counter())[DB_SYSTEMS[span.db_system.lower()]] += 1
+        if span.remote_service and span.db_system.lower() in DB_SYSTEMS:
+            # a call to a database; the same tag on a span of the caller's own names the
+            # database it uses, not the caller's kind
+            kinds.setdefault(span.remote_service, Counter())[
+                DB_SYSTEMS[span.db_system.lower()]] += 1
     for operation, trace_ids in by_operation.items():
         name = names[operation]
         good = [placed[t] for t in trace_ids if t in placed]

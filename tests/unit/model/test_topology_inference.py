@@ -138,10 +138,19 @@ def test_the_mix_is_the_root_operations_counts(counts, shares):
     pytest.param("user-service", "", "logic", id="default-logic"),
 ])
 def test_kinds(service, hint, kind):
+    """A client span's db.system tag gives the kind of the service it calls."""
     spans = [root(), sp("c", R, FE, 10, 30, remote_service=service, db_system=hint)]
     result = infer_topology(spans, "toy")
     assert result.topology is not None
     assert result.topology.services[service].kind == kind
+
+
+def test_a_db_tag_on_the_callers_own_span_does_not_make_the_caller_a_database():
+    spans = [root(), sp("a", R, "user-service", 10, 90),
+             sp("q", "a", "user-service", 20, 30, db_system="mongodb")]
+    result = infer_topology(spans, "toy")
+    assert result.topology is not None
+    assert result.topology.services["user-service"].kind == "logic"
 
 
 @pytest.mark.parametrize("operation,name,http", [
