@@ -75,6 +75,9 @@ def read_trace_file(path: Path, fmt: str = "auto") -> TraceFile:
     source = str(path)
     try:
         document = json.loads(text)
+    except RecursionError:
+        raise InputError(source, "JSON nested too deeply to be a trace export; give a Jaeger "
+                                 f"or Zipkin v2 JSON export ({EXPORT_HINT['jaeger']})") from None
     except json.JSONDecodeError as exc:
         raise InputError(source, f"not JSON ({exc.msg} at line {exc.lineno} column "
                                  f"{exc.colno}); give a Jaeger or Zipkin v2 JSON export "

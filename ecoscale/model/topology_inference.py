@@ -33,7 +33,8 @@ from ecoscale.model.topology import Call, Endpoint, Stage, Topology, parse_topol
 SHARE_DIGITS = 4
 """Endpoint shares are written rounded to this many decimals (they still sum to 1)."""
 MAX_DEPTH = 256
-"""Deepest call chain followed (spans); deeper chains are reported, not followed."""
+"""Most spans nested in one another that are followed; a deeper trace is a finding (and
+the recursion stays far from Python's limit)."""
 KIND_WORDS = (("memcached", "memcached"), ("mongodb", "mongodb"), ("mongo", "mongodb"),
               ("redis", "redis"))
 """Service-name fragments that give a storage kind when no span says (first match wins)."""
@@ -316,7 +317,7 @@ def _place_trace(trace_id: str, trace: list[Span],
         if span.parent_id:
             children.setdefault(span.parent_id, []).append(span)
     problems_before = len(findings)
-    visit = _visit(root, children, trace_id, (), findings)
+    visit = _visit(root, children, trace_id, (), 0, findings)
     if visit is None or len(findings) > problems_before:
         return root, None
     edges: set[tuple[str, str]] = set()
@@ -344,22 +345,24 @@ def _parent_cycle(spans: Mapping[str, Span]) -> list[str]:
 
 
 def _visit(span: Span, children: Mapping[str, list[Span]], trace_id: str,
-           chain: tuple[str, ...], findings: list[Finding]) -> _Visit | None:
+           chain: tuple[str, ...], depth: int, findings: list[Finding]) -> _Visit | None:
     """The service visit that ``span`` starts (None after a finding)."""
-    if len(chain) > MAX_DEPTH:
-        findings.append(Finding("depth", trace_id, span.span_id,
-                                f"the call chain is deeper than {MAX_DEPTH} services"))
-        return None
     visit = _Visit(span.service, span.span_id, span.start_us, span.end_us)
     chain = (*chain, span.service)
-    if not _absorb(visit, span, children, trace_id, chain, findings):
+    if not _absorb(visit, span, children, trace_id, chain, depth, findings):
         return None
     return visit
 
 
 def _absorb(visit: _Visit, span: Span, children: Mapping[str, list[Span]], trace_id: str,
-            chain: tuple[str, ...], findings: list[Finding]) -> bool:
-    """Add ``span``'s children to ``visit`` (same-service children merged into it)."""
+            chain: tuple[str, ...], depth: int, findings: list[Finding]) -> bool:
+    """Add ``span``'s children to ``visit`` (same-service children merged into it);
+    ``depth`` is how many spans lie above ``span``."""
+    if depth > MAX_DEPTH:
+        findings.append(Finding("depth", trace_id, span.span_id,
+                                f"more than {MAX_DEPTH} spans nest above it; the trace is "
+                                "left out"))
+        return False
     kids = children.get(span.span_id, [])
     for child in kids:
         late = max(span.start_us - child.start_us, child.end_us - span.end_us)
@@ -372,7 +375,7 @@ def _absorb(visit: _Visit, span: Span, children: Mapping[str, list[Span]], trace
                                     "clocks, or export traces Jaeger has adjusted)"))
             return False
         if child.service == span.service:
-            if not _absorb(visit, child, children, trace_id, chain, findings):
+            if not _absorb(visit, child, children, trace_id, chain, depth + 1, findings):
                 return False
             continue
         if child.service in chain:
@@ -381,7 +384,7 @@ def _absorb(visit: _Visit, span: Span, children: Mapping[str, list[Span]], trace
                                     "inside its own call chain; the trace is left out of the "
                                     "structure"))
             return False
-        sub = _visit(child, children, trace_id, chain, findings)
+        sub = _visit(child, children, trace_id, chain, depth + 1, findings)
         if sub is None:
             return False
         visit.children.append(sub)

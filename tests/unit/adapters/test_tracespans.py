@@ -130,3 +130,10 @@ def test_not_json_says_what_to_give(tmp_path):
     text = str(error.value)
     for fragment in (f"{path}: ", "not JSON", "line 1 column 1", "curl '"):
         assert fragment in text
+
+
+def test_json_nested_too_deeply_is_refused(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply"):
+        read_trace_file(path)

@@ -93,6 +93,16 @@ def test_what_cannot_be_placed_is_a_finding_naming_trace_and_span(bad, kind, spa
     assert path_data(result.topology.endpoints[0].path) == [[FE], ["a"]]
 
 
+def test_a_very_deep_trace_is_a_finding_not_a_crash():
+    """1,000 spans of one service nested in one another (deeper than Python's recursion)."""
+    deep = [root()] + [sp(f"s{n}", f"s{n - 1}" if n else R, "a", n, 99 - n / 100)
+                       for n in range(1000)]
+    result = infer_topology([*GOOD, *deep], "toy")
+    (finding,) = result.findings
+    assert (finding.kind, finding.trace_id) == ("depth", "t1")
+    assert result.topology is not None
+
+
 def test_the_same_span_twice_is_one_span():
     spans = [root(), sp("a", R, "a", 10, 30)]
     assert one_path(spans + spans) == [[FE], ["a"]]
