@@ -124,8 +124,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                             + "\n".join(f"  - {p}" for p in result.problems))
     topology = result.topology
     calls = sum(len(s.calls) for s in topology.services.values())
-    out.text(f"front end {topology.frontend}: {len(topology.services)} services, {calls} "
-             f"calls, {len(topology.endpoints)} endpoints")
+    out.text(f"front end {topology.frontend}: {_count(len(topology.services), 'service')}, "
+             f"{_count(calls, 'call')}, {_count(len(topology.endpoints), 'endpoint')}")
     evidence = {e.name: e for e in result.endpoints}
     width = max(len(e.name) for e in topology.endpoints)
     out.text(f"  {'endpoint':<{width}}  share   traces  placed  agree  http")
@@ -135,7 +135,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                  f"{e.placed:>6}  {e.agreeing:>5}  {endpoint.http or '(none)'}")
     if args.strict and findings:
         out.data(document)
-        raise EcoscaleError(f"topology import: {len(findings)} findings and --strict: "
+        raise EcoscaleError(f"topology import: {_count(len(findings), 'finding')} and --strict: "
                             "nothing written (fix the exports, or drop --strict)")
     header = (f"# ecoscale topology, imported by `ecoscale topology import` from "
               f"{result.traces} traces ({', '.join(Path(f.path).name for f in files)}).\n"
@@ -157,8 +157,12 @@ def _print_findings(findings: list[Any], limit: int, out: Any) -> None:
     for finding in findings:
         kinds[finding.kind] = kinds.get(finding.kind, 0) + 1
     counts = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
-    out.warn(f"{len(findings)} findings ({counts}):")
+    out.warn(f"{_count(len(findings), 'finding')} ({counts}):")
     for finding in findings[:limit]:
         out.warn(f"  {finding.line()}")
     if len(findings) > limit:
         out.warn(f"  ... and {len(findings) - limit} more (--max-findings, or --json for all)")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -171,13 +171,14 @@ def infer_topology(spans: Iterable[Span], app: str, source: str = "") -> Inferen
             roots[trace_id] = root
         if result is not None:
             placed[trace_id] = result
-    if not roots:
+    named = [r.service for r in roots.values() if r.service]
+    if not named:
         return Inference(None, tuple(findings), len(traces), count,
                          problems=("no trace has exactly one root span (a span without a "
-                                   "parent); export whole traces",))
-    frontend = Counter(r.service for r in roots.values()).most_common(1)[0][0]
+                                   "parent) with a service name; export whole traces",))
+    frontend = Counter(named).most_common(1)[0][0]
     for trace_id, root in roots.items():
-        if root.service != frontend:
+        if root.service and root.service != frontend:
             findings.append(Finding("frontend", trace_id, root.span_id,
                                     f"the root is in service '{root.service}', not in the "
                                     f"front end '{frontend}' of most traces; left out"))
@@ -371,8 +372,8 @@ def _absorb(visit: _Visit, span: Span, children: Mapping[str, list[Span]], trace
                                     f"{child.service or '?'} '{child.operation}' lies "
                                     f"{late:g} µs outside its parent span {span.span_id} "
                                     f"({span.service} '{span.operation}'): clock skew between "
-                                    "hosts; the trace is left out of the structure (sync the "
-                                    "clocks, or export traces Jaeger has adjusted)"))
+                                    "hosts, or a call that outlives its caller; the trace is "
+                                    "left out of the structure (sync the hosts' clocks)"))
             return False
         if child.service == span.service:
             if not _absorb(visit, child, children, trace_id, chain, depth + 1, findings):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ecoscale.adapters.files import app_names, load_topology
+from ecoscale.adapters.files import app_names, load_topology, write_yaml
 from ecoscale.adapters.tracespans import parse_trace_document
 from ecoscale.cli import main
 from ecoscale.model.topology import Call, Stage, Topology
-from ecoscale.model.topology_inference import infer_topology
+from ecoscale.model.topology_inference import infer_topology, topology_data
 from ecoscale.testing_traces import jaeger_document, synthesize, zipkin_document
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
@@ -42,7 +42,7 @@ def share_tolerance(share: float, traces: int) -> float:
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("app", app_names())
-def test_every_shipped_topology_round_trips_through_traces(app, fmt):
+def test_every_shipped_topology_round_trips_through_traces(app, fmt, tmp_path):
     original = load_topology(app)
     synthesis = synthesize(original, TRACES, seed=7)
     document = json.loads(json.dumps(FORMATS[fmt](synthesis)))     # as read from a file
@@ -67,6 +67,9 @@ def test_every_shipped_topology_round_trips_through_traces(app, fmt):
         assert imported.http == endpoint.http
         assert abs(imported.share - endpoint.share) <= share_tolerance(endpoint.share, TRACES)
     assert all(e.agreeing == e.placed == e.traces for e in result.endpoints)
+    write_yaml(tmp_path / "topology.yaml", topology_data(got))           # as the command does
+    again = load_topology(str(tmp_path / "topology.yaml"))
+    assert (again.services, again.endpoints) == (got.services, got.endpoints)
 
 
 def test_the_round_trip_sees_the_timing_not_the_ids():
@@ -145,7 +148,7 @@ def test_findings_are_listed_naming_trace_and_span_and_strict_refuses(tmp_path, 
     out = tmp_path / "t.yaml"
     assert main(["topology", "import", str(path), "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "1 findings (skew 1)" in err
+    assert "1 finding (skew 1)" in err
     assert "skew: trace 4bf92f3577b34da6a3ce929d0e0e4736 span 7c2d9e4f1a3b5c60" in err
     assert load_topology(str(out)).endpoints     # what could be placed is written
 
