@@ -5,9 +5,10 @@ latency model reads its path: stages one after another, the calls of a stage in 
 call's own sub-path inside its span; a call written as a later stage of a flat path is a
 child of an earlier call that lists it (chosen at random among those that may), whose span
 then stretches over it. Timings are jittered; some calls get a client span in the caller
-around the callee's server span, as real tracers record them. :func:`jaeger_document` and
-:func:`zipkin_document` render the result as the two exports. Seeded: the same seed gives
-the same traces.
+around the callee's server span, as real tracers record them, and some calls to storage
+services only a client span of the caller that names them (untraced databases).
+:func:`jaeger_document` and :func:`zipkin_document` render the result as the two exports.
+Seeded: the same seed gives the same traces.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ START_JITTER_US = (0.0, 30.0)
 STAGE_GAP_US = (10.0, 50.0)
 CLIENT_SPAN_SHARE = 0.3
 """Fraction of calls recorded as a client span in the caller around the server span."""
+UNTRACED_STORAGE_SHARE = 0.5
+"""Fraction of calls to a storage service (memcached, mongodb, redis) recorded only as a
+client span of the caller naming it (``peer.service`` / ``remoteEndpoint``, ``db.system``),
+as with databases that are not traced themselves."""
+STORAGE_KINDS = ("memcached", "mongodb", "redis")
 
 
 @dataclass
@@ -42,6 +48,10 @@ class SynthSpan:
     tags: dict[str, str] = field(default_factory=dict)
     client_of: SynthSpan | None = None
     """For a client span: the server span it wraps."""
+    untraced: str = ""
+    """For a client span to an untraced storage service: that service (``service`` is then
+    the caller)."""
+    storage_kind: str = ""
 
 
 @dataclass
@@ -117,6 +127,7 @@ def _schedule(owner: SynthSpan, path: tuple[Stage, ...], t0: float, rng: random.
             else:
                 span.end_us = span.start_us + rng.uniform(*LEAF_WORK_US)
                 members.append((span, float("inf")))
+                span.storage_kind = topology.services[call.service].kind
         _keep_nested(members, rng)
         stage_end = max(s.end_us for s, _ in members)
         t = stage_end
@@ -189,7 +200,13 @@ def _with_client_spans(root: SynthSpan, rng: random.Random, ids: _Ids) -> list[S
         out.append(span)
         wrapped: list[SynthSpan] = []
         for child in span.children:
-            if rng.random() < CLIENT_SPAN_SHARE:
+            if (child.storage_kind in STORAGE_KINDS and not child.children
+                    and rng.random() < UNTRACED_STORAGE_SHARE):
+                child.untraced, child.service = child.service, span.service
+                child.operation = f"{child.storage_kind} query"
+                child.tags = {"db.system": child.storage_kind}
+                wrapped.append(child)
+            elif rng.random() < CLIENT_SPAN_SHARE:
                 client = SynthSpan(ids.span(), span, span.service, f"call {child.service}",
                                    child.start_us - 5.0, child.end_us + 5.0, [child],
                                    client_of=child)
@@ -227,8 +244,10 @@ def jaeger_document(synthesis: Synthesis) -> dict[str, Any]:
                 references.append({"refType": "CHILD_OF", "traceID": trace.trace_id,
                                    "spanID": span.parent.span_id})
             tags = [{"key": k, "type": "string", "value": v} for k, v in span.tags.items()]
-            kind = "client" if span.client_of is not None else "server"
+            kind = "client" if span.client_of is not None or span.untraced else "server"
             tags.append({"key": "span.kind", "type": "string", "value": kind})
+            if span.untraced:
+                tags.append({"key": "peer.service", "type": "string", "value": span.untraced})
             spans.append({
                 "traceID": trace.trace_id, "spanID": span.span_id,
                 "operationName": span.operation, "references": references,
@@ -260,9 +279,10 @@ def zipkin_document(synthesis: Synthesis) -> list[list[dict[str, Any]]]:
                                     "duration": round(span.end_us) - round(span.start_us),
                                     "localEndpoint": {"serviceName": span.service,
                                                       "ipv4": "10.0.0.1"}}
-            if span.client_of is not None:
+            if span.client_of is not None or span.untraced:
                 item["kind"] = "CLIENT"
-                item["remoteEndpoint"] = {"serviceName": span.client_of.service}
+                remote = span.untraced or (span.client_of.service if span.client_of else "")
+                item["remoteEndpoint"] = {"serviceName": remote}
             else:
                 item["kind"] = "SERVER"
             if span.span_id in shared_id:
