@@ -609,8 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:   # argparse: --help, --version (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    command = " ".join(part for part in (args.command, getattr(args, "lab_command", None))
-                       if part)
+    command = " ".join(part for part in (args.command, getattr(args, "lab_command", None),
+                                         getattr(args, "topology_command", None)) if part)
     try:
         return int(args.func(args))
     except UsageError as exc:

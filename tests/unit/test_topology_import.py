@@ -206,7 +206,9 @@ def test_out_is_checked_before_the_traces_are_read(tmp_path, capsys):
     (tmp_path / "folder").mkdir()
     never_read = tmp_path / "not-even-there.json"
     assert main(["topology", "import", str(never_read), "--out", str(tmp_path / "folder")]) == 2
-    assert "is a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ecoscale topology import: error: --out" in err and "is a folder" in err
+    assert "(see `ecoscale topology import --help`)" in err
 
 
 def test_the_default_out_is_the_apps_topology_file(tmp_path, monkeypatch, capsys):
