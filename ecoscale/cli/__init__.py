@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import textwrap
@@ -16,6 +15,8 @@ from ecoscale import __version__
 from ecoscale.adapters.files import DEFAULT_PROFILE
 from ecoscale.cli.flags import duration_flag
 from ecoscale.cli.lab import register as register_lab
+from ecoscale.cli.output import Reporter, add_output_options, checked_out_file
+from ecoscale.cli.topology import register as register_topology
 from ecoscale.errors import (
     EXIT_RUNTIME,
     EXIT_USAGE,
@@ -56,14 +57,6 @@ def _policy_list() -> str:
     from ecoscale.replay.policies import POLICY_NAMES
 
     return "\n".join(f"  {name:<15} {POLICY_HELP.get(name, '')}" for name in POLICY_NAMES)
-
-
-def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true",
-                   help="print the result as JSON on stdout and nothing else there (notes "
-                        "and warnings go to stderr)")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only errors (with --json, the JSON too)")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
@@ -111,7 +104,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
                    help="folder for summary.csv, steps.csv, report.md and plots; an earlier "
                         "run's files there are replaced or removed (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    _add_output_options(p)
+    add_output_options(p)
     p.set_defaults(func=_cmd_replay)
 
 
@@ -133,44 +126,6 @@ def _wanted_policies(text: str | None) -> tuple[list[str], list[str]]:
     return wanted, notes
 
 
-class _Reporter:
-    """Where a command's output goes: the human text on stdout, unless --json (JSON there,
-    nothing else) or --quiet (only errors); notes and warnings on stderr unless --quiet."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.json = bool(getattr(args, "json", False))
-        self.quiet = bool(getattr(args, "quiet", False))
-
-    def text(self, message: str = "") -> None:
-        if not (self.json or self.quiet):
-            print(message)
-
-    def note(self, message: str) -> None:
-        if not self.quiet:
-            print(f"note: {message}", file=sys.stderr)
-
-    def warn(self, message: str) -> None:
-        if not self.quiet:
-            print(f"warning: {message}", file=sys.stderr)
-
-    def data(self, document: dict[str, Any]) -> None:
-        if self.json:
-            print(json.dumps(_json_safe(document), indent=1))
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinity become null (JSON has neither); numpy scalars become numbers."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ecoscale.adapters.outputs import check_out_dir, write_dir
     from ecoscale.model.trace import parse_duration_s
@@ -184,7 +139,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     )
     from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
-    out = _Reporter(args)
+    out = Reporter(args)
     began = time.monotonic()
     wanted, notes = _wanted_policies(args.policies)
     parse_duration_s(args.step, "--step")
@@ -331,7 +286,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                         "misses the SLO or the headroom target (default: warn on stderr)")
     p.add_argument("--force", action="store_true",
                    help="overwrite --out even if git tracks it (default: write beside it)")
-    _add_output_options(p)
+    add_output_options(p)
     p.set_defaults(func=_cmd_plan)
 
 
@@ -413,11 +368,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from ecoscale.planner.report import level_rows, plan_data, plan_text, plan_warnings
     from ecoscale.planner.table import build_table
 
-    out = _Reporter(args)
+    out = Reporter(args)
     began = time.monotonic()
     levels = _parse_levels(args.levels)
     bands = _parse_bands(args.ci_bands)
-    destination = _checked_out_file(args.out, args.force, out)
+    destination = checked_out_file(args.out, args.force, out)
     topology = load_topology(args.app)
     profile = load_profile(args.app, args.profile)
     hardware = load_hardware(args.hardware)
@@ -458,21 +413,6 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     out.data(document)
     out.text(f"\nwrote {destination} in {time.monotonic() - began:.1f} s")
     return 0
-
-
-def _checked_out_file(path: Path, force: bool, out: _Reporter, flag: str = "--out") -> Path:
-    """``path`` checked before any work, or the file beside it when git tracks ``path``
-    and ``force`` is not given (a shipped file is never overwritten by accident)."""
-    from ecoscale.adapters.outputs import beside, check_out_file, git_tracked
-
-    if git_tracked(path) and not force:
-        instead = beside(path, "new")
-        out.note(f"{flag} {path} is tracked by git: writing {instead} instead (--force "
-                 "overwrites it)")
-        path = instead
-    for note in check_out_file(path, flag):
-        out.note(note)
-    return path
 
 
 RUN_HELP = """\
@@ -605,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_profile(sub)
     register_lab(sub)
+    register_topology(sub)
     return parser
 
 
@@ -615,8 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:   # argparse: --help, --version (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    command = " ".join(part for part in (args.command, getattr(args, "lab_command", None))
-                       if part)
+    command = " ".join(part for part in (args.command, getattr(args, "lab_command", None),
+                                         getattr(args, "topology_command", None)) if part)
     try:
         return int(args.func(args))
     except UsageError as exc:
