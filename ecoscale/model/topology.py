@@ -115,14 +115,15 @@ def parse_topology(data: object, source: str) -> Topology:
             )
     if problems:
         raise InputError(source, problems)
-    notes = data.get("notes", ())
+    notes = data.get("notes")
     return Topology(
         app=str(data["app"]),
         frontend=frontend,
         services=services,
         endpoints=tuple(endpoints),
         source=str(data.get("source", "")),
-        notes=tuple(notes) if isinstance(notes, list) else (str(notes),),
+        notes=(() if notes is None else tuple(str(n) for n in notes)
+               if isinstance(notes, list) else (str(notes),)),
         file=source,
     )
 

@@ -96,3 +96,16 @@ def test_valid_toy_parses():
     assert topology.visits_per_request() == pytest.approx(
         {"fe": 1.0, "a": 1.0, "b": 1.0, "db": 0.7}
     )
+
+
+@pytest.mark.parametrize("notes, expected", [
+    (None, ()),
+    (["from DeathStarBench"], ("from DeathStarBench",)),
+    ("one line", ("one line",)),
+], ids=["absent", "list", "text"])
+def test_notes_absent_are_empty_not_the_text_of_an_empty_tuple(notes, expected):
+    data = copy.deepcopy(BASE)
+    data.pop("notes", None)
+    if notes is not None:
+        data["notes"] = notes
+    assert parse_topology(data, "tiny.yaml").notes == expected
