@@ -14,7 +14,7 @@ from ecoscale.control.decide import (
     ControlState,
     keep_off_lost_capacity,
 )
-from ecoscale.control.policy import Decision
+from ecoscale.control.policy import Cause, Decision, Move
 from ecoscale.daemon.loop import Daemon
 from ecoscale.daemon.telemetry import Log
 from ecoscale.model.placement import Placement, ServicePlacement
@@ -73,7 +73,8 @@ def test_keep_off_lost_capacity(current, decided, moved_at, not_running, ready, 
     after = ControlState(level=0, last_move_s={
         **moved_at, **{s: NOW for s, _, _ in current.changes(decided)}},
         not_running_since=not_running)
-    decision = Decision(decided, {s: "table" for s, _, _ in current.changes(decided)})
+    decision = Decision(decided, {s: Move(s, b, a, Cause.TABLE, "table")
+                                  for s, b, a in current.changes(decided)})
     out, state, why = keep_off_lost_capacity(decision, before, after, current,
                                              Capacity(frozenset(ready), running), ORDER,
                                              SETTINGS, NOW, frozenset(paused))
