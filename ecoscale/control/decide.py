@@ -35,7 +35,7 @@ TABLE (rule 3), LOST_CAPACITY (rule 6), and whether min/max bounded its replicas
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ecoscale.control.policy import Cause, Decision, Move, Observation
@@ -260,9 +260,15 @@ def target_placement(table: PolicyTable, level: int, escalation: int,
 def held_services(table: PolicyTable, level: int, escalation: int) -> list[str]:
     """The services an escalation of ``escalation`` holds on the newest generation at
     ``level``: the most critical of those the level puts elsewhere."""
-    placed_at = dict(table.levels[level].placement.items)
-    return [s for s in table.escalation_order
-            if s in placed_at and placed_at[s].generation != table.newest][:escalation]
+    placement = table.levels[level].placement
+    held: list[str] = []
+    for service in table.escalation_order:
+        if len(held) >= escalation:
+            break
+        placed = placement.get(service)
+        if placed is not None and placed.generation != table.newest:
+            held.append(service)
+    return held
 
 
 def _target(table: PolicyTable, level: int, escalation: int,
@@ -290,20 +296,21 @@ def _target(table: PolicyTable, level: int, escalation: int,
 def resolve(current: Placement, target: Placement, obs: Observation, state: ControlState,
             order: tuple[str, ...], settings: ControlSettings, missing_slo: bool,
             only_toward_new: bool, why: str, cause: Cause = Cause.TABLE,
-            causes: Mapping[str, Cause] | None = None,
-            capped: Mapping[str, int] | None = None
+            capped: Mapping[str, int] | None = None,
+            causes: Callable[[], Mapping[str, Cause]] | None = None
             ) -> tuple[Placement, dict[str, Move], ControlState]:
     """Settle what actually moves now: every move toward new; moves toward old unless the
     SLO is missed, the service cooled down too recently, the rate limit is reached, or data
-    is missing; nothing for paused services. Each move has the cause ``causes`` names for
-    its service, else ``cause``, and the reason text '<service>: <before> -> <after>: <why>';
-    ``capped`` names the services whose replicas min/max bounded, with what they wanted."""
+    is missing; nothing for paused services. Each move has the cause that ``causes()``
+    names for its service (called once, at the first move), else ``cause``, and the reason
+    text '<service>: <before> -> <after>: <why>'; ``capped`` names the services whose
+    replicas min/max bounded, with what they wanted."""
     moved: dict[str, ServicePlacement] = {}
     moves: dict[str, Move] = {}
     old_moves = 0
     last = dict(state.last_move_s)
-    causes = causes or {}
     capped = capped or {}
+    named: Mapping[str, Cause] | None = None
     for service, before, after in current.changes(target):
         if service in obs.paused:
             continue
@@ -318,9 +325,11 @@ def resolve(current: Placement, target: Placement, obs: Observation, state: Cont
             old_moves += 1
         moved[service] = after
         last[service] = obs.clock_s
-        moves[service] = Move(service, before, after, causes.get(service, cause),
-                              f"{service}: {before} -> {after}: {why}",
-                              capped=service in capped, wanted_replicas=capped.get(service))
+        if named is None:
+            named = causes() if causes is not None else {}
+        moves[service] = Move(service, before, after, named.get(service, cause),
+                              f"{service}: {before} -> {after}: {why}", service in capped,
+                              capped.get(service))
     if not moved:
         return current, moves, replace(state, last_move_s=last)
     placement = Placement(tuple((s, moved.get(s, p)) for s, p in current.items))
@@ -332,12 +341,11 @@ def _escalation_causes(table: PolicyTable, level: int, before: int,
     """Per service, the closed loop's cause for a move at ``level`` when the escalation
     went from ``before`` to ``after``: the services it holds now (SLO miss) and those it
     released (step back); the table moves every other one."""
-    if not before and not after:
-        return {}
     held_now = held_services(table, level, after)
-    causes = {s: Cause.STEP_BACK for s in held_services(table, level, before)
-              if s not in held_now}
-    causes.update((s, Cause.SLO_MISS) for s in held_now)
+    causes = {s: Cause.SLO_MISS for s in held_now}
+    if before > after:
+        for service in held_services(table, level, before)[after:]:
+            causes[service] = Cause.STEP_BACK
     return causes
 
 
@@ -367,10 +375,12 @@ def decide(obs: Observation, state: ControlState, table: PolicyTable,
         f"table level {level + 1} (<= {table.levels[level].max_load_qps:.0f} req/s) at "
         f"{obs.qps:.0f} req/s"
     )
-    causes = _escalation_causes(table, level, escalation_before, state.escalation)
+    escalation = state.escalation
+    causes = None if not (escalation_before or escalation) else (
+        lambda: _escalation_causes(table, level, escalation_before, escalation))
     placement, moves, state = resolve(obs.current, target, obs, state, order, settings,
-                                      missing, only_toward_new=False, why=why,
-                                      causes=causes, capped=capped)
+                                      missing, only_toward_new=False, why=why, capped=capped,
+                                      causes=causes)
     note = f"level {level + 1}, escalation {state.escalation}" + (
         ", SLO missed" if missing else "")
     return Decision(placement, moves, note=note), state

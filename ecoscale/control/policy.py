@@ -69,7 +69,7 @@ class Cause(StrEnum):
     """The oracle's exact least-carbon placement for the step."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Move:
     """One service's change, as a policy decided it (nomad-autoscaler's scaling action:
     the change, its cause, the capped count and the reason text)."""
