@@ -33,14 +33,15 @@ class Metrics:
 
 
 class MetricsSource(Protocol):
-    def read(self, now_s: float) -> Metrics:
-        """Current metrics; raises SourceUnavailable when the source cannot be reached."""
+    def read(self, epoch_s: float) -> Metrics:
+        """Metrics at ``epoch_s`` (Unix epoch s); raises SourceUnavailable when the source
+        cannot be reached."""
         ...
 
 
 class CarbonSource(Protocol):
-    def intensity(self, now_s: float) -> float:
-        """Grid carbon intensity (gCO2e/kWh) at ``now_s`` (epoch s); NaN when unknown."""
+    def intensity(self, epoch_s: float) -> float:
+        """Grid carbon intensity (gCO2e/kWh) at ``epoch_s`` (Unix epoch s); NaN when unknown."""
         ...
 
     def describe(self) -> str: ...
@@ -97,6 +98,10 @@ class SwarmControl(Protocol):
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds since the epoch."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds of a clock that never goes back (durations only)."""
         ...
 
     def sleep(self, seconds: float) -> None: ...

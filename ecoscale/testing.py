@@ -13,12 +13,19 @@ from ecoscale.ports import ManagedService, Metrics, SourceUnavailable, SwarmStat
 
 @dataclass
 class FakeClock:
-    """Virtual time: ``sleep`` advances it at once."""
+    """Virtual time: ``sleep`` advances it at once. ``now`` (epoch s) and ``monotonic`` read
+    the same virtual time; ``tick_s`` is added to it at every ``monotonic`` read (a fake
+    duration for what is timed)."""
 
     t: float = 1_000_000.0
     slept: list[float] = field(default_factory=list)
+    tick_s: float = 0.0
 
     def now(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        self.t += self.tick_s
         return self.t
 
     def sleep(self, seconds: float) -> None:
@@ -37,7 +44,7 @@ class InMemoryMetrics:
     down: bool = False
     reads: int = 0
 
-    def read(self, now_s: float) -> Metrics:
+    def read(self, epoch_s: float) -> Metrics:
         self.reads += 1
         if self.down:
             raise SourceUnavailable("prometheus (fake) is down")
@@ -48,7 +55,7 @@ class InMemoryMetrics:
 class FixedCarbon:
     value: float = 250.0
 
-    def intensity(self, now_s: float) -> float:
+    def intensity(self, epoch_s: float) -> float:
         return self.value
 
     def describe(self) -> str:

@@ -21,8 +21,8 @@ class TraceCarbon:
         self.speedup = config.speedup
         self.started_at_s = started_at_s
 
-    def intensity(self, now_s: float) -> float:
-        elapsed = self.offset_s + (now_s - self.started_at_s) * self.speedup
+    def intensity(self, epoch_s: float) -> float:
+        elapsed = self.offset_s + (epoch_s - self.started_at_s) * self.speedup
         return float(self.trace.at(elapsed % self.trace.duration_s))
 
     def describe(self) -> str:
@@ -46,7 +46,7 @@ class HttpCarbon:
         self.session = session or requests.Session()
         self.last_problem = ""
 
-    def intensity(self, now_s: float) -> float:
+    def intensity(self, epoch_s: float) -> float:
         import requests
 
         try:
@@ -71,8 +71,8 @@ class WithFallback:
         self.inner = inner
         self.fallback = fallback_g_per_kwh
 
-    def intensity(self, now_s: float) -> float:
-        value = self.inner.intensity(now_s)
+    def intensity(self, epoch_s: float) -> float:
+        value = self.inner.intensity(epoch_s)
         return value if math.isfinite(value) else self.fallback
 
     def describe(self) -> str:

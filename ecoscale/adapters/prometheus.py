@@ -78,7 +78,7 @@ class PromQLMetrics:
         self.config = config
         self.client = client or PrometheusClient(config.url, config.timeout_s)
 
-    def _scalar(self, promql: str, now_s: float, what: str,
+    def _scalar(self, promql: str, epoch_s: float, what: str,
                 problems: list[str]) -> float:
         samples = self.client.query(promql)
         if not samples:
@@ -89,28 +89,28 @@ class PromQLMetrics:
                             "the query")
             return math.nan
         _, stamp, value = samples[0]
-        return self._fresh(value, stamp, now_s, what, problems)
+        return self._fresh(value, stamp, epoch_s, what, problems)
 
-    def _fresh(self, value: float, stamp: float, now_s: float, what: str,
+    def _fresh(self, value: float, stamp: float, epoch_s: float, what: str,
                problems: list[str]) -> float:
         if not math.isfinite(value):
             problems.append(f"{what}: {value}")
             return math.nan
-        if now_s - stamp > self.config.stale_after_s:
-            problems.append(f"{what}: stale ({now_s - stamp:.0f} s old)")
+        if epoch_s - stamp > self.config.stale_after_s:
+            problems.append(f"{what}: stale ({epoch_s - stamp:.0f} s old)")
             return math.nan
         return value
 
-    def read(self, now_s: float) -> Metrics:
+    def read(self, epoch_s: float) -> Metrics:
         problems: list[str] = []
-        qps = self._scalar(self.config.qps, now_s, "qps", problems)
-        p99 = self._scalar(self.config.p99_ms, now_s, "p99_ms", problems)
+        qps = self._scalar(self.config.qps, epoch_s, "qps", problems)
+        p99 = self._scalar(self.config.p99_ms, epoch_s, "p99_ms", problems)
         utilisation: dict[str, float] = {}
         if self.config.service_utilisation:
             for labels, stamp, value in self.client.query(self.config.service_utilisation):
                 service = labels.get("service")
                 if service:
-                    utilisation[service] = self._fresh(value, stamp, now_s,
+                    utilisation[service] = self._fresh(value, stamp, epoch_s,
                                                        f"utilisation of {service}", problems)
         return Metrics(qps=qps, p99_ms=p99, service_utilisation=utilisation,
                        problems=tuple(problems))

@@ -27,16 +27,18 @@ with modelled ones. The safety rules, in the order they apply:
    ``lost_task_grace_s``; it goes to the newest generation with a ready node, at once. It
    goes back by the table, after the cooldown, once the generation has capacity again.
 
-``resolve`` is the one function that settles conflicting signals (rules 2-5).
+``resolve`` is the one function that settles conflicting signals (rules 2-5). Every move
+carries its cause (``Cause``): NO_DATA (rule 1's fallback), SLO_MISS and STEP_BACK (rule 2),
+TABLE (rule 3), LOST_CAPACITY (rule 6), and whether min/max bounded its replicas (rule 5).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from ecoscale.control.policy import Decision, Observation
+from ecoscale.control.policy import Cause, Decision, Move, Observation
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable
 
@@ -127,7 +129,7 @@ def _generation_order(table: PolicyTable, current: Placement) -> tuple[str, ...]
 Pairs = tuple[tuple[float, float], ...]
 
 
-def remember_load(loads: Pairs, rises: Pairs, now_s: float, qps: float,
+def remember_load(loads: Pairs, rises: Pairs, clock_s: float, qps: float,
                   hysteresis: Hysteresis) -> tuple[Pairs, Pairs]:
     """The load memory with this observation added: ``loads`` keeps the last growth horizon
     (and the observation just before it, to tell that much history from less); ``rises``
@@ -136,9 +138,9 @@ def remember_load(loads: Pairs, rises: Pairs, now_s: float, qps: float,
     restart) forgets everything; a gap of more than one horizon without load data forgets
     the loads (what the load did meanwhile is unknown: the full margin until a horizon of
     history is back)."""
-    if loads and loads[-1][0] >= now_s:
+    if loads and loads[-1][0] >= clock_s:
         loads, rises = (), ()
-    horizon_from = now_s - hysteresis.growth_horizon_s
+    horizon_from = clock_s - hysteresis.growth_horizon_s
     if loads and loads[-1][0] < horizon_from:
         loads = ()
     first = 0
@@ -149,14 +151,14 @@ def remember_load(loads: Pairs, rises: Pairs, now_s: float, qps: float,
     for t, q in loads:
         if t >= horizon_from and qps > q:
             rise = max(rise, qps / q - 1.0) if q > 0 else math.inf
-    window_from = now_s - hysteresis.growth_window_s
+    window_from = clock_s - hysteresis.growth_window_s
     first = 0
     while first < len(rises) and rises[first][0] < window_from:
         first += 1
     rises = rises[first:]
     if rise > 1.0 / hysteresis.calm_up_fraction - 1.0:
-        rises = rises + ((now_s, rise),)
-    return loads + ((now_s, qps),), rises
+        rises = rises + ((clock_s, rise),)
+    return loads + ((clock_s, qps),), rises
 
 
 def growth_margin(loads: Pairs, rises: Pairs, hysteresis: Hysteresis) -> float:
@@ -177,7 +179,7 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
                   missing_slo: bool) -> tuple[int, ControlState, str]:
     """Table level for the load, with hysteresis (rule 3). Latency misses block going down."""
     hyst = table.hysteresis
-    loads, rises = remember_load(state.recent_loads, state.recent_rises, obs.now_s, obs.qps,
+    loads, rises = remember_load(state.recent_loads, state.recent_rises, obs.clock_s, obs.qps,
                                  hyst)
     margin = growth_margin(loads, rises, hyst)
 
@@ -209,14 +211,14 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
     lower = table.serving_index(obs.qps, band, down_margin)
     if missing_slo or table.levels[lower].capacity >= current_level.capacity:
         return current, at(current), ""
-    since = state.below_since_s if state.below_since_s is not None else obs.now_s
+    since = state.below_since_s if state.below_since_s is not None else obs.clock_s
     target = lower if state.down_target is None else max(lower, state.down_target,
                                                           key=lambda i: table.levels[i]
                                                           .capacity)
-    if obs.now_s - since >= hyst.down_stabilisation_s:
+    if obs.clock_s - since >= hyst.down_stabilisation_s:
         return target, at(target), \
             f"load under {1 / (1 + down_margin):.0%} of level {target + 1}'s capacity for " \
-            f"{obs.now_s - since:.0f} s: down to level {target + 1}"
+            f"{obs.clock_s - since:.0f} s: down to level {target + 1}"
     return current, at(current, since, target), ""
 
 
@@ -226,7 +228,7 @@ def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,
     if not obs.has_latency:
         return state, False, ""   # no data: hold the escalation as it is
     last_move = max(state.last_move_s.values(), default=-math.inf)
-    if obs.now_s - last_move < settings.settle_s:
+    if obs.clock_s - last_move < settings.settle_s:
         return state, False, ""   # the moves' own disturbance: wait until it has passed
     missing = obs.p99_ms > table.slo_ms
     if missing:
@@ -234,15 +236,15 @@ def _track_latency(obs: Observation, state: ControlState, table: PolicyTable,
         if (streak >= settings.slo_miss_periods
                 and state.escalation < len(table.escalation_order)):
             escalation = state.escalation + 1
-            return replace(state, miss_streak=0, escalation=escalation, last_miss_s=obs.now_s), \
+            return replace(state, miss_streak=0, escalation=escalation, last_miss_s=obs.clock_s), \
                 True, f"p99 {obs.p99_ms:.1f} ms > SLO {table.slo_ms:.1f} ms for " \
                       f"{settings.slo_miss_periods} periods: hold the {escalation} most " \
                       "critical on new"
-        return replace(state, miss_streak=streak, last_miss_s=obs.now_s), True, ""
+        return replace(state, miss_streak=streak, last_miss_s=obs.clock_s), True, ""
     state = replace(state, miss_streak=0)
     if (state.escalation > 0 and state.last_miss_s is not None
-            and obs.now_s - state.last_miss_s >= settings.escalation_hold_s):
-        return replace(state, escalation=state.escalation - 1, last_miss_s=obs.now_s), False, \
+            and obs.clock_s - state.last_miss_s >= settings.escalation_hold_s):
+        return replace(state, escalation=state.escalation - 1, last_miss_s=obs.clock_s), False, \
             f"SLO met for {settings.escalation_hold_s:.0f} s: step back one escalation"
     return state, False, ""
 
@@ -252,33 +254,63 @@ def target_placement(table: PolicyTable, level: int, escalation: int,
     """The level's placement with, on the newest generation, the ``escalation`` most
     critical of the services that the level puts elsewhere (so that every escalation step
     moves one service); every replica count within min/max."""
+    return _target(table, level, escalation, settings)[0]
+
+
+def held_services(table: PolicyTable, level: int, escalation: int) -> list[str]:
+    """The services an escalation of ``escalation`` holds on the newest generation at
+    ``level``: the most critical of those the level puts elsewhere."""
+    placement = table.levels[level].placement
+    held: list[str] = []
+    for service in table.escalation_order:
+        if len(held) >= escalation:
+            break
+        placed = placement.get(service)
+        if placed is not None and placed.generation != table.newest:
+            held.append(service)
+    return held
+
+
+def _target(table: PolicyTable, level: int, escalation: int,
+            settings: ControlSettings) -> tuple[Placement, dict[str, int]]:
+    """``target_placement``, and the services whose replicas min/max changed, each with the
+    replicas it had before the bound."""
     placement = table.levels[level].placement
     if escalation == 0 and all(
         settings.min_replicas <= p.replicas <= settings.max_replicas for _, p in placement.items
     ):
-        return placement
-    placed_at = dict(placement.items)
-    held = set([s for s in table.escalation_order
-                if s in placed_at and placed_at[s].generation != table.newest][:escalation])
+        return placement, {}
+    held = set(held_services(table, level, escalation))
     items = []
+    capped: dict[str, int] = {}
     for service, placed in placement.items:
         if service in held and placed.generation != table.newest:
             placed = ServicePlacement(table.newest, 1)
         replicas = min(max(placed.replicas, settings.min_replicas), settings.max_replicas)
+        if replicas != placed.replicas:
+            capped[service] = placed.replicas
         items.append((service, ServicePlacement(placed.generation, replicas)))
-    return Placement(tuple(items))
+    return Placement(tuple(items)), capped
 
 
 def resolve(current: Placement, target: Placement, obs: Observation, state: ControlState,
             order: tuple[str, ...], settings: ControlSettings, missing_slo: bool,
-            only_toward_new: bool, why: str) -> tuple[Placement, dict[str, str], ControlState]:
+            only_toward_new: bool, why: str, cause: Cause = Cause.TABLE,
+            capped: Mapping[str, int] | None = None,
+            causes: Callable[[], Mapping[str, Cause]] | None = None
+            ) -> tuple[Placement, dict[str, Move], ControlState]:
     """Settle what actually moves now: every move toward new; moves toward old unless the
     SLO is missed, the service cooled down too recently, the rate limit is reached, or data
-    is missing; nothing for paused services."""
+    is missing; nothing for paused services. Each move has the cause that ``causes()``
+    names for its service (called once, at the first move), else ``cause``, and the reason
+    text '<service>: <before> -> <after>: <why>'; ``capped`` names the services whose
+    replicas min/max bounded, with what they wanted."""
     moved: dict[str, ServicePlacement] = {}
-    reasons: dict[str, str] = {}
+    moves: dict[str, Move] = {}
     old_moves = 0
     last = dict(state.last_move_s)
+    capped = capped or {}
+    named: Mapping[str, Cause] | None = None
     for service, before, after in current.changes(target):
         if service in obs.paused:
             continue
@@ -286,23 +318,41 @@ def resolve(current: Placement, target: Placement, obs: Observation, state: Cont
         if not up:
             if only_toward_new or missing_slo:
                 continue
-            if obs.now_s - last.get(service, -math.inf) < settings.cooldown_s:
+            if obs.clock_s - last.get(service, -math.inf) < settings.cooldown_s:
                 continue
             if old_moves >= settings.max_old_moves_per_decision:
                 continue
             old_moves += 1
         moved[service] = after
-        last[service] = obs.now_s
-        reasons[service] = f"{service}: {before} -> {after}: {why}"
+        last[service] = obs.clock_s
+        if named is None:
+            named = causes() if causes is not None else {}
+        moves[service] = Move(service, before, after, named.get(service, cause),
+                              f"{service}: {before} -> {after}: {why}", service in capped,
+                              capped.get(service))
     if not moved:
-        return current, reasons, replace(state, last_move_s=last)
+        return current, moves, replace(state, last_move_s=last)
     placement = Placement(tuple((s, moved.get(s, p)) for s, p in current.items))
-    return placement, reasons, replace(state, last_move_s=last)
+    return placement, moves, replace(state, last_move_s=last)
+
+
+def _escalation_causes(table: PolicyTable, level: int, before: int,
+                       after: int) -> dict[str, Cause]:
+    """Per service, the closed loop's cause for a move at ``level`` when the escalation
+    went from ``before`` to ``after``: the services it holds now (SLO miss) and those it
+    released (step back); the table moves every other one."""
+    held_now = held_services(table, level, after)
+    causes = {s: Cause.SLO_MISS for s in held_now}
+    if before > after:
+        for service in held_services(table, level, before)[after:]:
+            causes[service] = Cause.STEP_BACK
+    return causes
 
 
 def decide(obs: Observation, state: ControlState, table: PolicyTable,
            settings: ControlSettings) -> tuple[Decision, ControlState]:
-    """One decision. Pure: the same inputs give the same outputs; ``obs.now_s`` is the clock."""
+    """One decision. Pure: the same inputs give the same outputs; ``obs.clock_s`` is the
+    clock."""
     order = _generation_order(table, obs.current)
     if not obs.has_load:
         streak = state.no_data_streak + 1
@@ -310,24 +360,30 @@ def decide(obs: Observation, state: ControlState, table: PolicyTable,
         if streak < settings.no_data_fallback_periods:
             return Decision(obs.current, note=f"no load data ({streak} periods): hold"), state
         top = table.ladder(table.bands[-1])[-1]
-        target = target_placement(table, top, state.escalation, settings)
+        target, capped = _target(table, top, state.escalation, settings)
         why = f"no load data for {streak} periods: fall back toward new (top level)"
-        placement, reasons, state = resolve(obs.current, target, obs, state, order, settings,
-                                            missing_slo=False, only_toward_new=True, why=why)
-        return Decision(placement, reasons, note=why), state
+        placement, moves, state = resolve(obs.current, target, obs, state, order, settings,
+                                          missing_slo=False, only_toward_new=True, why=why,
+                                          cause=Cause.NO_DATA, capped=capped)
+        return Decision(placement, moves, note=why), state
     state = replace(state, no_data_streak=0)
+    escalation_before = state.escalation
     state, missing, latency_why = _track_latency(obs, state, table, settings)
     level, state, level_why = _select_level(obs, state, table, missing)
-    target = target_placement(table, level, state.escalation, settings)
+    target, capped = _target(table, level, state.escalation, settings)
     why = "; ".join(w for w in (latency_why, level_why) if w) or (
         f"table level {level + 1} (<= {table.levels[level].max_load_qps:.0f} req/s) at "
         f"{obs.qps:.0f} req/s"
     )
-    placement, reasons, state = resolve(obs.current, target, obs, state, order, settings,
-                                        missing, only_toward_new=False, why=why)
+    escalation = state.escalation
+    causes = None if not (escalation_before or escalation) else (
+        lambda: _escalation_causes(table, level, escalation_before, escalation))
+    placement, moves, state = resolve(obs.current, target, obs, state, order, settings,
+                                      missing, only_toward_new=False, why=why, capped=capped,
+                                      causes=causes)
     note = f"level {level + 1}, escalation {state.escalation}" + (
         ", SLO missed" if missing else "")
-    return Decision(placement, reasons, note=note), state
+    return Decision(placement, moves, note=note), state
 
 
 @dataclass(frozen=True)
@@ -342,7 +398,7 @@ class Capacity:
 
 def keep_off_lost_capacity(decision: Decision, before: ControlState, state: ControlState,
                            current: Placement, capacity: Capacity, order: tuple[str, ...],
-                           settings: ControlSettings, now_s: float,
+                           settings: ControlSettings, clock_s: float,
                            paused: frozenset[str] = frozenset()
                            ) -> tuple[Decision, ControlState, dict[str, str]]:
     """Rule 6 (node loss), on the decision ``decide`` took from ``before``: services placed,
@@ -354,7 +410,7 @@ def keep_off_lost_capacity(decision: Decision, before: ControlState, state: Cont
     With no generation ready, nothing changes (Swarm starts the tasks when a node returns).
     """
     placed_now = dict(current.items)
-    not_running = {s: state.not_running_since.get(s, now_s) for s, p in current.items
+    not_running = {s: state.not_running_since.get(s, clock_s) for s, p in current.items
                    if p.replicas > 0 and capacity.running.get(s, 0) == 0}
     state = replace(state, not_running_since=not_running)
     available = [g for g in order if g in capacity.ready]
@@ -364,7 +420,7 @@ def keep_off_lost_capacity(decision: Decision, before: ControlState, state: Cont
         return decision, state, lost
     fallback = available[0]
     items = []
-    reasons = dict(decision.reasons)
+    moves = dict(decision.moves)
     last = dict(state.last_move_s)
     lost: dict[str, str] = {}
     for service, target in decision.placement.items:
@@ -375,11 +431,11 @@ def keep_off_lost_capacity(decision: Decision, before: ControlState, state: Cont
         elif target.generation not in capacity.ready:
             why = f"{target.generation} has no ready node"
         elif (target == placed and service in not_running
-              and now_s - not_running[service] >= settings.lost_task_grace_s
-              and now_s - before.last_move_s.get(service, -math.inf)
+              and clock_s - not_running[service] >= settings.lost_task_grace_s
+              and clock_s - before.last_move_s.get(service, -math.inf)
               >= settings.lost_task_grace_s):
             why = (f"no task running on {placed.generation} for "
-                   f"{now_s - not_running[service]:.0f} s")
+                   f"{clock_s - not_running[service]:.0f} s")
         if not why:
             items.append((service, target))
             continue
@@ -389,19 +445,23 @@ def keep_off_lost_capacity(decision: Decision, before: ControlState, state: Cont
                                and target.generation not in capacity.ready):
             moved = placed   # already where it can run: hold it there
         if moved == placed:
-            reasons.pop(service, None)
+            moves.pop(service, None)
             previous = before.last_move_s.get(service)
             if previous is None:
                 last.pop(service, None)
             else:
                 last[service] = previous
         else:
-            last[service] = now_s
-            reasons[service] = f"{service}: {placed} -> {moved}: node loss: {why}"
+            last[service] = clock_s
+            decided = moves.get(service)
+            moves[service] = Move(service, placed, moved, Cause.LOST_CAPACITY,
+                                  f"{service}: {placed} -> {moved}: node loss: {why}",
+                                  capped=decided is not None and decided.capped,
+                                  wanted_replicas=decided.wanted_replicas if decided else None)
         items.append((service, moved))
     if not lost:
         return decision, state, {}
     note = (f"{decision.note}; node loss: {len(lost)} services kept on {fallback} "
             f"(ready: {', '.join(available)})")
-    return (Decision(Placement(tuple(items)), reasons, note=note),
+    return (Decision(Placement(tuple(items)), moves, note=note),
             replace(state, last_move_s=last), lost)

@@ -136,15 +136,15 @@ def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -
 
 
 def check_carbon(config: DaemonConfig, adapters: Adapters,
-                 now_s: float | None = None) -> CheckResult:
+                 epoch_s: float | None = None) -> CheckResult:
     """Load the carbon trace, or ask the live URL once."""
-    now_s = time.time() if now_s is None else now_s
+    epoch_s = time.time() if epoch_s is None else epoch_s
     try:
-        source = adapters.carbon(config, now_s)
+        source = adapters.carbon(config, epoch_s)
     except EcoscaleError as exc:
         return CheckResult("carbon", False, str(exc),
                            hint="carbon.trace: a shipped trace name or a CSV path")
-    value = source.intensity(now_s)
+    value = source.intensity(epoch_s)
     inner = getattr(source, "inner", source)
     if isinstance(inner, HttpCarbon) and inner.last_problem:
         return CheckResult("carbon", False, f"{inner.describe()}: {inner.last_problem}",

@@ -27,7 +27,7 @@ from ecoscale.control.decide import (
     keep_off_lost_capacity,
     toward_new,
 )
-from ecoscale.control.policy import Observation
+from ecoscale.control.policy import Cause, Move, Observation
 from ecoscale.daemon.telemetry import Health, Log, Telemetry
 from ecoscale.daemon.wiring import changed_clients, restart_only_changes
 from ecoscale.errors import EcoscaleError
@@ -56,7 +56,12 @@ class SystemClock:
         self.wake = threading.Event()
 
     def now(self) -> float:
+        """Unix epoch seconds (wall clock: it can step)."""
         return time.time()
+
+    def monotonic(self) -> float:
+        """Seconds of a clock that never goes back (for durations only)."""
+        return time.perf_counter()
 
     def sleep(self, seconds: float) -> None:
         self.wake.wait(max(0.0, seconds))
@@ -65,17 +70,37 @@ class SystemClock:
 
 @dataclass(frozen=True)
 class Action:
-    service: str
-    before: ServicePlacement
-    after: ServicePlacement
-    reason: str
+    """A move the daemon made (``applied``), tried (``error``) or held (dry run, pause)."""
+
+    move: Move
     applied: bool
     error: str = ""
+
+    @property
+    def service(self) -> str:
+        return self.move.service
+
+    @property
+    def before(self) -> ServicePlacement:
+        return self.move.before
+
+    @property
+    def after(self) -> ServicePlacement:
+        return self.move.after
+
+    @property
+    def reason(self) -> str:
+        return self.move.reason
+
+    @property
+    def cause(self) -> Cause:
+        return self.move.cause
 
 
 @dataclass(frozen=True)
 class TickReport:
-    now_s: float
+    epoch_s: float
+    """When the loop began (the injected clock, Unix epoch s)."""
     healthy: bool
     problems: tuple[str, ...]
     actions: tuple[Action, ...] = ()
@@ -100,8 +125,10 @@ def save_state(path: str, state: ControlState, digest: str) -> None:
 
 
 def load_state(path: str, digest: str, log: Log | None = None,
-               now_s: float | None = None) -> ControlState:
+               epoch_s: float | None = None) -> ControlState:
     """The saved state; with another table, only the per-service cooldowns are kept.
+    ``epoch_s`` (the daemon's clock, Unix epoch s; default the wall clock) stamps the name
+    a corrupt file is moved aside to.
 
     A file that cannot be parsed is moved aside to ``<file>.corrupt-<UTC time>`` (kept for a
     post-mortem) and logged, and the daemon starts from a fresh state (it reconciles from the
@@ -125,7 +152,7 @@ def load_state(path: str, digest: str, log: Log | None = None,
             raise TypeError("last_move_s holds a value that is not a time")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(
-            time.time() if now_s is None else now_s))
+            time.time() if epoch_s is None else epoch_s))
         aside = target.with_name(f"{target.name}.corrupt-{stamp}")
         try:
             os.replace(target, aside)
@@ -174,6 +201,8 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.digest = table_digest(self.table)
+        if self.log.clock is None:   # log lines carry the daemon's clock
+            self.log.clock = self.clock.now
         if self.state is None:
             self.state = load_state(self.config.state_file, self.digest, self.log,
                                     self.clock.now())
@@ -205,7 +234,7 @@ class Daemon:
 
     # ---- one loop ------------------------------------------------------------------------
     def run_once(self) -> TickReport:
-        began = time.perf_counter()
+        began = self.clock.monotonic()
         now = self.clock.now()
         swarm, metrics, ci, problems = self._observe(now)
         self.telemetry.intensity.set(ci)
@@ -224,7 +253,7 @@ class Daemon:
         self._account_carbon(now, swarm, metrics, ci)
         self._report_paused_updates(swarm)
         paused = frozenset(s for s in services if swarm.services[s].paused)
-        observation = Observation(now_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
+        observation = Observation(clock_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
                                   carbon_g_per_kwh=ci, current=current,
                                   utilisation=metrics.service_utilisation, paused=paused)
         previous = self.state or ControlState()
@@ -246,15 +275,18 @@ class Daemon:
         changes.sort(key=lambda c: not toward_new(c[1], c[2], order))  # toward new first
         actions = []
         for service, before, after in changes:
-            reason = decision.reasons.get(service, decision.note)
+            move = decision.moves.get(service) or Move(service, before, after, Cause.TABLE,
+                                                       decision.note)
             if hold:
-                action = Action(service, before, after, reason, applied=False)
+                action = Action(move, applied=False)
+                if self.config.dry_run:
+                    self._count_action(move, dry_run=True)
             elif self.stop_requested:
                 # SIGTERM: the action in flight finished; the rest waits for the next daemon
                 state = _forget_move(state, service, self.state)
                 continue
             else:
-                action = self._act(swarm.services[service], before, after, reason)
+                action = self._act(swarm.services[service], move)
                 if not action.applied:
                     state = _forget_move(state, service, self.state)
             actions.append(action)
@@ -352,33 +384,37 @@ class Daemon:
         self.telemetry.updates_paused.set(len(stuck))
 
     def _log_action(self, action: Action) -> None:
+        move = action.move
         self.log("action", service=action.service,
                  change=f"{action.before} -> {action.after}", reason=action.reason,
                  applied=action.applied, dry_run=self.config.dry_run,
                  paused=self.paused_globally() and not self.config.dry_run,
-                 error=action.error or None)
+                 error=action.error or None, cause=move.cause.value, capped=move.capped,
+                 wanted_replicas=move.wanted_replicas)
 
-    def _act(self, managed: ManagedService, before: ServicePlacement, after: ServicePlacement,
-             reason: str) -> Action:
+    def _count_action(self, move: Move, dry_run: bool) -> None:
+        """Count a move in ecoscale_actions_total by direction, cause and dry run."""
+        order = self._order(Placement(((move.service, move.before),)))
+        direction = "new" if toward_new(move.before, move.after, order) else "old"
+        self.telemetry.actions.labels(direction, move.cause.value,
+                                      "true" if dry_run else "false").inc()
+
+    def _act(self, managed: ManagedService, move: Move) -> Action:
         from ecoscale.adapters.swarm import ActionFailed
 
-        direction = "new" if toward_new(before, after, self._order(Placement(
-            ((managed.name, before),)))) else "old"
-        kind = ("capacity" if "node loss" in reason else "slo" if "SLO" in reason
-                else "no-data" if "no load data" in reason else "table")
         try:
-            self.swarm.apply(managed, after)
+            self.swarm.apply(managed, move.after)
         except (SourceUnavailable, ActionFailed) as exc:
             self.telemetry.action_failures.labels(managed.name).inc()
-            return Action(managed.name, before, after, reason, applied=False, error=str(exc))
-        self.telemetry.actions.labels(direction, kind, "false").inc()
-        return Action(managed.name, before, after, reason, applied=True)
+            return Action(move, applied=False, error=str(exc))
+        self._count_action(move, dry_run=False)
+        return Action(move, applied=True)
 
     def _finish(self, now: float, began: float, problems: list[str],
                 actions: tuple[Action, ...], note: str) -> TickReport:
         healthy = not problems
         self.telemetry.healthy.set(float(healthy))
-        self.telemetry.loop_seconds.observe(time.perf_counter() - began)
+        self.telemetry.loop_seconds.observe(self.clock.monotonic() - began)
         details = {"level": (self.state.level or 0) + 1 if self.state else None,
                    "escalation": self.state.escalation if self.state else 0,
                    "dry_run": self.config.dry_run, "paused": self.paused_globally(),
@@ -386,7 +422,7 @@ class Daemon:
                    "capacity_lost": dict(self.capacity_lost),
                    "generations_ready": list(self.generations_ready),
                    "note": note}
-        self.health.update(problems, time.time(), details)
+        self.health.update(problems, self.clock.now(), details)
         if problems:
             self.log("unhealthy", level="warning", problems=problems)
         return TickReport(now, healthy, tuple(problems), actions, note)

@@ -66,7 +66,7 @@ def listen(daemon: Daemon, path: str) -> object:
     """Start /metrics and /healthz; a port in use is an EcoscaleError that says what to do."""
     address, port = daemon.config.listen_address, daemon.config.listen_port
     try:
-        return serve(daemon.telemetry, daemon.health, address, port)
+        return serve(daemon.telemetry, daemon.health, address, port, daemon.clock.now)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise EcoscaleError(

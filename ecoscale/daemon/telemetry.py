@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +24,9 @@ class Telemetry:
         self.decisions = Counter("ecoscale_decisions", "Decisions taken (one per loop)",
                                  registry=r)
         self.actions = Counter("ecoscale_actions", "Service updates made, by direction and "
-                               "reason kind", ["direction", "reason", "dry_run"], registry=r)
+                               "cause (reason: table, slo, step-back, no-data, capacity); "
+                               "dry_run=true: decided in a dry run, not made",
+                               ["direction", "reason", "dry_run"], registry=r)
         self.action_failures = Counter("ecoscale_action_failures", "Service updates the Docker "
                                        "API refused", ["service"], registry=r)
         self.errors = Counter("ecoscale_errors", "Errors reading a source", ["source"],
@@ -79,30 +81,34 @@ class Health:
     details: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def update(self, problems: list[str], now_s: float, details: Mapping[str, Any]) -> None:
+    def update(self, problems: list[str], epoch_s: float, details: Mapping[str, Any]) -> None:
+        """The loop that ended at ``epoch_s`` (Unix epoch s) saw ``problems``."""
         with self.lock:
             self.problems = list(problems)
-            self.last_loop_s = now_s
+            self.last_loop_s = epoch_s
             self.details = dict(details)
 
-    def report(self, now_s: float) -> tuple[bool, dict[str, Any]]:
+    def report(self, epoch_s: float) -> tuple[bool, dict[str, Any]]:
+        """Healthy or not at ``epoch_s`` (Unix epoch s), and the body of /healthz."""
         with self.lock:
             problems = list(self.problems)
-            if self.last_loop_s and now_s - self.last_loop_s > self.max_age_s:
-                problems.append(f"no loop for {now_s - self.last_loop_s:.0f} s")
+            if self.last_loop_s and epoch_s - self.last_loop_s > self.max_age_s:
+                problems.append(f"no loop for {epoch_s - self.last_loop_s:.0f} s")
             return not problems, {"healthy": not problems, "problems": problems,
                                   **self.details}
 
 
-def serve(telemetry: Telemetry, health: Health, address: str, port: int) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz in a background thread; returns the server."""
+def serve(telemetry: Telemetry, health: Health, address: str, port: int,
+          clock: Callable[[], float] = time.time) -> ThreadingHTTPServer:
+    """Serve /metrics and /healthz in a background thread; returns the server. ``clock``
+    (Unix epoch s) tells how old the last loop is: the daemon's clock."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server API)
             if self.path.startswith("/metrics"):
                 body, status, kind = telemetry.exposition(), 200, CONTENT_TYPE_LATEST
             elif self.path.startswith("/healthz"):
-                ok, report = health.report(time.time())
+                ok, report = health.report(clock())
                 body = json.dumps(report).encode()
                 status, kind = (200 if ok else 503), "application/json"
             else:
@@ -129,14 +135,19 @@ def iso_utc(epoch_s: float) -> str:
 
 
 class Log:
-    """Structured log lines (JSON, one object per line) on a stream."""
+    """Structured log lines (JSON, one object per line) on a stream, stamped by ``clock``
+    (Unix epoch s; a ``Daemon`` sets its own clock on a log that has none, else the wall
+    clock)."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None,
+                 clock: Callable[[], float] | None = None):
         self.stream = stream or sys.stderr
+        self.clock = clock
         self.lock = threading.Lock()
 
     def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
-        record = {"ts": iso_utc(time.time()), "level": level, "event": event, **fields}
+        epoch_s = (self.clock or time.time)()
+        record = {"ts": iso_utc(epoch_s), "level": level, "event": event, **fields}
         line = json.dumps(record, default=str)
         with self.lock:
             self.stream.write(line + "\n")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ecoscale.control.policy import Decision, Observation, changed_reasons
+from ecoscale.control.policy import Cause, Decision, Observation, changed_moves
 from ecoscale.model.placement import Placement, ServicePlacement
 
 
@@ -33,8 +33,9 @@ class StaticPolicy:
         return None
 
     def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
-        reasons = changed_reasons(observation.current, self.placement, f"static {self.name}")
-        return Decision(self.placement, reasons), state
+        moves = changed_moves(observation.current, self.placement, Cause.STATIC,
+                              f"static {self.name}")
+        return Decision(self.placement, moves), state
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class HpaCpuPolicy:
         return self.max_replicas
 
     def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
-        now = observation.now_s
+        now = observation.clock_s
         current = observation.current
         replicas = np.array([
             p.replicas if (p := current[s]).generation == self.generation else 1
@@ -98,6 +99,7 @@ class HpaCpuPolicy:
         highest = np.max(np.vstack([d for _, d in recent]), axis=0)
         desired = np.where(desired < replicas, highest, desired)
         ceiling = self.ceiling(observation.carbon_g_per_kwh)
+        wanted = desired
         desired = np.clip(desired, self.min_replicas, ceiling).astype(int)
         if np.array_equal(desired, replicas) and all(
             p.generation == self.generation for _, p in current.items
@@ -112,7 +114,10 @@ class HpaCpuPolicy:
         reason = f"CPU utilisation vs target {self.target_utilisation:.0%}"
         if self.carbon_bands:
             reason += f", carbon ceiling {ceiling} at {observation.carbon_g_per_kwh:.0f} g/kWh"
-        return Decision(placement, changed_reasons(current, placement, reason)), recent
+        capped = {s: int(w) for s, w, d in zip(self.services, wanted, desired, strict=True)
+                  if w != d}
+        return Decision(placement, changed_moves(current, placement, Cause.CPU, reason,
+                                                 capped)), recent
 
 
 def baseline_policies(services: Sequence[str], generations: Sequence[str]) -> list[Any]:

@@ -188,7 +188,7 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
     for i in range(scenario.steps):
         seen = max(i - 1, 0)
         observation = Observation(
-            now_s=i * scenario.step_s,
+            clock_s=i * scenario.step_s,
             qps=float(load[seen]),
             p99_ms=feedback.p99(current, seen) if i > 0 and wants_p99 else math.nan,
             carbon_g_per_kwh=float(ci[i]),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ecoscale.control.decide import ControlSettings, ControlState, decide
-from ecoscale.control.policy import Decision, Observation, changed_reasons
+from ecoscale.control.policy import Cause, Decision, Observation, changed_moves
 from ecoscale.model.placement import Placement
 from ecoscale.planner.oracle import optimal_placement
 from ecoscale.planner.search import carbon_terms, minnew, noscale, prune, rank
@@ -89,11 +89,11 @@ class OraclePolicy:
         return self.solved[key]
 
     def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
-        step = int(round(observation.now_s / self.scenario.step_s))
+        step = int(round(observation.clock_s / self.scenario.step_s))
         load = float(self.scenario.load_qps[step])
         placement = self.placement_for(load, float(self.scenario.carbon_g_per_kwh[step]))
-        return Decision(placement, changed_reasons(observation.current, placement,
-                                                   "exact optimum for this step")), state
+        return Decision(placement, changed_moves(observation.current, placement, Cause.OPTIMUM,
+                                                 "exact optimum for this step")), state
 
 
 def for_period(table: PolicyTable, period_s: float) -> PolicyTable:

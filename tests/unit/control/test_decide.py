@@ -13,7 +13,7 @@ from ecoscale.control.decide import (
     remember_load,
     toward_new,
 )
-from ecoscale.control.policy import Observation
+from ecoscale.control.policy import Cause, Observation
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
 
@@ -40,7 +40,7 @@ SETTINGS = ControlSettings(slo_miss_periods=2, escalation_hold_s=600, cooldown_s
 
 
 def obs(now, qps, p99=5.0, current=LOW, ci=200.0, paused=frozenset()):
-    return Observation(now_s=now, qps=qps, p99_ms=p99, carbon_g_per_kwh=ci, current=current,
+    return Observation(clock_s=now, qps=qps, p99_ms=p99, carbon_g_per_kwh=ci, current=current,
                        paused=paused)
 
 
@@ -117,6 +117,53 @@ def test_escalation_steps_back_after_the_hold_without_misses():
     assert held[-1][1].escalation == 1 and held[-1][0]["a"] == NEW1
     back = run([(721, 50, 5)], state=held[-1][1], current=held[-1][0])
     assert back[-1][1].escalation == 0 and back[-1][0]["a"] == OLD1
+
+
+NAN = math.nan
+ESCALATE = [(0, 50, 5), (60, 50, 20), (120, 50, 20)]
+# steps, start, settings, the last decision's moves: {service: (cause, capped, wanted)}
+MOVE_CASES = [
+    pytest.param([(0, 50, 5), (60, 150, 5)], LOW, SETTINGS, {"a": (Cause.TABLE, False, None)},
+                 id="table-up"),
+    pytest.param([(0, 250, 5), (60, 50, 5), (200, 50, 5), (360, 50, 5)], HIGH, SETTINGS,
+                 {"a": (Cause.TABLE, False, None), "b": (Cause.TABLE, False, None)},
+                 id="table-down"),
+    pytest.param(ESCALATE, LOW, SETTINGS, {"a": (Cause.SLO_MISS, False, None)},
+                 id="slo-miss"),
+    pytest.param(ESCALATE + [(300, 50, 5), (600, 50, 5), (721, 50, 5)], LOW, SETTINGS,
+                 {"a": (Cause.STEP_BACK, False, None)}, id="step-back"),
+    # a miss and a load step in one decision: 'a' goes up with the table, 'b' is held
+    pytest.param([(0, 50, 5), (60, 50, 20), (120, 250, 20)], LOW, SETTINGS,
+                 {"a": (Cause.TABLE, False, None), "b": (Cause.SLO_MISS, False, None)},
+                 id="slo-miss-and-table-up-at-once"),
+    pytest.param([(0, 50, 5), (60, NAN, 5), (120, NAN, 5), (180, NAN, 5)], LOW, SETTINGS,
+                 {"a": (Cause.NO_DATA, False, None), "b": (Cause.NO_DATA, False, None)},
+                 id="no-data-fallback"),
+    pytest.param([(0, 50, 5)], LOW, replace(SETTINGS, min_replicas=2),
+                 {s: (Cause.TABLE, True, 1) for s in "abc"}, id="capped-by-min-replicas"),
+    pytest.param([(0, 150, 5)], placement(a=NEW1, b=OLD1, c=OLD1),
+                 replace(SETTINGS, max_replicas=1), {"a": (Cause.TABLE, True, 2)},
+                 id="capped-by-max-replicas"),
+]
+
+
+@pytest.mark.parametrize("steps,start,settings,expected", MOVE_CASES)
+def test_every_move_carries_its_cause_before_after_and_cap(steps, start, settings, expected):
+    trail = run(steps, current=start, settings=settings)
+    before = trail[-2][0] if len(trail) > 1 else start
+    placed, _, decision = trail[-1]
+    assert {s: (m.cause, m.capped, m.wanted_replicas) for s, m in decision.moves.items()} \
+        == expected
+    for service, move in decision.moves.items():
+        assert (move.service, move.before, move.after) == (service, before[service],
+                                                           placed[service])
+        assert move.reason.startswith(f"{service}: {before[service]} -> {placed[service]}: ")
+    assert set(decision.moves) == {s for s, _, _ in before.changes(placed)}
+
+
+def test_a_hold_has_no_moves():
+    trail = run([(0, 50, 5), (60, NAN, 5)])
+    assert trail[-1][2].moves == {} and "hold" in trail[-1][2].note
 
 
 @pytest.mark.parametrize("p99", [math.nan, -1.0], ids=["nan", "negative"])

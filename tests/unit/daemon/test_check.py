@@ -95,16 +95,16 @@ def test_docker_builds_the_client_and_counts_managed_services(setup, ok, warning
 
 
 def test_carbon_trace_is_loaded_and_a_bad_one_fails():
-    good = check_carbon(CONFIG, daemon_main.Adapters(), now_s=0.0)
+    good = check_carbon(CONFIG, daemon_main.Adapters(), epoch_s=0.0)
     assert good.ok and "gCO2e/kWh now" in good.detail
     bad = replace(CONFIG, carbon=CarbonConfig(trace="no-such-trace.csv"))
-    result = check_carbon(bad, daemon_main.Adapters(), now_s=0.0)
+    result = check_carbon(bad, daemon_main.Adapters(), epoch_s=0.0)
     assert not result.ok and "no-such-trace" in result.detail
 
 
 def test_live_carbon_url_that_does_not_answer_fails():
     config = replace(CONFIG, carbon=CarbonConfig(url="http://127.0.0.1:9/ci"))
-    result = check_carbon(config, daemon_main.Adapters(), now_s=0.0)
+    result = check_carbon(config, daemon_main.Adapters(), epoch_s=0.0)
     assert not result.ok and "127.0.0.1:9" in result.detail and "carbon.url" in result.hint
 
 

@@ -14,7 +14,7 @@ from ecoscale.control.decide import (
     ControlState,
     keep_off_lost_capacity,
 )
-from ecoscale.control.policy import Decision
+from ecoscale.control.policy import Cause, Decision, Move
 from ecoscale.daemon.loop import Daemon
 from ecoscale.daemon.telemetry import Log
 from ecoscale.model.placement import Placement, ServicePlacement
@@ -73,7 +73,8 @@ def test_keep_off_lost_capacity(current, decided, moved_at, not_running, ready, 
     after = ControlState(level=0, last_move_s={
         **moved_at, **{s: NOW for s, _, _ in current.changes(decided)}},
         not_running_since=not_running)
-    decision = Decision(decided, {s: "table" for s, _, _ in current.changes(decided)})
+    decision = Decision(decided, {s: Move(s, b, a, Cause.TABLE, "table")
+                                  for s, b, a in current.changes(decided)})
     out, state, why = keep_off_lost_capacity(decision, before, after, current,
                                              Capacity(frozenset(ready), running), ORDER,
                                              SETTINGS, NOW, frozenset(paused))
@@ -82,6 +83,7 @@ def test_keep_off_lost_capacity(current, decided, moved_at, not_running, ready, 
     assert {s for s, _, _ in current.changes(out.placement)} == moved
     for service in moved:
         assert state.last_move_s[service] == NOW and "node loss" in out.reasons[service]
+        assert out.moves[service].cause == Cause.LOST_CAPACITY
     for service in set(dict(current.items)) - moved:
         assert state.last_move_s.get(service) == moved_at.get(service), service
     assert set(state.not_running_since) == {s for s, n in running.items() if n == 0}
@@ -134,6 +136,7 @@ def test_daemon_moves_services_off_a_lost_node_reports_it_and_returns_after_cool
     report = tick()
     assert swarm.placement() == placement(a=NEW1, b=NEW1, c=NEW1)   # within one period
     assert all(a.applied and "node loss" in a.reason for a in report.actions)
+    assert {a.cause for a in report.actions} == {Cause.LOST_CAPACITY}
     _, health = daemon.health.report(daemon.clock.now())
     assert set(health["capacity_lost"]) == {"a", "b", "c"}
     assert health["generations_ready"] == ["new"]

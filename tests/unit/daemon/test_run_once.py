@@ -313,3 +313,108 @@ def test_dry_run_never_resumes_a_paused_update():
                                          update_paused="paused: task xyz failed")
     tick(daemon, qps=50)
     assert daemon.swarm.resumed == []
+
+
+# ---- structured causes: metrics and log read them, not the reason text --------------------
+def actions_metric(daemon):
+    """ecoscale_actions_total as {(direction, reason, dry_run): count}."""
+    return {(s.labels["direction"], s.labels["reason"], s.labels["dry_run"]): s.value
+            for family in daemon.telemetry.registry.collect()
+            for s in family.samples if s.name == "ecoscale_actions_total"}
+
+
+@pytest.mark.parametrize("setup,expected", [
+    pytest.param({}, {("new", "table", "false"): 2.0}, id="made"),
+    pytest.param({"dry_run": True}, {("new", "table", "true"): 2.0}, id="dry-run"),
+    pytest.param({"pause_file": "<tmp>/pause"}, {}, id="paused-is-not-counted"),
+])
+def test_actions_are_counted_by_cause_and_the_real_dry_run(tmp_path, setup, expected):
+    if "pause_file" in setup:
+        setup = {"pause_file": str(tmp_path / "pause")}
+        (tmp_path / "pause").touch()
+    daemon, log = make(**setup)
+    tick(daemon)
+    tick(daemon, qps=290)
+    assert actions_metric(daemon) == expected
+    logged = [json.loads(x) for x in log.getvalue().splitlines() if '"action"' in x]
+    assert [(x["service"], x["cause"], x["capped"]) for x in logged] == \
+        [("a", "table", False), ("b", "table", False)]
+    assert all(x["reason"].startswith(f"{x['service']}: ") for x in logged)   # the human text
+
+
+def test_an_escalation_and_its_step_back_are_labelled_by_their_cause():
+    daemon, log = make(start=LOW)
+    for _ in range(2):
+        tick(daemon, qps=50, p99=30)      # two misses: 'a' to new
+    assert daemon.swarm.placement()["a"] == NEW1
+    for _ in range(12):
+        tick(daemon, qps=50, p99=5)       # SLO met for the hold: 'a' back to old
+    assert daemon.swarm.placement() == LOW
+    # the step-back's text says "SLO met": the label comes from the cause, not the text
+    assert actions_metric(daemon) == {("new", "slo", "false"): 1.0,
+                                      ("old", "step-back", "false"): 1.0}
+    logged = [json.loads(x) for x in log.getvalue().splitlines() if '"action"' in x]
+    assert [(x["cause"], "SLO" in x["reason"]) for x in logged] == [("slo", True),
+                                                                  ("step-back", True)]
+
+
+def test_a_capped_move_is_logged_with_what_the_table_wanted():
+    daemon, log = make(start=placement(a=NEW1, b=OLD1, c=OLD1),
+                       control=replace(CONTROL, max_replicas=1))
+    report = tick(daemon, qps=150)
+    assert [(a.service, a.cause, a.after) for a in report.actions] == [("a", "table", OLD1)]
+    logged = [json.loads(x) for x in log.getvalue().splitlines() if '"action"' in x]
+    assert [(x["capped"], x["wanted_replicas"]) for x in logged] == [(True, 2)]
+
+
+# ---- the injected clock is the only clock run_once reads ----------------------------------
+class NoWallClock:
+    """Stands in for the ``time`` module: any clock read fails the test."""
+
+    def __init__(self, real):
+        self.strftime, self.gmtime = real.strftime, real.gmtime
+
+    def time(self):
+        raise AssertionError("read the wall clock")
+
+    def perf_counter(self):
+        raise AssertionError("read perf_counter")
+
+    monotonic = perf_counter
+
+
+def test_run_once_reads_only_the_injected_clock(monkeypatch):
+    import time as real
+
+    import ecoscale.daemon.loop as loop
+    import ecoscale.daemon.telemetry as telemetry
+
+    monkeypatch.setattr(loop, "time", NoWallClock(real))
+    monkeypatch.setattr(telemetry, "time", NoWallClock(real))
+    daemon, log = make()
+    daemon.clock.tick_s = 0.25            # every monotonic read: 0.25 s later
+    tick(daemon)
+    began = daemon.clock.now()
+    report = tick(daemon, qps=290)
+    assert report.actions and report.epoch_s == began + 0.25   # after the first reading
+    registry = daemon.telemetry.registry
+    assert registry.get_sample_value("ecoscale_loop_duration_seconds_sum") == 0.5  # 2 loops
+    assert daemon.health.last_loop_s == began + 0.5            # stamped when it ended
+    first = json.loads(log.getvalue().splitlines()[0])
+    assert first["event"] == "action" and first["ts"] == telemetry.iso_utc(report.epoch_s)
+
+
+def test_healthz_ages_the_last_loop_on_the_given_clock():
+    telemetry, health = Telemetry(), Health(max_age_s=60.0)
+    clock = FakeClock()
+    server = serve(telemetry, health, "127.0.0.1", 0, clock.now)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+        health.update([], clock.now(), {})
+        assert json.loads(urllib.request.urlopen(url).read())["healthy"] is True
+        clock.advance(61.0)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url)
+        assert info.value.code == 503 and "no loop for 61 s" in info.value.read().decode()
+    finally:
+        server.shutdown()
