@@ -41,8 +41,6 @@ from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
 
-pytestmark = pytest.mark.integration
-
 APP = "socialNetwork"
 INTERVAL_S = 4.0
 LOW_QPS, HIGH_QPS = 15.0, 80.0

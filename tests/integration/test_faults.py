@@ -24,7 +24,6 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 from waiting import free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
@@ -33,8 +32,6 @@ from ecoscale.evaluation.launcher import daemon_config, start_process
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-
-pytestmark = pytest.mark.integration
 
 APP = "socialNetwork"
 INTERVAL_S = 4.0

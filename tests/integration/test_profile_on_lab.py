@@ -13,7 +13,6 @@ profiles into its temporary folder."""
 
 from __future__ import annotations
 
-import pytest
 from conftest import CPU_HEAVY
 
 from ecoscale.adapters.files import load_profile, read_yaml
@@ -21,8 +20,6 @@ from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.lab.pool import NAMED_POOLS
 from ecoscale.profiler.main import run_profile
 from ecoscale.profiler.store import finished_points, read_rows
-
-pytestmark = pytest.mark.integration
 
 IO_BOUND = "post-storage-mongodb"       # 0.15 ms of CPU, 2 ms of I/O wait
 # Short, but not so short that the tail is noise: on a busy 2-core machine a p99 from an 8-s
