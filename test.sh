@@ -39,4 +39,6 @@ export PATH="$PWD/$venv/bin:$PATH"
 python3 -m ruff check .
 # the layer graph of pyproject.toml [tool.importlinter] (README: "Layout")
 lint-imports --no-cache
-exec python3 -m pytest "$@"
+# pyproject's testpaths hold the unit tests alone (plain `pytest`); without paths in the
+# arguments this runs every test: unit and integration
+exec python3 -m pytest -o testpaths="tests/unit tests/integration" "$@"

@@ -1,13 +1,16 @@
 """In-memory stand-ins for the daemon's ports, for tests: a fake clock, metrics you set,
-a Swarm that records what it is asked to do, a fixed carbon intensity."""
+a Swarm that records what it is asked to do, a fixed carbon intensity; and the toy policy
+table the control and daemon tests share (``toy_table``)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
 from ecoscale.ports import ManagedService, Metrics, SourceUnavailable, SwarmState
 
 
@@ -582,3 +585,35 @@ class _Discard:
 
     def append(self, _item: Any) -> None:
         return
+
+
+# ---- the toy policy table ----------------------------------------------------------------
+TOY_NEW1 = ServicePlacement("new", 1)
+TOY_OLD1, TOY_OLD2 = ServicePlacement("old", 1), ServicePlacement("old", 2)
+TOY_LOW = Placement((("a", TOY_OLD1), ("b", TOY_OLD1), ("c", TOY_OLD1)))
+TOY_MID = Placement((("a", TOY_OLD2), ("b", TOY_OLD1), ("c", TOY_OLD1)))
+TOY_HIGH = Placement((("a", TOY_NEW1), ("b", TOY_OLD2), ("c", TOY_OLD1)))
+TOY_LEVELS: tuple[tuple[float, Placement], ...] = (
+    (100.0, TOY_LOW), (200.0, TOY_MID), (300.0, TOY_HIGH))
+"""(max load req/s, placement) of the toy table's one ladder: all on old at 100 req/s, a
+scaled out on old at 200, a on new and b scaled out at 300."""
+
+
+def toy_table(levels: Sequence[tuple[float, Placement]] = TOY_LEVELS,
+              **fields: Any) -> PolicyTable:
+    """A small hand-made policy table: services a and b critical (a most: +3 ms alone on old,
+    b +1 ms) and c not, one ladder of ``levels`` (max load req/s, placement; p99 5 ms,
+    carbon 1 g/h, feasible) for every intensity, SLO 10 ms, peak = the top level's load,
+    generations new and old (C 2.8), hysteresis up 95 %, down 85 %, 300 s. ``fields``
+    replace any other field of the table (``app``, ``ranking``, ``provenance``...)."""
+    table = PolicyTable(
+        app="toy", slo_ms=10.0, peak_qps=levels[-1][0], newest="new",
+        levels=tuple(TableLevel(load, math.inf, placed, {}, 5.0, 1.0, True)
+                     for load, placed in levels),
+        ranking=(("a", 3.0), ("b", 1.0)), non_critical={"c": 0.0}, critical={"a": 3, "b": 1},
+        hysteresis=Hysteresis(0.95, 0.85, 300.0), carbon_ratio={"new": 1.0, "old": 2.8})
+    return replace(table, **fields)
+
+
+TOY_TABLE = toy_table()
+"""``toy_table()``: the three levels of TOY_LEVELS."""

@@ -13,7 +13,6 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from ecoscale.model.app import AppModel
-from ecoscale.model.latency import MIX_QUANTILE_SHARE
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Stage
 
@@ -130,8 +129,3 @@ class IncrementalEvaluator:
         for index in self._endpoints_of[service]:
             self._endpoint_ms[index] = self._path_ms(self._paths[index])
         self._placed[service] = placed
-
-
-def counted_share_note() -> str:
-    return (f"end-to-end p99 = slowest endpoint carrying >= {MIX_QUANTILE_SHARE:.0%} of requests, "
-            "each the sum of its stage maxima")

@@ -24,7 +24,6 @@ from ecoscale.planner.search import (
     SLO_TOLERANCE,
     CarbonTerms,
     Plan,
-    Pruning,
     carbon_terms,
     minnew,
     prune,
@@ -369,11 +368,6 @@ def capacity_qps(model: AppModel, placement: Placement, slo_ms: float,
 
 def terms_for_band(model: AppModel, band: float) -> CarbonTerms:
     return carbon_terms(model) if not math.isfinite(band) else carbon_terms(model, band)
-
-
-def pruning_of(table: PolicyTable) -> Pruning:
-    return Pruning(table.critical, table.non_critical,
-                   float(table.search.get("prune_threshold_ms", 0.0)), 0)
 
 
 # ---- plain data (the YAML file) ------------------------------------------------------------

@@ -13,7 +13,7 @@ from ecoscale import __version__
 from ecoscale.model.app import AppModel
 from ecoscale.model.carbon import Hardware, carbon_constants
 from ecoscale.model.latency import AppProfile, LatencyCurve
-from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.model.placement import Placement
 from ecoscale.model.topology import Topology
 from ecoscale.profiler.experiments import REFERENCE, SLICE_S, PoolConfig, sliced_window
 from ecoscale.profiler.fit import (
@@ -242,7 +242,3 @@ def calibration(document: Mapping[str, Any], topology: Topology, hardware: Hardw
     modelled = float(model.e2e_p99(Placement.uniform(topology.service_names, pool.newest),
                                    slo_load))
     return slo_ms / modelled if math.isfinite(modelled) and modelled > 0 else 1.0
-
-
-def placement_all(topology: Topology, generation: str) -> dict[str, ServicePlacement]:
-    return {s: ServicePlacement(generation, 1) for s in topology.services}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,13 +89,6 @@ def complete_rows(rows: Iterable[Row]) -> list[Row]:
     rows = list(rows)
     done = finished_points(rows)
     return [r for r in rows if (r.experiment, round(r.offered_qps, 6)) in done]
-
-
-def by_point(rows: Iterable[Row]) -> Mapping[tuple[str, float], list[Row]]:
-    out: dict[tuple[str, float], list[Row]] = {}
-    for row in rows:
-        out.setdefault((row.experiment, round(row.offered_qps, 6)), []).append(row)
-    return out
 
 
 def compact(path: Path) -> int:

@@ -55,11 +55,12 @@ DEFAULT_CARBON_BANDS = (
 
 @dataclass(frozen=True)
 class HpaCpuPolicy:
-    """HPA-like CPU-threshold replica scaling on one generation (new, by default)."""
+    """HPA-like CPU-threshold replica scaling on one generation (the newest, for the
+    baselines)."""
 
     name: str
     services: tuple[str, ...]
-    generation: str = "new"
+    generation: str
     target_utilisation: float = 0.6
     tolerance: float = 0.1
     min_replicas: int = 1
@@ -120,14 +121,17 @@ class HpaCpuPolicy:
                                                  capped)), recent
 
 
-def baseline_policies(services: Sequence[str], generations: Sequence[str]) -> list[Any]:
-    """all-new, all-old, hpa-cpu and carbon-ceiling for an app's services."""
+def baseline_policies(services: Sequence[str], generations: Sequence[str],
+                      newest: str) -> list[Any]:
+    """all-new, all-old, hpa-cpu and carbon-ceiling for an app's services: all-new and the
+    HPA rules on ``newest`` (the hardware's newest generation), all-old on the last of the
+    profile's ``generations`` other than ``newest`` (its oldest; no all-old with one)."""
     services = tuple(services)
-    policies: list[Any] = []
-    if "new" in generations:
-        policies.append(StaticPolicy("all-new", Placement.uniform(services, "new")))
-    if "old" in generations:
-        policies.append(StaticPolicy("all-old", Placement.uniform(services, "old")))
-    policies.append(HpaCpuPolicy("hpa-cpu", services))
-    policies.append(HpaCpuPolicy("carbon-ceiling", services, carbon_bands=DEFAULT_CARBON_BANDS))
+    policies: list[Any] = [StaticPolicy("all-new", Placement.uniform(services, newest))]
+    older = [g for g in generations if g != newest]
+    if older:
+        policies.append(StaticPolicy("all-old", Placement.uniform(services, older[-1])))
+    policies.append(HpaCpuPolicy("hpa-cpu", services, newest))
+    policies.append(HpaCpuPolicy("carbon-ceiling", services, newest,
+                                 carbon_bands=DEFAULT_CARBON_BANDS))
     return policies

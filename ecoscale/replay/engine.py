@@ -179,7 +179,7 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
     # the window), else all on the newest generation
     start = getattr(policy, "initial_placement", None)
     current = (start(float(load[0]), float(ci[0])) if start is not None
-               else Placement.uniform(model.services, "new"))
+               else Placement.uniform(model.services, model.hardware.newest))
     placements: list[Placement] = []
     reasons: list[list[str]] = []
     feedback = _Feedback(model, load)

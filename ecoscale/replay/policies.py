@@ -149,7 +149,8 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
     model = scenario.model
     wanted = set(names)
     policies: list[Any] = [
-        p for p in baseline_policies(model.services, model.profile.generations)
+        p for p in baseline_policies(model.services, model.profile.generations,
+                                     model.hardware.newest)
         if p.name in wanted
     ]
     if wanted & {"noscale", "minnew"}:

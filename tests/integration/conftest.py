@@ -157,7 +157,16 @@ restart Prometheus (series of tasks gone during the outage come back from its WA
 staleness markers and linger for the 5-minute lookback)."""
 
 
+INTEGRATION_DIR = Path(__file__).parent
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ARG001
+    """Every test under tests/integration is marked ``integration`` (none can be forgotten;
+    ``-m "not integration"`` leaves them out), and the lab's own tests run first."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+
     def rank(item) -> int:
         name = item.path.name
         return LAB_TEST_ORDER.index(name) if name in LAB_TEST_ORDER else len(LAB_TEST_ORDER)

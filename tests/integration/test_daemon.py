@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from waiting import free_port, wait_for
+from waiting import Load, free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
@@ -37,11 +36,8 @@ from ecoscale.evaluation.launcher import (
     stack_logs,
     start_process,
 )
-from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-
-pytestmark = pytest.mark.integration
 
 APP = "socialNetwork"
 INTERVAL_S = 4.0
@@ -50,6 +46,9 @@ SLO_MS = 150.0
 """Generous for the lab: all-new at 80 req/s is ~40-60 ms, all-old at 80 req/s over 500 ms."""
 MOVE_PERIODS = 15
 """Stated bound: services run on new within this many periods of a load step up."""
+MOVE_BOUND_S = MOVE_PERIODS * INTERVAL_S + 60
+"""The same in seconds, with 60 s for Swarm to start the moved tasks; the test waits twice
+as long, so that a slower move fails the bound with its measured time."""
 RECOVER_PERIODS = 25
 """Stated bound: p99 back under the SLO within this many periods of the step."""
 CPU_HEAVY = ("nginx-thrift", "home-timeline-service", "user-timeline-service",
@@ -73,27 +72,6 @@ def lab_table() -> PolicyTable:
 
 CONTROL = {"slo_miss_periods": 3, "escalation_hold_s": 60, "cooldown_s": 10,
            "no_data_fallback_periods": 1000}
-
-
-class Load:
-    """Open-loop load in the background at a rate that can be changed."""
-
-    def __init__(self, url: str, rate: float):
-        self.url, self.rate = url, rate
-        self.topology = load_topology(APP)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        seed = 0
-        while not self.stop.is_set():
-            seed += 1
-            run_load(self.url, self.topology, rate_qps=self.rate, duration_s=2.0, seed=seed)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 def running(lab) -> dict[str, dict[str, int]]:
@@ -190,14 +168,14 @@ def test_load_steps_move_services_and_p99_recovers(social_network, daemon_dir, b
         load.rate = HIGH_QPS
         stepped = time.monotonic()
         wait_for("CPU-heavy services on new after the step up",
-                 lambda: only_on(lab, CPU_HEAVY, "new"), MOVE_PERIODS * INTERVAL_S + 60, 1)
+                 lambda: only_on(lab, CPU_HEAVY, "new"), 2 * MOVE_BOUND_S, 1)
         moved_s = time.monotonic() - stepped
         wait_for("p99 under the SLO after the step up",
                  lambda: measured_p99(lab) < SLO_MS, RECOVER_PERIODS * INTERVAL_S + 60, 2)
         recovered_s = time.monotonic() - stepped
         print(f"step up: moved in {moved_s:.0f} s ({moved_s / INTERVAL_S:.1f} periods), p99 "
               f"under the SLO in {recovered_s:.0f} s ({recovered_s / INTERVAL_S:.1f} periods)")
-        assert moved_s <= MOVE_PERIODS * INTERVAL_S + 60
+        assert moved_s <= MOVE_BOUND_S, f"moved in {moved_s:.0f} s, over {MOVE_BOUND_S:.0f} s"
         status, body = healthz(port)
         assert status == 200 and body["healthy"], body
         # step down: after the stabilisation window the services go back to old
@@ -290,10 +268,12 @@ def test_sigkill_mid_run_then_restart_neither_repeats_nor_loses_an_action(social
     done_second = [r["service"] for r in actions(second_log) if r["applied"]]
     assert len(done_second) == len(set(done_second)), "an action was repeated"
     assert not set(done_second) & done_first, "the restarted daemon redid an action"
-    # nothing lost: every service moved exactly once across both runs
+    # nothing lost: every service moved exactly once across both runs, but for at most the
+    # one action in flight at the SIGKILL (made, its log line not written: actions are made
+    # and logged one at a time); the wait above saw every service on old
     moved = done_first | set(done_second)
     missing = set(services) - moved
-    assert not missing or only_on(lab, missing, "old"), missing
+    assert len(missing) <= 1, missing
 
 
 def test_bad_config_is_a_clear_error_and_a_nonzero_exit(tmp_path):

@@ -13,8 +13,6 @@ import yaml
 
 from ecoscale.paths import deploy_dir, project_root
 
-pytestmark = pytest.mark.integration
-
 LAB_CONFIG = deploy_dir() / "daemon" / "lab.yaml"
 
 

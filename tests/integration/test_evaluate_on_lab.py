@@ -13,12 +13,9 @@ morning; the slots on old after the peak are printed with the lab's measured fig
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 from conftest import REPORT
 
 from ecoscale.evaluation.evaluate import EvaluationOptions, evaluate
-
-pytestmark = pytest.mark.integration
 
 
 def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_slo(

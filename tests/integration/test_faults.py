@@ -24,17 +24,13 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-from waiting import free_port, wait_for
+from waiting import Load, free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.evaluation.launcher import daemon_config, start_process
-from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-
-pytestmark = pytest.mark.integration
 
 APP = "socialNetwork"
 INTERVAL_S = 4.0
@@ -54,29 +50,6 @@ cooldown since the evacuation, a period, the moves). Measured 18-20 s over 7 run
 
 LOAD_QPS = 10.0
 """A light load, so that the daemon has a p99 (no traffic: no p99, an unhealthy daemon)."""
-
-
-class Load:
-    """Open-loop load at LOAD_QPS in the background, in 2-s rounds, until closed."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.topology = load_topology(APP)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        seed = 0
-        while not self.stop.is_set():
-            seed += 1
-            with contextlib.suppress(Exception):   # services may be unreachable: keep going
-                run_load(self.url, self.topology, rate_qps=LOAD_QPS, duration_s=2.0,
-                         seed=seed)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 def table(on_old: tuple[str, ...]) -> PolicyTable:
@@ -128,7 +101,7 @@ def log_records(log: Path, event: str) -> list[dict]:
 
 @contextlib.contextmanager
 def daemon_running(config: Path, log: Path, frontend_url: str):
-    load = Load(frontend_url)
+    load = Load(frontend_url, LOAD_QPS, tolerate_errors=True)   # services may be unreachable
     process = start_process(config, log)
     try:
         yield process

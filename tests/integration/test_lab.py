@@ -25,8 +25,6 @@ from ecoscale.lab.prometheus import (
 from ecoscale.lab.system import NotYet, poll
 from ecoscale.loadgen.generator import LoadResult, run_load
 
-pytestmark = pytest.mark.integration
-
 SOCIAL = load_topology("socialNetwork")
 FRONTEND = SOCIAL.frontend
 CPU_BOUND = CPU_HEAVY                # 5 ms of CPU per request here, no I/O

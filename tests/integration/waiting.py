@@ -1,11 +1,17 @@
-"""Helpers the lab's integration tests share: polling with a deadline, a free local port."""
+"""Helpers the lab's integration tests share: polling with a deadline, a free local port,
+open-loop load in the background."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 
 import pytest
+
+from ecoscale.adapters.files import load_topology
+from ecoscale.loadgen.generator import run_load
 
 
 def free_port() -> int:
@@ -25,3 +31,32 @@ def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0):
             return last
         time.sleep(poll_s)
     pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+class Load:
+    """Open-loop load on ``url`` in the background, in 2-s rounds at ``rate`` req/s (which may
+    be changed meanwhile), until closed. ``tolerate_errors``: a round that raises (services
+    unreachable while a node is down) is dropped and the next one starts; otherwise the error
+    ends the load thread."""
+
+    def __init__(self, url: str, rate: float, tolerate_errors: bool = False,
+                 app: str = "socialNetwork"):
+        self.url, self.rate, self.tolerate_errors = url, rate, tolerate_errors
+        self.topology = load_topology(app)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        seed = 0
+        while not self.stop.is_set():
+            seed += 1
+            errors = contextlib.suppress(Exception) if self.tolerate_errors \
+                else contextlib.nullcontext()
+            with errors:
+                run_load(self.url, self.topology, rate_qps=self.rate, duration_s=2.0,
+                         seed=seed)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)

@@ -15,7 +15,8 @@ from ecoscale.control.decide import (
 )
 from ecoscale.control.policy import Cause, Observation
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
+from ecoscale.planner.table import Hysteresis
+from ecoscale.testing import TOY_HIGH, TOY_LOW, TOY_MID, TOY_TABLE
 
 NEW1 = ServicePlacement("new", 1)
 OLD1, OLD2 = ServicePlacement("old", 1), ServicePlacement("old", 2)
@@ -25,16 +26,7 @@ def placement(**placed):
     return Placement(tuple(placed.items()))
 
 
-LOW = placement(a=OLD1, b=OLD1, c=OLD1)
-MID = placement(a=OLD2, b=OLD1, c=OLD1)
-HIGH = placement(a=NEW1, b=OLD2, c=OLD1)
-TABLE = PolicyTable(
-    app="toy", slo_ms=10.0, peak_qps=300.0, newest="new",
-    levels=tuple(TableLevel(load, math.inf, p, {}, 5.0, 1.0, True)
-                 for load, p in ((100.0, LOW), (200.0, MID), (300.0, HIGH))),
-    ranking=(("a", 3.0), ("b", 1.0)), non_critical={"c": 0.0}, critical={"a": 3, "b": 1},
-    hysteresis=Hysteresis(0.95, 0.85, 300.0), carbon_ratio={"new": 1.0, "old": 2.8},
-)
+LOW, MID, HIGH, TABLE = TOY_LOW, TOY_MID, TOY_HIGH, TOY_TABLE
 SETTINGS = ControlSettings(slo_miss_periods=2, escalation_hold_s=600, cooldown_s=180,
                            max_old_moves_per_decision=8, no_data_fallback_periods=3)
 

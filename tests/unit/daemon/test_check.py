@@ -1,6 +1,5 @@
 """`ecoscale run --check`: every adapter is built and asked once; which one fails, and why."""
 
-import math
 from dataclasses import replace
 
 import pytest
@@ -18,8 +17,13 @@ from ecoscale.daemon.check import (
     table_profile_name,
 )
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-from ecoscale.testing import FakeAdapters, RecordedPrometheus, RecordingSwarm, vector_reply
+from ecoscale.testing import (
+    FakeAdapters,
+    RecordedPrometheus,
+    RecordingSwarm,
+    toy_table,
+    vector_reply,
+)
 
 QPS, P99, UTIL = "sum(rate(q[30s]))", "1000 * histogram_quantile(0.99, p)", "sum by (service) (u)"
 CONFIG = DaemonConfig(app="socialNetwork", table="t.yaml", profile="lab", source="c.yaml",
@@ -28,12 +32,9 @@ PLACED = Placement((("a", ServicePlacement("old", 1)), ("b", ServicePlacement("n
 
 
 def table(profile="lab (measured): MEASURED on pool 'lab'"):
-    return PolicyTable(app="socialNetwork", slo_ms=10.0, peak_qps=100.0, newest="new",
-                       levels=(TableLevel(100.0, math.inf, PLACED, {}, 5.0, 1.0, True),),
-                       ranking=(("a", 1.0),), non_critical={}, critical={},
-                       hysteresis=Hysteresis(0.95, 0.85, 300.0),
-                       carbon_ratio={"new": 1.0, "old": 2.8},
-                       provenance={"profile": profile} if profile else {})
+    return toy_table(((100.0, PLACED),), app="socialNetwork", ranking=(("a", 1.0),),
+                     non_critical={}, critical={},
+                     provenance={"profile": profile} if profile else {})
 
 
 def one(value=5.0, labels=None):

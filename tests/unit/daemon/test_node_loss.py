@@ -3,7 +3,6 @@ that feeds it from the Swarm (which generations have a ready node, which tasks r
 
 import io
 import json
-import math
 
 import pytest
 
@@ -18,8 +17,7 @@ from ecoscale.control.policy import Cause, Decision, Move
 from ecoscale.daemon.loop import Daemon
 from ecoscale.daemon.telemetry import Log
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm
+from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm, toy_table
 
 NEW1, OLD1, OLD2 = ServicePlacement("new", 1), ServicePlacement("old", 1), \
     ServicePlacement("old", 2)
@@ -107,11 +105,7 @@ def test_not_running_since_is_kept_across_decisions_and_cleared_when_running():
 
 # ---- the daemon on a fake Swarm that loses its old node ----------------------------------
 LOW = placement(a=OLD1, b=OLD1, c=OLD1)
-TABLE = PolicyTable(app="toy", slo_ms=10.0, peak_qps=100.0, newest="new",
-                    levels=(TableLevel(100.0, math.inf, LOW, {}, 5.0, 1.0, True),),
-                    ranking=(("a", 1.0),), non_critical={}, critical={},
-                    hysteresis=Hysteresis(0.95, 0.85, 300.0),
-                    carbon_ratio={"new": 1.0, "old": 2.8})
+TABLE = toy_table(((100.0, LOW),), ranking=(("a", 1.0),), non_critical={}, critical={})
 INTERVAL = 15.0
 
 

@@ -3,7 +3,6 @@ rebuild the clients whose settings changed (or are refused), ISO-8601 UTC log ti
 
 import io
 import json
-import math
 import re
 import socket
 from dataclasses import replace
@@ -17,16 +16,18 @@ from ecoscale.daemon.loop import Daemon, load_state, save_state
 from ecoscale.daemon.telemetry import Log, iso_utc
 from ecoscale.errors import EcoscaleError
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-from ecoscale.testing import FakeAdapters, FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm
+from ecoscale.testing import (
+    FakeAdapters,
+    FakeClock,
+    FixedCarbon,
+    InMemoryMetrics,
+    RecordingSwarm,
+    toy_table,
+)
 
 OLD1 = ServicePlacement("old", 1)
 LOW = Placement((("a", OLD1), ("b", OLD1)))
-TABLE = PolicyTable(app="toy", slo_ms=10.0, peak_qps=100.0, newest="new",
-                    levels=(TableLevel(100.0, math.inf, LOW, {}, 5.0, 1.0, True),),
-                    ranking=(("a", 1.0),), non_critical={}, critical={},
-                    hysteresis=Hysteresis(0.95, 0.85, 300.0),
-                    carbon_ratio={"new": 1.0, "old": 2.8})
+TABLE = toy_table(((100.0, LOW),), ranking=(("a", 1.0),), non_critical={}, critical={})
 CONFIG = DaemonConfig(app="toy", table="t.yaml", source="c.yaml",
                       prometheus=PrometheusConfig(url="http://a:9090", qps="q", p99_ms="p"))
 

@@ -13,8 +13,18 @@ from ecoscale.control.decide import ControlSettings
 from ecoscale.daemon.loop import Daemon, backoff_s
 from ecoscale.daemon.telemetry import Health, Log, Telemetry, serve
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm
+from ecoscale.planner.table import Hysteresis
+from ecoscale.testing import (
+    TOY_HIGH,
+    TOY_LOW,
+    TOY_MID,
+    TOY_TABLE,
+    FakeClock,
+    FixedCarbon,
+    InMemoryMetrics,
+    RecordingSwarm,
+    toy_table,
+)
 
 NEW1 = ServicePlacement("new", 1)
 OLD1, OLD2 = ServicePlacement("old", 1), ServicePlacement("old", 2)
@@ -24,16 +34,7 @@ def placement(**placed):
     return Placement(tuple(placed.items()))
 
 
-LOW = placement(a=OLD1, b=OLD1, c=OLD1)
-MID = placement(a=OLD2, b=OLD1, c=OLD1)
-HIGH = placement(a=NEW1, b=OLD2, c=OLD1)
-TABLE = PolicyTable(
-    app="toy", slo_ms=10.0, peak_qps=300.0, newest="new",
-    levels=tuple(TableLevel(load, math.inf, p, {}, 5.0, 1.0, True)
-                 for load, p in ((100.0, LOW), (200.0, MID), (300.0, HIGH))),
-    ranking=(("a", 3.0), ("b", 1.0)), non_critical={"c": 0.0}, critical={"a": 3, "b": 1},
-    hysteresis=Hysteresis(0.95, 0.85, 300.0), carbon_ratio={"new": 1.0, "old": 2.8},
-)
+LOW, MID, HIGH, TABLE = TOY_LOW, TOY_MID, TOY_HIGH, TOY_TABLE
 CONTROL = ControlSettings(slo_miss_periods=2, escalation_hold_s=600, cooldown_s=180,
                           no_data_fallback_periods=3)
 
@@ -273,10 +274,8 @@ def test_own_metrics_and_healthz_are_served():
 def test_live_carbon_accounting(social_model):
     services = social_model.services
     start = Placement.uniform(services, "old")
-    table = PolicyTable(app="socialNetwork", slo_ms=20.0, peak_qps=3000.0, newest="new",
-                        levels=(TableLevel(3000.0, math.inf, start, {}, 5.0, 1.0, True),),
-                        ranking=(), non_critical={}, critical={},
-                        carbon_ratio={"new": 1.0, "old": 2.8})
+    table = toy_table(((3000.0, start),), app="socialNetwork", slo_ms=20.0, ranking=(),
+                      non_critical={}, critical={}, hysteresis=Hysteresis())
     daemon = Daemon(config=DaemonConfig(app="socialNetwork", table="t.yaml"), table=table,
                     swarm=RecordingSwarm.of(start), metrics=InMemoryMetrics(1000.0, 5.0),
                     carbon=FixedCarbon(300.0), clock=FakeClock(), model=social_model,

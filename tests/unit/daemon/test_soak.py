@@ -2,26 +2,12 @@
 the real Prometheus and Docker adapters on fakes that fail, answer out of sequence, go
 unreachable and lose a node. tests/bench/bench_soak.py runs a month."""
 
-import math
-
 import pytest
 
-from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
+from ecoscale.testing import TOY_LEVELS as LEVELS
+from ecoscale.testing import TOY_TABLE as TABLE
 from ecoscale.testing import soak
 
-NEW1, OLD1, OLD2 = ServicePlacement("new", 1), ServicePlacement("old", 1), \
-    ServicePlacement("old", 2)
-LEVELS = (
-    (100.0, Placement((("a", OLD1), ("b", OLD1), ("c", OLD1)))),
-    (200.0, Placement((("a", OLD2), ("b", OLD1), ("c", OLD1)))),
-    (300.0, Placement((("a", NEW1), ("b", OLD2), ("c", OLD1)))),
-)
-TABLE = PolicyTable(
-    app="toy", slo_ms=10.0, peak_qps=300.0, newest="new",
-    levels=tuple(TableLevel(load, math.inf, p, {}, 5.0, 1.0, True) for load, p in LEVELS),
-    ranking=(("a", 3.0), ("b", 1.0)), non_critical={"c": 0.0}, critical={"a": 3, "b": 1},
-    hysteresis=Hysteresis(0.95, 0.85, 300.0), carbon_ratio={"new": 1.0, "old": 2.8})
 MEMORY_BOUND_BYTES = 512 * 1024
 """Python heap growth allowed over the last 4 simulated hours (~960 loops). Measured 17-160 kB
 across seeds (allocator noise, interned strings); a leak of 1 kB per loop adds ~1 MB."""

@@ -82,6 +82,8 @@ class SlowServer:
         self.delay_s = delay_s
         self.status = status
         self.port = 0
+        self.waiting = self.most_waiting = 0
+        """Requests received and not yet answered: now, and the most at once."""
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
@@ -90,8 +92,11 @@ class SlowServer:
         lock = asyncio.Lock()
 
         async def handle(_request):
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
             async with lock:  # a single worker: requests queue, as in one slow replica
                 await asyncio.sleep(self.delay_s)
+            self.waiting -= 1
             return Response(self.status, b"{}")
 
         server = HttpServer(handle)
@@ -121,7 +126,10 @@ def test_open_loop_latency_counts_queueing_from_the_intended_send_time():
     assert result.sent == pytest.approx(100, rel=0.25)
     assert result.error_count == 0
     assert result.p50_ms > 100 and result.p99_ms > 400
-    assert result.max_send_lag_ms < 200  # the generator itself kept the schedule
+    # open loop: the generator sends on schedule, not after each reply, so requests pile up
+    # at the server (one at a time: 1). Its send lag is wall time (tests/bench/
+    # bench_emulator.py prints it), so no bound on it here.
+    assert server.most_waiting >= 10
 
 
 def test_errors_are_counted_by_reason_and_excluded_from_latency():

@@ -85,7 +85,7 @@ def test_a_ceiling_that_blocks_hpa_is_not_called_hpa_never_scaling(social_model)
     steps = 30
     scenario = Scenario(social_model, np.full(steps, 3000.0), np.full(steps, 400.0), 60.0,
                         slo_ms=1e9)
-    result = replay(scenario, baseline_policies(social_model.services, ["new"]))
+    result = replay(scenario, baseline_policies(social_model.services, ["new"], "new"))
     found = {item.policy: item for item in likenesses(result)}
     assert "hpa-cpu" not in found or found["hpa-cpu"].kind == "close"
     ceiling = found["carbon-ceiling"]
@@ -98,7 +98,7 @@ def test_close_rows_say_how_close(social_model):
     steps = 30
     load = np.concatenate([np.full(25, 1500.0), np.full(5, 3000.0)])
     scenario = Scenario(social_model, load, np.full(steps, 150.0), 60.0, slo_ms=1e9)
-    result = replay(scenario, baseline_policies(social_model.services, ["new"]))
+    result = replay(scenario, baseline_policies(social_model.services, ["new"], "new"))
     hpa = next(item for item in likenesses(result) if item.policy == "hpa-cpu")
     assert hpa.kind == "close" and hpa.like == "all-new" and hpa.differing_steps > 0
     assert "HPA scaled out only" in hpa.reason

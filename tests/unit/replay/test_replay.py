@@ -15,7 +15,7 @@ from ecoscale.replay.scenario import ReplayOptions, build_scenario
 def default_result():
     """The default window and traces with the calibrated profile (the papers' figures)."""
     scenario = build_scenario(ReplayOptions(profile="calibrated"))
-    return replay(scenario, baseline_policies(scenario.model.services, ["new", "old"]))
+    return replay(scenario, baseline_policies(scenario.model.services, ["new", "old"], "new"))
 
 
 def test_the_default_profile_is_calibrated_and_lab_is_one_flag_away():
@@ -26,7 +26,7 @@ def test_the_default_profile_is_calibrated_and_lab_is_one_flag_away():
     assert lab.model.profile.kind == "measured"
     assert lab.model.profile.name == "lab"
     assert "MEASURED" in lab.provenance["profile_statement"]
-    result = replay(lab, baseline_policies(lab.model.services, ["new", "old"]))
+    result = replay(lab, baseline_policies(lab.model.services, ["new", "old"], "new"))
     rows = result.summary().set_index("policy")
     assert rows.loc["all-new", "slo_violation_pct"] == 0.0   # all-new meets its own SLO
 
@@ -72,8 +72,8 @@ def test_carbon_ceiling_caps_replicas_when_the_grid_is_dirty(social_model):
     load = np.full(30, 3000.0)   # heavy enough for HPA to want 2 replicas of post-storage
     scenario = Scenario(social_model, load, np.full(30, 400.0), 60.0, slo_ms=1e9)
     services = social_model.services
-    hpa = HpaCpuPolicy("hpa", services)
-    capped = baseline_policies(services, ["new"])[-1]
+    hpa = HpaCpuPolicy("hpa", services, "new")
+    capped = baseline_policies(services, ["new"], "new")[-1]
     result = replay(scenario, [hpa, capped])
     slots = {run.name: max(sum(p.replicas for _, p in pl.items) for pl in run.placements)
              for run in result.runs}
