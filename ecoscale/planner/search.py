@@ -236,13 +236,18 @@ class SearchState:
     stages: list[tuple[str, ...]]
     """``parallel_stages`` of the model."""
     spent: int = 0
-    _options: dict[str, list[tuple[float, ServicePlacement]]] = field(default_factory=dict)
-    _cost: dict[str, dict[ServicePlacement, float]] = field(default_factory=dict)
+    cheapest_single: ServicePlacement = field(init=False)
+    """One replica on the cheapest generation: nothing is cheaper."""
+    space: tuple[ServicePlacement, ...] = field(init=False)
+    """``option_space(terms)``."""
+    _options: dict[str, list[tuple[float, ServicePlacement]]] = field(
+        default_factory=dict, init=False, repr=False)
+    _cost: dict[str, dict[ServicePlacement, float]] = field(default_factory=dict, init=False,
+                                                            repr=False)
 
-    @property
-    def cheapest_single(self) -> ServicePlacement:
-        """One replica on the cheapest generation: nothing is cheaper."""
-        return ServicePlacement(self.terms.cheapest, 1)
+    def __post_init__(self) -> None:
+        self.cheapest_single = ServicePlacement(self.terms.cheapest, 1)
+        self.space = option_space(self.terms)
 
     @property
     def exhausted(self) -> bool:
@@ -260,7 +265,7 @@ class SearchState:
         if known is None:
             known = sorted(((self.model.service_carbon_g_per_h(service, option, self.load_qps,
                                                                self.terms.ci_g_per_kwh), option)
-                            for option in option_space(self.terms)), key=lambda item: item[0])
+                            for option in self.space), key=lambda item: item[0])
             self._options[service] = known
             self._cost[service] = {o: c for c, o in known}
         return known
