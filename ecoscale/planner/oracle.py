@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -30,7 +31,7 @@ from scipy.sparse import coo_matrix
 from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Stage
-from ecoscale.planner.search import SLO_TOLERANCE, CarbonTerms
+from ecoscale.planner.search import SLO_TOLERANCE, CarbonTerms, option_space
 
 
 @dataclass(frozen=True)
@@ -46,20 +47,24 @@ class OracleResult:
 
 def options_for(model: AppModel, service: str, load_qps: float,
                 terms: CarbonTerms) -> list[tuple[ServicePlacement, float, float]]:
-    """(option, p99 ms, carbon gCO2e/h) of every non-saturating option of ``service``."""
+    """(option, p99 ms, carbon gCO2e/h) of every non-saturating option of ``service``: the
+    search's option space (``search.option_space``) less the options that saturate at
+    ``load_qps`` (they can keep no SLO)."""
     out = []
     pue = model.hardware.pue
-    for generation in terms.order:
+    for generation, group in itertools.groupby(option_space(terms),
+                                               key=attrgetter("generation")):
         gen = model.hardware.generation(generation)
         curve = model.profile.curve(service, generation)
-        replicas = np.arange(1, terms.max_replicas(generation) + 1)
+        options = list(group)
+        replicas = np.array([option.replicas for option in options])
         loads = model.visits[service] * load_qps / replicas
         p99 = curve.p99(loads)
         power_w = gen.power_w(curve.util(loads))
         carbon = replicas * (gen.embodied_g_per_h + power_w * pue * terms.ci_g_per_kwh / 1000)
-        for k, latency, grams in zip(replicas, p99, carbon, strict=True):
+        for option, latency, grams in zip(options, p99, carbon, strict=True):
             if math.isfinite(latency):
-                out.append((ServicePlacement(generation, int(k)), float(latency), float(grams)))
+                out.append((option, float(latency), float(grams)))
     return out
 
 
