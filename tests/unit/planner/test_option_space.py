@@ -7,11 +7,11 @@ import math
 
 import pytest
 
+from ecoscale.model.app import default_slo
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.evaluator import IncrementalEvaluator
 from ecoscale.planner.oracle import options_for
 from ecoscale.planner.search import CarbonTerms, SearchState, carbon_terms, option_space
-from ecoscale.replay.scenario import default_slo
 
 
 def sp(text: str) -> ServicePlacement:

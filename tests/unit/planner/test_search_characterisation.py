@@ -24,12 +24,11 @@ from pathlib import Path
 import pytest
 
 from ecoscale.adapters.files import load_hardware, load_profile, load_topology
-from ecoscale.model.app import AppModel
+from ecoscale.model.app import AppModel, default_slo
 from ecoscale.model.placement import Placement
 from ecoscale.planner.oracle import exhaustive_placement, optimal_placement
 from ecoscale.planner.search import CarbonTerms, carbon_terms, minnew, noscale, prune, rank
 from ecoscale.planner.synthetic import synthetic_app
-from ecoscale.replay.scenario import default_slo
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_planner import toy_model  # noqa: E402  (the toy app of the planner tests)
