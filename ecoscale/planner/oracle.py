@@ -28,6 +28,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
 from ecoscale.model.app import AppModel
+from ecoscale.model.carbon import carbon_of_slot_hours_g
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Stage
 from ecoscale.planner.search import SLO_TOLERANCE, CarbonTerms
@@ -55,8 +56,9 @@ def options_for(model: AppModel, service: str, load_qps: float,
         replicas = np.arange(1, terms.max_replicas(generation) + 1)
         loads = model.visits[service] * load_qps / replicas
         p99 = curve.p99(loads)
-        power_w = gen.power_w(curve.util(loads))
-        carbon = replicas * (gen.embodied_g_per_h + power_w * pue * terms.ci_g_per_kwh / 1000)
+        embodied, operational = carbon_of_slot_hours_g(gen, replicas, curve.util(loads),
+                                                       terms.ci_g_per_kwh, pue)
+        carbon = embodied + operational
         for k, latency, grams in zip(replicas, p99, carbon, strict=True):
             if math.isfinite(latency):
                 out.append((ServicePlacement(generation, int(k)), float(latency), float(grams)))
