@@ -163,7 +163,7 @@ class PromQLMetrics:
         utilisation: dict[str, float] = {}
         if self.config.service_utilisation:
             for labels, stamp, value in self.client.query(self.config.service_utilisation):
-                service = labels.get("service")
+                service = labels.get(self.config.service_label)
                 if service:
                     utilisation[service] = self._fresh(value, stamp, now_s,
                                                        f"utilisation of {service}", problems)

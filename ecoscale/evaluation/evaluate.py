@@ -32,9 +32,10 @@ from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError
-from ecoscale.evaluation.launcher import daemon_config, lab_queries, start_process
+from ecoscale.evaluation.launcher import daemon_config, start_process
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.pool import NAMED_POOLS
+from ecoscale.lab.queries import LAB_QUERIES
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.app import UTILISATION_RULE, UTILISATION_SOURCES
 from ecoscale.model.placement import ServicePlacement
@@ -46,7 +47,6 @@ from ecoscale.replay.policies import EcoscalePolicy, all_policies, ci_bands
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
 POLICIES = ("all-new", "all-old", "ecoscale", "ecoscale-ct")
-CPU_QUERY = "sum by (service) (rate(ecoscale_emulator_process_cpu_seconds_total[{w}s]))"
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,9 @@ class Sampler:
         self.swarm = DockerSwarm(lab.docker_host)
         self.prometheus = PrometheusClient(lab.prometheus_url)
         self.window_s = max(int(round(period_s)), 6)
-        self.queries = lab_queries(frontend, self.window_s)
+        self.frontend = frontend
+        self.queries = {role: LAB_QUERIES.render(role, frontend, self.window_s)
+                        for role in ("qps", "p99_ms")}
         self.period_s = period_s
 
     def sample(self, period: int) -> dict[str, Any]:
@@ -178,8 +180,8 @@ class Sampler:
             except Exception:   # a missed sample is no data, never a number
                 row[f"measured_{name}"] = math.nan
         try:
-            cpu = {labels.get("service", ""): value for labels, _, value in
-                   self.prometheus.query(CPU_QUERY.format(w=self.window_s))}
+            cpu = self.prometheus.by_label(LAB_QUERIES.render(
+                "service_cpu_cores", self.frontend, self.window_s), LAB_QUERIES.cpu_label)
         except Exception:
             cpu = {}
         state = self.swarm.read()

@@ -3,16 +3,7 @@
 
 The managed services are found by Swarm DNS service discovery (``dns_sd_configs``,
 ``tasks.<service>``, type A): one target per task, on any node, relabelled with
-``swarm_service``. Useful queries (also in the README):
-
-- front-end QPS: ``sum(rate(ecoscale_emulator_requests_total{service="<frontend>"}[30s]))``
-- end-to-end p99 (ms): ``1000 * histogram_quantile(0.99, sum by (le)
-  (rate(ecoscale_emulator_request_duration_seconds_bucket{service="<frontend>"}[30s])))``
-- per-service p99 (ms): the same, ``sum by (service, le)`` without the service filter
-- per-service CPU (cores): ``sum by (service) (rate(ecoscale_emulator_process_cpu_seconds_total
-  [30s]))`` — one replica is one event loop, so 1.0 is a saturated replica.
-
-The functions at the end build exactly these (the README shows them with a 30 s window).
+``swarm_service``. The queries of the emulated services are in ``ecoscale.lab.queries``.
 """
 
 from __future__ import annotations
@@ -69,30 +60,3 @@ def render_config(template: str, services: Iterable[str], port: int,
         port=port,
         service_jobs=jobs,
     )
-
-
-def p99_ms_query(service: str, window_s: float, endpoint: str | None = None,
-                 quantile: float = 0.99) -> str:
-    """PromQL: a service's p-quantile latency (ms) over the last ``window_s``."""
-    selector = f'service="{service}"' + (f',endpoint="{endpoint}"' if endpoint else "")
-    return (f"1000 * histogram_quantile({quantile}, sum by (le) (rate("
-            f"ecoscale_emulator_request_duration_seconds_bucket{{{selector}}}"
-            f"[{int(round(window_s))}s])))")
-
-
-def per_service_p99_ms_query(window_s: float, quantile: float = 0.99) -> str:
-    """PromQL: every service's p-quantile latency (ms), one series per ``service``."""
-    return (f"1000 * histogram_quantile({quantile}, sum by (service, le) (rate("
-            f"ecoscale_emulator_request_duration_seconds_bucket[{int(round(window_s))}s])))")
-
-
-def qps_query(service: str, window_s: float) -> str:
-    """PromQL: requests per second served by a service (all its tasks)."""
-    return (f'sum(rate(ecoscale_emulator_requests_total{{service="{service}"}}'
-            f"[{int(round(window_s))}s]))")
-
-
-def cpu_query(window_s: float) -> str:
-    """PromQL: CPU cores used per service (process CPU of all its tasks)."""
-    return (f"sum by (service) (rate(ecoscale_emulator_process_cpu_seconds_total"
-            f"[{int(round(window_s))}s]))")

@@ -16,7 +16,7 @@ from conftest import CPU_HEAVY, REPORT, host_traces
 from ecoscale.adapters.files import load_topology
 from ecoscale.lab import engines, swarm
 from ecoscale.lab.lab import Lab
-from ecoscale.lab.prometheus import (
+from ecoscale.lab.queries import (
     cpu_query,
     p99_ms_query,
     per_service_p99_ms_query,
@@ -109,7 +109,7 @@ def test_load_through_the_entry_point_and_p99_from_prometheus(social_network):
     window = seconds - 2
     qps = prom.value(qps_query(FRONTEND, window), at_s=end)
     e2e_p99 = prom.value(p99_ms_query(FRONTEND, window), at_s=end)
-    per_service = prom.by_label(per_service_p99_ms_query(window), "service", at_s=end)
+    per_service = prom.by_label(per_service_p99_ms_query(FRONTEND, window), "service", at_s=end)
     cpu = prom.by_label(cpu_query(window), "service", at_s=end)
     REPORT["load 60 req/s: client p50/p99 (ms)"] = (round(result.p50_ms, 1),
                                                      round(result.p99_ms, 1))
