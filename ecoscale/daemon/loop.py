@@ -225,7 +225,7 @@ class Daemon:
         self._report_paused_updates(swarm)
         paused = frozenset(s for s in services if swarm.services[s].paused)
         observation = Observation(now_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
-                                  carbon_g_per_kwh=ci, current=current,
+                                  ci_g_per_kwh=ci, current=current,
                                   utilisation=metrics.service_utilisation, paused=paused)
         previous = self.state or ControlState()
         decision, state = decide(observation, previous, self.table, self.config.control)

@@ -291,7 +291,7 @@ def measured_frame(trace: PolicyTrace, scenario: Scenario, slot_cpus: dict[str, 
     records = []
     for row in trace.rows:
         i = row["period"]
-        ci = float(scenario.carbon_g_per_kwh[i])
+        ci = float(scenario.ci_g_per_kwh[i])
         running_in_model = {s: r for s, r in row["running"].items() if s in model.visits}
         measured = {(service, generation): row["cpu"][service] / max(sum(running.values()), 1)
                     / slot_cpus.get(generation, 1.0)
@@ -391,7 +391,7 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
         start = None
         if policy in planned:   # as if the daemon had been running: where the replay starts
             first = EcoscalePolicy(policy, planned[policy]).initial_placement(
-                float(scenario.load_qps[0]), float(scenario.carbon_g_per_kwh[0]))
+                float(scenario.load_qps[0]), float(scenario.ci_g_per_kwh[0]))
             start = dict(first.items)
         trace = run_policy_live(lab, policy, scenario, options, tables, out, log, start)
         frame = measured_frame(trace, scenario, slot_cpus)

@@ -97,7 +97,7 @@ class HpaCpuPolicy:
         # scale down only to the highest recommendation of the stabilisation window
         highest = np.max(np.vstack([d for _, d in recent]), axis=0)
         desired = np.where(desired < replicas, highest, desired)
-        ceiling = self.ceiling(observation.carbon_g_per_kwh)
+        ceiling = self.ceiling(observation.ci_g_per_kwh)
         desired = np.clip(desired, self.min_replicas, ceiling).astype(int)
         if np.array_equal(desired, replicas) and all(
             p.generation == self.generation for _, p in current.items
@@ -111,7 +111,7 @@ class HpaCpuPolicy:
             return Decision(current), recent
         reason = f"CPU utilisation vs target {self.target_utilisation:.0%}"
         if self.carbon_bands:
-            reason += f", carbon ceiling {ceiling} at {observation.carbon_g_per_kwh:.0f} g/kWh"
+            reason += f", carbon ceiling {ceiling} at {observation.ci_g_per_kwh:.0f} g/kWh"
         return Decision(placement, changed_reasons(current, placement, reason)), recent
 
 

@@ -56,7 +56,7 @@ def test_measured_carbon_models_a_missing_cpu_series_instead_of_idling_it():
     step_h = scenario.step_s / 3600
     gen = model.hardware.generation("new")
     util = model.profile.curve(services[0], "new").util_at(model.visits[services[0]] * 40.0)
-    ci = float(scenario.carbon_g_per_kwh[1])
+    ci = float(scenario.ci_g_per_kwh[1])
     idle_g = gen.power_w_at(0.0) * model.hardware.pue * ci / 1000 * step_h
     modelled_g = gen.power_w_at(util) * model.hardware.pue * ci / 1000 * step_h
     others_g = (len(services) - 1) * gen.power_w_at(0.1) * model.hardware.pue * ci / 1000 * step_h
