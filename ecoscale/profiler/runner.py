@@ -105,6 +105,8 @@ class Runner:
     raw_csv: Path
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr))
     original: Mapping[str, ServicePlacement] = field(default_factory=dict)
+    replies_checked: bool = False
+    """Whether a measured point's replies were checked against the role queries."""
 
     # ---- placements --------------------------------------------------------------------
     def remember(self) -> None:
@@ -177,6 +179,28 @@ class Runner:
                     out.setdefault(name, {})[q] = value
         return out
 
+    def check_replies(self, per_service: Mapping[str, object], e2e: Mapping[str, object],
+                      cpu: Mapping[str, float]) -> None:
+        """After the first measured point (load has flowed, so every series exists): a role
+        query that returned nothing, or no series whose service label names a topology
+        service, is an error naming the query and the label, not silent "no data"."""
+        queries = self.queries
+        services = set(self.topology.services)
+        problems = []
+        if not e2e:
+            problems.append(f"queries.p99_ms {queries.p99_ms!r} returned nothing: is the "
+                            "metric name right and is its target scraped?")
+        for role, label, found in (("service_p99_ms", queries.service_label, per_service),
+                                   ("service_cpu_cores", queries.cpu_label, cpu)):
+            if not services & set(found):
+                problems.append(
+                    f"queries.{role} {getattr(queries, role)!r}: no series whose label "
+                    f"'{label}' names a service of the topology (got {sorted(found)[:5]}); "
+                    f"aggregate with `sum by ({label})`, or set the label in queries:")
+        if problems:
+            raise InputError(self.pool.source or self.pool.name, problems)
+        self.replies_checked = True
+
     def measure(self, experiment: Experiment, offered_qps: float, seed: int) -> list[Row]:
         wanted = self.placement_for(experiment)
         if self.pool.warmup_s > 0:
@@ -192,6 +216,8 @@ class Runner:
         cpu = by_service(self.prometheus.query(
             queries.render("service_cpu_cores", self.topology.frontend, window), end),
             queries.cpu_label)
+        if not self.replies_checked:
+            self.check_replies(per_service, e2e, cpu)
         rows = []
         for service in self.topology.services:
             placed = wanted[service]

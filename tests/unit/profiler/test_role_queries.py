@@ -167,3 +167,40 @@ def test_the_daemon_reads_utilisation_by_its_configured_label():
 def test_role_placeholders_leave_promql_braces_alone():
     queries = RoleQueries(qps='sum(rate(x{a="{frontend}",b=~"c{2}"}[{window}]))')
     assert queries.render("qps", "f", 29.6) == 'sum(rate(x{a="f",b=~"c{2}"}[30s]))'
+
+
+@pytest.mark.parametrize("answers,message", [
+    pytest.param([("sum by (le, service_name)", "spanmetrics_service_p99"),
+                  ("sum by (le)", "vector_empty"),
+                  ("container_cpu_usage_seconds_total", "cadvisor_cpu_relabelled")],
+                 "queries.p99_ms .* returned nothing", id="e2e-empty"),
+    pytest.param([("sum by (le, service_name)", "spanmetrics_service_p99"),
+                  ("sum by (le)", "spanmetrics_p99"),
+                  ("container_cpu_usage_seconds_total", "cadvisor_cpu")],
+                 "queries.service_cpu_cores .* label 'service' names", id="cpu-without-label"),
+    pytest.param([("sum by (le, service_name)", "vector_by_service"),
+                  ("sum by (le)", "spanmetrics_p99"),
+                  ("container_cpu_usage_seconds_total", "cadvisor_cpu_relabelled")],
+                 "queries.service_p99_ms .* label 'service_name'", id="p99-wrong-label"),
+])
+def test_replies_that_cannot_be_read_are_an_error_naming_query_and_label(
+        answers, message, tmp_path):
+    measuring = runner(SPANMETRICS, Recorded(answers), tmp_path)
+    per_service = measuring._quantiles("service_p99_ms", 30, 0.0, "service_name")
+    e2e = measuring._quantiles("p99_ms", 30, 0.0, None)
+    cpu = by_service(measuring.prometheus.query(SPANMETRICS["service_cpu_cores"]), "service")
+    with pytest.raises(InputError, match=message):
+        measuring.check_replies(per_service, e2e, cpu)
+    assert not measuring.replies_checked
+
+
+def test_readable_replies_pass_the_check_once(tmp_path):
+    prometheus = Recorded([("sum by (le, service_name)", "spanmetrics_service_p99"),
+                           ("sum by (le)", "spanmetrics_p99"),
+                           ("container_cpu_usage_seconds_total", "cadvisor_cpu_relabelled")])
+    measuring = runner(SPANMETRICS, prometheus, tmp_path)
+    measuring.check_replies(measuring._quantiles("service_p99_ms", 30, 0.0, "service_name"),
+                            measuring._quantiles("p99_ms", 30, 0.0, None),
+                            by_service(prometheus.query(SPANMETRICS["service_cpu_cores"]),
+                                       "service"))
+    assert measuring.replies_checked
