@@ -36,7 +36,72 @@ class PrometheusConfig:
     p99_ms: str = ""
     """PromQL: end-to-end p99 in milliseconds."""
     service_utilisation: str = ""
-    """PromQL (optional): per-replica CPU utilisation (0..1) by the label ``service``."""
+    """PromQL (optional): per-replica CPU utilisation (0..1), one series per service."""
+    service_label: str = "service"
+    """The label of ``service_utilisation``'s series that carries the service name."""
+
+
+ROLE_PLACEHOLDERS = ("{frontend}", "{window}", "{quantile}")
+"""What a role query may leave open: the front end's service name, the range (e.g. ``30s``)
+and the quantile (0..1; the profiler asks 0.5, 0.95 and 0.99)."""
+
+
+@dataclass(frozen=True)
+class RoleQueries:
+    """The PromQL of the metric roles, written once per metric source (the lab's emulator in
+    ``ecoscale.lab.queries``; a user's in their pool config's ``queries:``).
+
+    Templates: ``{frontend}``, ``{window}`` and ``{quantile}`` are filled in by ``render``;
+    every other character (PromQL's own braces too) is sent as written."""
+
+    qps: str = ""
+    """Front-end requests per second (one series)."""
+    p99_ms: str = ""
+    """End-to-end latency at ``{quantile}`` (ms; one series)."""
+    service_p99_ms: str = ""
+    """Per-service latency at ``{quantile}`` (ms), one series per service (``service_label``)."""
+    service_cpu_cores: str = ""
+    """Per-service CPU in cores (all replicas together), one series per service
+    (``cpu_service_label``)."""
+    service_label: str = "service"
+    """The label that carries the service name in ``service_p99_ms``."""
+    cpu_service_label: str = ""
+    """The label carrying the service name in ``service_cpu_cores``; empty: ``service_label``."""
+
+    @property
+    def cpu_label(self) -> str:
+        return self.cpu_service_label or self.service_label
+
+    def render(self, role: str, frontend: str, window_s: float, quantile: float = 0.99) -> str:
+        """The query of ``role`` (a field name) with its placeholders filled in; the window is
+        whole seconds (``30s``)."""
+        template: str = getattr(self, role)
+        return (template.replace("{frontend}", frontend)
+                .replace("{window}", f"{int(round(window_s))}s")
+                .replace("{quantile}", f"{quantile:g}"))
+
+
+ROLES = ("qps", "p99_ms", "service_p99_ms", "service_cpu_cores")
+"""The four roles a profiler needs (the daemon needs the first two)."""
+
+
+def parse_role_queries(raw: Any, where: str, problems: list[str]) -> RoleQueries | None:
+    """``queries:`` of a pool config: every role a non-empty string; problems appended."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: a mapping of {', '.join(ROLES)} (PromQL) and service_label")
+        return None
+    before = len(problems)
+    queries = _build(RoleQueries, raw, f"{where}.", problems)
+    if queries is None or len(problems) > before:
+        return None
+    for role in ROLES:
+        if not getattr(queries, role).strip():
+            problems.append(f"{where}.{role}: required (a PromQL query; README \"Metrics are "
+                            "configuration\" has worked sets)")
+    for label in ("service_label",):
+        if not getattr(queries, label).strip():
+            problems.append(f"{where}.{label}: required (the label carrying the service name)")
+    return queries if len(problems) == before else None
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ecoscale.errors import EcoscaleError
 from ecoscale.model.placement import Placement, ServicePlacement
 
 
-class SourceUnavailable(Exception):
-    """A source (Prometheus, the Docker API, a carbon API) cannot be read right now."""
+class SourceUnavailable(EcoscaleError):
+    """A source (Prometheus, the Docker API, a carbon API) cannot be read right now (a runtime
+    error when it reaches the user)."""
 
 
 @dataclass(frozen=True)

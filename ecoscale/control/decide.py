@@ -189,7 +189,7 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
 
     # down_fraction below up_fraction widens the margin a lower level must leave
     down_margin = (1.0 + margin) * hyst.up_fraction / hyst.down_fraction - 1.0
-    band = table.band_of(obs.carbon_g_per_kwh)
+    band = table.band_of(obs.ci_g_per_kwh)
     want = table.serving_index(obs.qps, band, margin)
     if state.level is None:
         running = next((i for i in table.ladder(band)

@@ -28,7 +28,7 @@ class Observation:
     """Front-end load over the last observation window, req/s."""
     p99_ms: float
     """Measured end-to-end p99 over the last window, ms."""
-    carbon_g_per_kwh: float
+    ci_g_per_kwh: float
     """Grid carbon intensity now, gCO2e/kWh."""
     current: Placement
     """What runs now."""

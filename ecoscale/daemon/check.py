@@ -88,11 +88,13 @@ def check_prometheus(config: DaemonConfig, adapters: Adapters) -> CheckResult:
                             "name right and is its target scraped?")
             continue
         if name == "service_utilisation":
-            unlabelled = [labels for labels, _, _ in samples if not labels.get("service")]
+            label = prom.service_label
+            unlabelled = [labels for labels, _, _ in samples if not labels.get(label)]
             if unlabelled:
                 problems.append(f"prometheus.{name} {query!r}: {len(unlabelled)} of "
-                                f"{len(samples)} series have no label 'service' (e.g. "
-                                f"{unlabelled[0]}); aggregate with `sum by (service)`")
+                                f"{len(samples)} series have no label '{label}' (e.g. "
+                                f"{unlabelled[0]}); aggregate with `sum by ({label})` or "
+                                "set prometheus.service_label")
                 continue
             notes.append(f"{name} {len(samples)} services")
             continue

@@ -254,7 +254,7 @@ class Daemon:
         self._report_paused_updates(swarm)
         paused = frozenset(s for s in services if swarm.services[s].paused)
         observation = Observation(clock_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
-                                  carbon_g_per_kwh=ci, current=current,
+                                  ci_g_per_kwh=ci, current=current,
                                   utilisation=metrics.service_utilisation, paused=paused)
         previous = self.state or ControlState()
         decision, state = decide(observation, previous, self.table, self.config.control)
@@ -432,30 +432,26 @@ class Daemon:
                         ci: float) -> None:
         """Carbon rate of the running tasks (gCO2e/h) per generation, and its integral.
 
-        Power: the hardware model at each service's utilisation, measured when the metrics
-        carry it, else modelled from the profile at the measured load."""
+        ``AppModel.carbon_of_what_ran`` at each service's utilisation by its rule
+        (``UTILISATION_RULE``: measured, else modelled from the profile at the measured load,
+        else peak); the slots counted by each source are a metric of their own."""
         if self.model is None:
             return
-        hardware = self.model.hardware
-        rates: dict[tuple[str, str], float] = {}
         running_by_gen: dict[str, int] = {}
-        for name, managed in swarm.services.items():
-            replicas = sum(managed.running.values())
+        for managed in swarm.services.values():
             for generation, count in managed.running.items():
                 running_by_gen[generation] = running_by_gen.get(generation, 0) + count
-                if generation not in hardware.generations or name not in self.model.visits:
-                    continue
-                gen = hardware.generation(generation)
-                util = metrics.service_utilisation.get(name, math.nan)
-                if not math.isfinite(util) and math.isfinite(metrics.qps) and replicas:
-                    per_replica = self.model.visits[name] * metrics.qps / replicas
-                    util = self.model.profile.curve(name, generation).util_at(per_replica)
-                if not math.isfinite(util):
-                    util = 0.0
-                embodied = count * gen.embodied_g_per_h
-                operational = count * gen.power_w_at(util) * hardware.pue * ci / 1000
-                for kind, value in (("embodied", embodied), ("operational", operational)):
-                    rates[(generation, kind)] = rates.get((generation, kind), 0.0) + value
+        measured = {(name, generation): metrics.service_utilisation[name]
+                    for name, managed in swarm.services.items()
+                    if name in metrics.service_utilisation
+                    for generation in managed.running}
+        ran = self.model.carbon_of_what_ran(
+            {name: managed.running for name, managed in swarm.services.items()}, measured,
+            metrics.qps, ci, hours=1.0)
+        rates = {**{(g, "embodied"): v for g, v in ran.embodied_g.items()},
+                 **{(g, "operational"): v for g, v in ran.operational_g.items()}}
+        for source, slots in ran.slots_by_source.items():
+            self.telemetry.utilisation_source.labels(source).set(slots)
         for generation, count in running_by_gen.items():
             self.telemetry.running.labels(generation).set(count)
         for name, managed in swarm.services.items():

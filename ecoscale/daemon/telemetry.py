@@ -40,6 +40,10 @@ class Telemetry:
                                  registry=r)
         self.carbon_total = Counter("ecoscale_carbon_grams", "Carbon since start, gCO2e",
                                     ["generation", "kind"], registry=r)
+        self.utilisation_source = Gauge(
+            "ecoscale_carbon_utilisation_source_slots", "Running slots whose CPU utilisation "
+            "in the carbon rate is measured, modelled (profile at the measured load) or peak "
+            "(neither known)", ["source"], registry=r)
         self.intensity = Gauge("ecoscale_grid_intensity_grams_per_kwh", "Grid carbon "
                                "intensity used, gCO2e/kWh", registry=r)
         self.load = Gauge("ecoscale_load_requests_per_second", "Front-end load seen", registry=r)

@@ -5,7 +5,8 @@ trace compressed in time (one trace step per period of wall time), with the carb
 compressed the same way. Every period we record what actually ran (tasks per generation from
 Swarm), the measured end-to-end p99 (Prometheus), each service's CPU use, and the daemon's own
 CPU and memory. Carbon is the hardware model applied to what ran: embodied carbon of every
-running task's slot plus power at its measured CPU utilisation, times PUE and the period's
+running task's slot plus power at its measured CPU utilisation (a missing CPU series: the
+model's rule, ``UTILISATION_RULE``, counted in the report), times PUE and the period's
 grid intensity; each period stands for one trace step. The same compressed traces then go
 through `ecoscale replay` with the lab's measured profile, and the report sets the two side
 by side.
@@ -31,10 +32,12 @@ from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError
-from ecoscale.evaluation.launcher import daemon_config, lab_queries, start_process
+from ecoscale.evaluation.launcher import daemon_config, start_process
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.pool import NAMED_POOLS
+from ecoscale.lab.queries import LAB_QUERIES
 from ecoscale.loadgen.generator import run_load
+from ecoscale.model.app import UTILISATION_RULE, UTILISATION_SOURCES
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.model.trace import parse_duration_s
 from ecoscale.planner.table import PolicyTable, build_table
@@ -44,7 +47,6 @@ from ecoscale.replay.policies import EcoscalePolicy, all_policies, ci_bands
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
 POLICIES = ("all-new", "all-old", "ecoscale", "ecoscale-ct")
-CPU_QUERY = "sum by (service) (rate(ecoscale_emulator_process_cpu_seconds_total[{w}s]))"
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ class Sampler:
         self.swarm = DockerSwarm(lab.docker_host)
         self.prometheus = PrometheusClient(lab.prometheus_url)
         self.window_s = max(int(round(period_s)), 6)
-        self.queries = lab_queries(frontend, self.window_s)
+        self.frontend = frontend
+        self.queries = {role: LAB_QUERIES.render(role, frontend, self.window_s)
+                        for role in ("qps", "p99_ms")}
         self.period_s = period_s
 
     def sample(self, period: int) -> dict[str, Any]:
@@ -176,8 +180,8 @@ class Sampler:
             except Exception:   # a missed sample is no data, never a number
                 row[f"measured_{name}"] = math.nan
         try:
-            cpu = {labels.get("service", ""): value for labels, _, value in
-                   self.prometheus.query(CPU_QUERY.format(w=self.window_s))}
+            cpu = self.prometheus.by_label(LAB_QUERIES.render(
+                "service_cpu_cores", self.frontend, self.window_s), LAB_QUERIES.cpu_label)
         except Exception:
             cpu = {}
         state = self.swarm.read()
@@ -275,30 +279,33 @@ def run_policy_live(lab: Lab, policy: str, scenario: Scenario, options: Evaluati
 
 def measured_frame(trace: PolicyTrace, scenario: Scenario, slot_cpus: dict[str, float]
                    ) -> pd.DataFrame:
-    """Per period: load, p99 vs SLO, tasks per generation, carbon from what ran (g)."""
+    """Per period: load, p99 vs SLO, tasks per generation, carbon from what ran (g).
+
+    Carbon: ``AppModel.carbon_of_what_ran`` at each service's measured CPU utilisation (its
+    cores over its running tasks over one slot's CPUs), missing utilisation by the model's
+    rule (``UTILISATION_RULE``); the slots of each utilisation source are counted per period
+    (``util_<source>_slots``) for the report."""
     model = scenario.model
     hardware = model.hardware
     step_h = scenario.step_s / 3600.0
     records = []
     for row in trace.rows:
         i = row["period"]
-        ci = float(scenario.carbon_g_per_kwh[i])
-        embodied = operational = 0.0
+        ci = float(scenario.ci_g_per_kwh[i])
+        running_in_model = {s: r for s, r in row["running"].items() if s in model.visits}
+        measured = {(service, generation): row["cpu"][service] / max(sum(running.values()), 1)
+                    / slot_cpus.get(generation, 1.0)
+                    for service, running in running_in_model.items() if service in row["cpu"]
+                    for generation in running}
+        ran = model.carbon_of_what_ran(running_in_model, measured, row["measured_qps"], ci,
+                                       hours=step_h)
+        embodied = sum(ran.embodied_g.values())
+        operational = sum(ran.operational_g.values())
         slots: dict[str, int] = {}
-        for service, running in row["running"].items():
-            if service not in model.visits:
-                continue
-            replicas = sum(running.values())
+        for running in running_in_model.values():
             for generation, count in running.items():
-                if generation not in hardware.generations:
-                    continue
-                slots[generation] = slots.get(generation, 0) + count
-                gen = hardware.generation(generation)
-                util = row["cpu"].get(service, 0.0) / max(replicas, 1) / slot_cpus.get(
-                    generation, 1.0)
-                embodied += count * gen.embodied_g_per_h * step_h
-                operational += (count * gen.power_w_at(util) * hardware.pue * ci / 1000
-                                * step_h)
+                if generation in hardware.generations:
+                    slots[generation] = slots.get(generation, 0) + count
         p99 = row["measured_p99_ms"]
         records.append({
             "policy": trace.policy, "period": i, "load_qps": float(scenario.load_qps[i]),
@@ -306,9 +313,19 @@ def measured_frame(trace: PolicyTrace, scenario: Scenario, slot_cpus: dict[str, 
             "slo_violated": not (p99 <= scenario.slo_ms),
             "carbon_intensity_g_per_kwh": ci, "embodied_g": embodied,
             "operational_g": operational, "carbon_g": embodied + operational,
+            **{f"util_{source}_slots": n for source, n in ran.slots_by_source.items()},
             **{f"slots_{g}": slots.get(g, 0) for g in hardware.generations},
         })
     return pd.DataFrame(records)
+
+
+def utilisation_sources_text(steps: pd.DataFrame) -> str:
+    """How many slot-periods of the run took their utilisation from each source."""
+    counts = {source: int(steps[f"util_{source}_slots"].sum()) if f"util_{source}_slots"
+              in steps else 0 for source in UTILISATION_SOURCES}
+    total = sum(counts.values())
+    return (", ".join(f"{source} for {n} of {total} slot-periods" for source, n in counts.items())
+            if total else "no slot ran")
 
 
 def summarise(frame: pd.DataFrame, trace: PolicyTrace) -> dict[str, Any]:
@@ -374,7 +391,7 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
         start = None
         if policy in planned:   # as if the daemon had been running: where the replay starts
             first = EcoscalePolicy(policy, planned[policy]).initial_placement(
-                float(scenario.load_qps[0]), float(scenario.carbon_g_per_kwh[0]))
+                float(scenario.load_qps[0]), float(scenario.ci_g_per_kwh[0]))
             start = dict(first.items)
         trace = run_policy_live(lab, policy, scenario, options, tables, out, log, start)
         frame = measured_frame(trace, scenario, slot_cpus)
@@ -506,6 +523,7 @@ def write_report(out: Path, options: EvaluationOptions, scenario: Scenario,
         "- carbon: the hardware model (profiles/hardware/cloudlab.yaml: embodied carbon per "
         "slot, MODELLED power curve x measured CPU utilisation, PUE) x the compressed grid "
         "intensity; no power was measured (no RAPL)",
+        f"- {UTILISATION_RULE}: {utilisation_sources_text(steps)}",
         f"- simulated: `ecoscale replay` with profile '{profile.name}' ({profile.kind}) on the "
         "same compressed traces and steps, with the daemon's decision function on the live "
         "run's tables and control settings (holds, cooldowns and the rate limit span the "

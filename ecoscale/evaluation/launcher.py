@@ -15,22 +15,12 @@ from ecoscale.errors import EcoscaleError
 from ecoscale.lab.deploy import PROMETHEUS_PORT
 from ecoscale.lab.images import image_name
 from ecoscale.lab.lab import Lab
+from ecoscale.lab.queries import lab_queries
 from ecoscale.paths import deploy_dir, project_root
 
 STACK = "ecoscale"
 DAEMON_SERVICE = f"{STACK}_daemon"
 PROMETHEUS_SERVICE = "ecoscale-prometheus"
-
-
-def lab_queries(frontend: str, window_s: int) -> dict[str, str]:
-    """PromQL for the emulated app: front-end QPS and end-to-end p99 (ms) over the window."""
-    selector = f'service="{frontend}"'
-    return {
-        "qps": f"sum(rate(ecoscale_emulator_requests_total{{{selector}}}[{window_s}s]))",
-        "p99_ms": "1000 * histogram_quantile(0.99, sum by (le) (rate("
-                  f"ecoscale_emulator_request_duration_seconds_bucket{{{selector}}}"
-                  f"[{window_s}s])))",
-    }
 
 
 def daemon_config(lab: Lab, table: Path, folder: Path, *, frontend: str = "nginx-thrift",

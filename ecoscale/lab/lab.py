@@ -21,11 +21,12 @@ import docker
 import docker.errors
 import requests
 
+from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.emulator.service import GATEWAY_NAME, PROBE_PATH
 from ecoscale.lab import cgroups, deploy, engines, images, swarm
 from ecoscale.lab.apps import LabApp, load_app
 from ecoscale.lab.config import LabConfig, NodeSpec, default_state_dir
-from ecoscale.lab.prometheus import PrometheusClient, render_config, template_text
+from ecoscale.lab.prometheus import SERVICE_JOB, SERVICE_LABEL, render_config, template_text
 from ecoscale.lab.system import (
     LabError,
     NotYet,
@@ -112,7 +113,7 @@ class Lab:
 
     @property
     def prometheus(self) -> PrometheusClient:
-        return PrometheusClient(self.prometheus_url)
+        return PrometheusClient(self.prometheus_url, timeout_s=10.0)
 
     def client(self, node: str | None = None) -> docker.DockerClient:
         """docker-py client of a node's engine (default: the manager)."""
@@ -616,7 +617,7 @@ class Lab:
 
         def check() -> bool:
             answers = self.probe(names)
-            targets = prom.targets_up()
+            targets = prom.targets_up(SERVICE_JOB, SERVICE_LABEL)
             problems = []
             for name in names:
                 expected = {f"{address}:{port}" for address in answers.get(name, {})}

@@ -1,5 +1,6 @@
 """The running lab as a profiler pool (``ecoscale profile --pool lab``): its URLs, its
-generations, one replica's CPUs and how it emulates each generation."""
+generations, one replica's CPUs, how it emulates each generation and its role queries
+(``ecoscale.lab.queries``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from typing import Any
 
 from ecoscale.lab.lab import Lab
+from ecoscale.lab.queries import LAB_QUERIES
 from ecoscale.profiler.experiments import PoolConfig, parse_pool
 
 
@@ -23,6 +25,7 @@ def lab_pool(overrides: dict[str, Any]) -> PoolConfig:
         "slot_cpus": {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()},
         "replica_limits": replica_limits(emulation),
         "emulation": lab_emulation_text(emulation),
+        "queries": LAB_QUERIES,
     }
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return parse_pool(raw, "ecoscale lab")

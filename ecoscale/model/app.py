@@ -7,13 +7,14 @@ planner, the replay and the daemon's carbon accounting all call it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ecoscale.errors import InputError
-from ecoscale.model.carbon import Hardware, operational_g_per_h
+from ecoscale.model.carbon import Hardware, carbon_of_slot_hours_g
 from ecoscale.model.consistency import TableLike, check_profile, check_table
 from ecoscale.model.latency import AppProfile, E2EModel
 from ecoscale.model.placement import Placement, ServicePlacement
@@ -31,6 +32,31 @@ class CarbonBreakdown:
     @property
     def total_g(self) -> np.ndarray:
         return self.embodied_g + self.operational_g
+
+
+UTILISATION_SOURCES = ("measured", "modelled", "peak")
+"""Where the utilisation of a running slot came from, in the order of ``utilisation_of``'s
+rule."""
+
+UTILISATION_RULE = (
+    "CPU utilisation per slot: measured where the metrics carry it; else modelled from the "
+    "profile at the measured front-end load; where neither is known, 1.0 (peak power, an upper "
+    "bound: missing metrics never make a run look cleaner)")
+"""The rule for missing utilisation, in words for reports (the daemon's, the evaluation's)."""
+
+
+@dataclass(frozen=True)
+class RanCarbon:
+    """Carbon of the slots that ran over some hours, gCO2e by generation and kind, and how
+    many slots took their utilisation from each of ``UTILISATION_SOURCES``."""
+
+    embodied_g: Mapping[str, float]
+    operational_g: Mapping[str, float]
+    slots_by_source: Mapping[str, int]
+
+    @property
+    def total_g(self) -> float:
+        return sum(self.embodied_g.values()) + sum(self.operational_g.values())
 
 
 class AppModel:
@@ -102,10 +128,9 @@ class AppModel:
         util = self.utilisation(placement, qps)
         for service, placed in placement.items:
             gen = self.hardware.generation(placed.generation)
-            emb = np.full_like(qps, gen.embodied_g_per_h * placed.replicas * step_h)
-            op = placed.replicas * step_h * operational_g_per_h(
-                gen, util[service], ci, self.hardware.pue
-            )
+            emb_g, op = carbon_of_slot_hours_g(gen, placed.replicas * step_h, util[service],
+                                               ci, self.hardware.pue)
+            emb = np.full_like(qps, emb_g)
             embodied += emb
             operational += op
             by_generation[placed.generation] = (
@@ -120,8 +145,9 @@ class AppModel:
         gen = self.hardware.generation(placed.generation)
         per_replica = self.visits[service] * frontend_qps / placed.replicas
         util = self.profile.curve(service, placed.generation).util_at(per_replica)
-        operational = gen.power_w_at(util) * self.hardware.pue * ci_g_per_kwh / 1000.0
-        return placed.replicas * (gen.embodied_g_per_h + operational)
+        embodied, operational = carbon_of_slot_hours_g(gen, placed.replicas, util, ci_g_per_kwh,
+                                                       self.hardware.pue)
+        return embodied + operational
 
     def carbon_rate_g_per_h(
         self, placement: Placement, frontend_qps: float, ci_g_per_kwh: float
@@ -129,6 +155,58 @@ class AppModel:
         """Carbon rate (gCO2e/h) of ``placement`` at one load and intensity."""
         return sum(self.service_carbon_g_per_h(s, p, frontend_qps, ci_g_per_kwh)
                    for s, p in placement.items)
+
+    # ---- what ran (the daemon's accounting, the live evaluation) ------------------------
+    def utilisation_of(self, service: str, generation: str, replicas: int,
+                       measured: float, frontend_qps: float) -> tuple[float, str]:
+        """(CPU utilisation 0..1 of one slot, its source) by ``UTILISATION_RULE``.
+
+        ``measured`` is NaN when the metrics lack it; ``replicas`` counts the service's
+        running tasks on every generation (the load splits over all of them). Modelled beats
+        zero because zero is idle power, which would make a run whose CPU series dropped out
+        look cleaner than it was; and the profile at the measured load is what the replay
+        charges, so measured and simulated carbon stay comparable. Without even a load the
+        slot is charged at peak, an upper bound, as no data never counts as "SLO met".
+        """
+        if math.isfinite(measured):
+            return measured, "measured"
+        if math.isfinite(frontend_qps) and replicas > 0:
+            per_replica = self.visits[service] * frontend_qps / replicas
+            util = self.profile.curve(service, generation).util_at(per_replica)
+            if math.isfinite(util):
+                return util, "modelled"
+        return 1.0, "peak"
+
+    def carbon_of_what_ran(self, running: Mapping[str, Mapping[str, int]],
+                           measured_utilisation: Mapping[tuple[str, str], float],
+                           frontend_qps: float, ci_g_per_kwh: float, hours: float) -> RanCarbon:
+        """Carbon (gCO2e) of the running tasks ``running`` (service -> generation -> tasks)
+        over ``hours`` h at grid intensity ``ci_g_per_kwh``; ``hours`` = 1 gives rates (g/h).
+
+        Utilisation per (service, generation) from ``measured_utilisation`` (0..1; absent or
+        NaN: missing) by ``utilisation_of``. Services outside the topology and generations
+        outside the hardware file are not counted.
+        """
+        embodied: dict[str, float] = {}
+        operational: dict[str, float] = {}
+        sources = dict.fromkeys(UTILISATION_SOURCES, 0)
+        for service, tasks in running.items():
+            if service not in self.visits:
+                continue
+            replicas = sum(tasks.values())
+            for generation, count in tasks.items():
+                if generation not in self.hardware.generations:
+                    continue
+                util, source = self.utilisation_of(
+                    service, generation, replicas,
+                    measured_utilisation.get((service, generation), math.nan), frontend_qps)
+                sources[source] += count
+                emb, op = carbon_of_slot_hours_g(self.hardware.generation(generation),
+                                                 count * hours, util, ci_g_per_kwh,
+                                                 self.hardware.pue)
+                embodied[generation] = embodied.get(generation, 0.0) + emb
+                operational[generation] = operational.get(generation, 0.0) + op
+        return RanCarbon(embodied, operational, sources)
 
     # ---- sequences of placements (replay) ------------------------------------------------
     def evaluate_sequence(

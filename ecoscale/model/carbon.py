@@ -109,12 +109,28 @@ class Hardware:
                              "it (profile or policy table)") from None
 
 
-def operational_g_per_h(
-    generation: Generation, utilisation: np.ndarray | float, ci_g_per_kwh: np.ndarray | float,
-    pue: float,
-) -> np.ndarray:
-    """Operational carbon rate of one slot, gCO2e/h: P(u) [W] * PUE * CI [g/kWh] / 1000."""
-    return generation.power_w(utilisation) * pue * np.asarray(ci_g_per_kwh, dtype=float) / 1000.0
+def carbon_of_slot_hours_g(
+    generation: Generation, slot_hours: np.ndarray | float, utilisation: np.ndarray | float,
+    ci_g_per_kwh: np.ndarray | float, pue: float,
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Carbon of what ran: ``slot_hours`` slot-hours of ``generation`` at CPU utilisation
+    ``utilisation`` (0..1, clipped) under grid intensity ``ci_g_per_kwh`` (gCO2e/kWh), as
+    (embodied, operational) gCO2e: E/L [g/h] * slot-h, and P(u) [W] * PUE * CI / 1000 * slot-h.
+
+    The one place where E/L + P(u) * PUE * CI is written. With ``slot_hours`` = replicas it is
+    a rate (gCO2e/h). Plain floats in, plain floats out (no numpy overhead: the planner calls
+    it per option); any array argument makes both results arrays (the replay: one call per
+    placement over all its steps).
+    """
+    if (isinstance(utilisation, np.ndarray) or isinstance(ci_g_per_kwh, np.ndarray)
+            or isinstance(slot_hours, np.ndarray)):
+        power_w = generation.power_w(utilisation)
+        operational = slot_hours * (power_w * pue * np.asarray(ci_g_per_kwh, dtype=float)
+                                    / 1000.0)
+        embodied = slot_hours * generation.embodied_g_per_h
+        return embodied, operational
+    operational_g_per_h = generation.power_w_at(utilisation) * pue * ci_g_per_kwh / 1000.0
+    return slot_hours * generation.embodied_g_per_h, slot_hours * operational_g_per_h
 
 
 def carbon_rate_g_per_h(
@@ -122,9 +138,9 @@ def carbon_rate_g_per_h(
     pue: float,
 ) -> np.ndarray:
     """Total carbon rate of one slot R_g = E/L + P(u) * PUE * CI, gCO2e/h."""
-    return generation.embodied_g_per_h + operational_g_per_h(
-        generation, utilisation, ci_g_per_kwh, pue
-    )
+    embodied, operational = carbon_of_slot_hours_g(
+        generation, 1.0, np.asarray(utilisation, dtype=float), ci_g_per_kwh, pue)
+    return embodied + operational
 
 
 @dataclass(frozen=True)

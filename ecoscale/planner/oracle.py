@@ -29,6 +29,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
 from ecoscale.model.app import AppModel
+from ecoscale.model.carbon import carbon_of_slot_hours_g
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Stage
 from ecoscale.planner.search import SLO_TOLERANCE, CarbonTerms, option_space
@@ -60,8 +61,9 @@ def options_for(model: AppModel, service: str, load_qps: float,
         replicas = np.array([option.replicas for option in options])
         loads = model.visits[service] * load_qps / replicas
         p99 = curve.p99(loads)
-        power_w = gen.power_w(curve.util(loads))
-        carbon = replicas * (gen.embodied_g_per_h + power_w * pue * terms.ci_g_per_kwh / 1000)
+        embodied, operational = carbon_of_slot_hours_g(gen, replicas, curve.util(loads),
+                                                       terms.ci_g_per_kwh, pue)
+        carbon = embodied + operational
         for option, latency, grams in zip(options, p99, carbon, strict=True):
             if math.isfinite(latency):
                 out.append((option, float(latency), float(grams)))

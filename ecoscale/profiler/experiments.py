@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ecoscale.config import RoleQueries, parse_role_queries
 from ecoscale.errors import InputError
 from ecoscale.model.latency import parse_replica_limits
 from ecoscale.values import number_at
@@ -44,6 +45,11 @@ class PoolConfig:
     second replica there). Written into the profile, where the planner honours it."""
     hardware: str = "cloudlab"
     seed: int = 1
+    queries: RoleQueries | None = None
+    """The role queries (``queries:`` of the pool file; ``--pool lab``: the emulator's);
+    None: the pool names none, and measuring it is an error that says so."""
+    source: str = ""
+    """Where the pool config came from (a file, or ``ecoscale lab``)."""
 
     @property
     def newest(self) -> str:
@@ -91,6 +97,11 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
     seed = number_at(raw, "seed", problems, default=1, fallback=1, integer=True, minimum=0)
     limits, limit_problems = parse_replica_limits(raw.get("replica_limits"))
     problems.extend(limit_problems)
+    queries = raw.get("queries")
+    if isinstance(queries, RoleQueries) or queries is None:
+        role_queries = queries
+    else:
+        role_queries = parse_role_queries(queries, "queries", problems)
     if problems:
         raise InputError(source, problems)
     return PoolConfig(
@@ -105,6 +116,8 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         replica_limits=limits,
         hardware=str(raw.get("hardware", "cloudlab")),
         seed=int(seed),
+        queries=role_queries,
+        source=source,
         **numbers,
     )
 

@@ -21,6 +21,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from ecoscale.adapters.prometheus import PrometheusClient
+from ecoscale.config import RoleQueries
+from ecoscale.errors import InputError
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.model.topology import Topology
@@ -28,20 +30,15 @@ from ecoscale.ports import SourceUnavailable, SwarmControl
 from ecoscale.profiler.experiments import SLICE_S, Experiment, PoolConfig, settle_s, sliced_window
 from ecoscale.profiler.store import E2E, Row, append_rows, finished_points, read_rows
 
-# PromQL over a window of W seconds ending at the evaluation time; {svc} is a regex of
-# service names. Histograms of the lab's emulator (ecoscale_emulator_*; see README "Run a
-# lab"): the caller-side duration of calls to each service (queueing at the callee
-# included), the front end's own work, and the front end's server-side end-to-end latency.
-QUERIES = {
-    "call_p": 'histogram_quantile({q}, sum by (le, callee) (increase('
-              'ecoscale_emulator_call_duration_seconds_bucket{{service!="ecoscale-gateway"}}'
-              '[{w}s])))',
-    "own_p": 'histogram_quantile({q}, sum by (le, service) (increase('
-             'ecoscale_emulator_own_duration_seconds_bucket{{service="{frontend}"}}[{w}s])))',
-    "e2e_p": 'histogram_quantile({q}, sum by (le) (increase('
-             'ecoscale_emulator_request_duration_seconds_bucket{{service="{frontend}"}}[{w}s])))',
-    "cpu": 'sum by (service) (rate(ecoscale_emulator_process_cpu_seconds_total[{w}s]))',
-}
+QUANTILES = (0.5, 0.95, 0.99)
+"""The latency quantiles measured per point (the pool's role queries take ``{quantile}``)."""
+
+
+def by_service(samples: list[tuple[dict[str, str], float, float]], label: str
+               ) -> dict[str, float]:
+    """{service: value} of a per-service reply, the name in the label ``label``; series
+    without it are left out (``run --check`` and the README say how to add it)."""
+    return {labels[label]: value for labels, _, value in samples if labels.get(label)}
 
 
 @dataclass(frozen=True)
@@ -56,18 +53,18 @@ class LoadOutcome:
     started_at: float
 
 
-def sliced_p99(prometheus: PrometheusClient, frontend: str, window_s: int, end_s: float
-               ) -> float:
+def sliced_p99(prometheus: PrometheusClient, queries: RoleQueries, frontend: str,
+               window_s: int, end_s: float) -> float:
     """Median of the end-to-end p99s of the window's SLICE_S-second slices (ms; see
     ``sliced_window``); NaN without data or when the window holds fewer than three."""
     if not sliced_window(window_s):
         return math.nan
-    promql = QUERIES["e2e_p"].format(q=0.99, w=SLICE_S, frontend=frontend)
+    promql = queries.render("p99_ms", frontend, SLICE_S, 0.99)
     values = []
     for index in range(window_s // SLICE_S):
         for _, _, value in prometheus.query(promql, end_s - index * SLICE_S):
             if math.isfinite(value):
-                values.append(value * 1000.0)
+                values.append(value)
     return float(np.median(values)) if values else math.nan
 
 
@@ -108,6 +105,8 @@ class Runner:
     raw_csv: Path
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr))
     original: Mapping[str, ServicePlacement] = field(default_factory=dict)
+    replies_checked: bool = False
+    """Whether a measured point's replies were checked against the role queries."""
 
     # ---- placements --------------------------------------------------------------------
     def remember(self) -> None:
@@ -158,15 +157,49 @@ class Runner:
                 for s in self.topology.services}
 
     # ---- measurement -------------------------------------------------------------------
-    def _quantiles(self, kind: str, window_s: int, at_s: float, key: str
+    @property
+    def queries(self) -> RoleQueries:
+        """The pool's role queries; a pool without them cannot be measured."""
+        if self.pool.queries is None:
+            raise InputError(self.pool.source or self.pool.name, [
+                "queries: required to measure a pool: the PromQL of qps, p99_ms, "
+                "service_p99_ms and service_cpu_cores, and service_label (README \"Metrics "
+                "are configuration\" has worked sets; `--pool lab` has the emulator's)"])
+        return self.pool.queries
+
+    def _quantiles(self, role: str, window_s: int, at_s: float, label: str | None
                    ) -> dict[str, dict[float, float]]:
+        """{service (or E2E without ``label``): {quantile: ms}} of a latency role query."""
         out: dict[str, dict[float, float]] = {}
-        for q in (0.5, 0.95, 0.99):
-            promql = QUERIES[kind].format(q=q, w=window_s, frontend=self.topology.frontend)
+        for q in QUANTILES:
+            promql = self.queries.render(role, self.topology.frontend, window_s, q)
             for labels, _, value in self.prometheus.query(promql, at_s):
-                name = labels.get(key, E2E)
-                out.setdefault(name, {})[q] = value * 1000.0
+                name = labels.get(label, "") if label else E2E
+                if name:
+                    out.setdefault(name, {})[q] = value
         return out
+
+    def check_replies(self, per_service: Mapping[str, object], e2e: Mapping[str, object],
+                      cpu: Mapping[str, float]) -> None:
+        """After the first measured point (load has flowed, so every series exists): a role
+        query that returned nothing, or no series whose service label names a topology
+        service, is an error naming the query and the label, not silent "no data"."""
+        queries = self.queries
+        services = set(self.topology.services)
+        problems = []
+        if not e2e:
+            problems.append(f"queries.p99_ms {queries.p99_ms!r} returned nothing: is the "
+                            "metric name right and is its target scraped?")
+        for role, label, found in (("service_p99_ms", queries.service_label, per_service),
+                                   ("service_cpu_cores", queries.cpu_label, cpu)):
+            if not services & set(found):
+                problems.append(
+                    f"queries.{role} {getattr(queries, role)!r}: no series whose label "
+                    f"'{label}' names a service of the topology (got {sorted(found)[:5]}); "
+                    f"aggregate with `sum by ({label})`, or set the label in queries:")
+        if problems:
+            raise InputError(self.pool.source or self.pool.name, problems)
+        self.replies_checked = True
 
     def measure(self, experiment: Experiment, offered_qps: float, seed: int) -> list[Row]:
         wanted = self.placement_for(experiment)
@@ -177,17 +210,18 @@ class Runner:
         end = start + self.pool.measure_s
         window = max(int(round(end - start)), 1)
         time.sleep(max(0.0, 2.5 - (time.time() - end)))   # let the last scrape land
-        calls = self._quantiles("call_p", window, end, "callee")
-        own = self._quantiles("own_p", window, end, "service")
-        e2e = self._quantiles("e2e_p", window, end, "service")
-        cpu = {labels.get("service", ""): value for labels, _, value in
-               self.prometheus.query(QUERIES["cpu"].format(w=window), end)}
+        queries = self.queries
+        per_service = self._quantiles("service_p99_ms", window, end, queries.service_label)
+        e2e = self._quantiles("p99_ms", window, end, None)
+        cpu = by_service(self.prometheus.query(
+            queries.render("service_cpu_cores", self.topology.frontend, window), end),
+            queries.cpu_label)
+        if not self.replies_checked:
+            self.check_replies(per_service, e2e, cpu)
         rows = []
         for service in self.topology.services:
             placed = wanted[service]
-            # the front end: its own work (only the gateway calls it, with the whole request)
-            quantiles = (own.get(service, {}) if service == self.topology.frontend
-                         else calls.get(service, {}))
+            quantiles = per_service.get(service, {})
             slot = self.pool.slot_cpus.get(placed.generation, 1.0)
             util = cpu.get(service, math.nan) / placed.replicas / slot
             rows.append(Row(experiment.name, offered_qps, service, placed.generation,
@@ -196,7 +230,7 @@ class Runner:
                             quantiles.get(0.99, math.nan), cpu_utilisation=util,
                             window_start=start, window_end=end, warmup_s=self.pool.warmup_s))
         server = e2e.get(E2E) or next(iter(e2e.values()), {})
-        p99 = sliced_p99(self.prometheus, self.topology.frontend, window, end)
+        p99 = sliced_p99(self.prometheus, queries, self.topology.frontend, window, end)
         rows.append(Row(experiment.name, offered_qps, E2E, "", 0, outcome.achieved_qps,
                         outcome.errors, server.get(0.5, math.nan), server.get(0.95, math.nan),
                         p99 if math.isfinite(p99) else server.get(0.99, math.nan),

@@ -99,7 +99,7 @@ class HpaCpuPolicy:
         # scale down only to the highest recommendation of the stabilisation window
         highest = np.max(np.vstack([d for _, d in recent]), axis=0)
         desired = np.where(desired < replicas, highest, desired)
-        ceiling = self.ceiling(observation.carbon_g_per_kwh)
+        ceiling = self.ceiling(observation.ci_g_per_kwh)
         wanted = desired
         desired = np.clip(desired, self.min_replicas, ceiling).astype(int)
         if np.array_equal(desired, replicas) and all(
@@ -114,7 +114,7 @@ class HpaCpuPolicy:
             return Decision(current), recent
         reason = f"CPU utilisation vs target {self.target_utilisation:.0%}"
         if self.carbon_bands:
-            reason += f", carbon ceiling {ceiling} at {observation.carbon_g_per_kwh:.0f} g/kWh"
+            reason += f", carbon ceiling {ceiling} at {observation.ci_g_per_kwh:.0f} g/kWh"
         capped = {s: int(w) for s, w, d in zip(self.services, wanted, desired, strict=True)
                   if w != d}
         return Decision(placement, changed_moves(current, placement, Cause.CPU, reason,

@@ -189,7 +189,7 @@ def _hpa_reason(result: ReplayResult, like: PolicyRun, run: PolicyRun, exact: bo
                 reason += "; so the carbon ceiling had nothing to cap"
             return reason
         if policy.carbon_bands:
-            ci = scenario.carbon_g_per_kwh
+            ci = scenario.ci_g_per_kwh
             ceilings = np.array([policy.ceiling(float(c)) for c in ci])
             return (f"HPA wanted to scale out ({seen}, over the {target}), but the carbon "
                     f"ceiling capped every service at {_range(ceilings)} (replicas, at "
@@ -218,7 +218,7 @@ def _scaled_services(run: PolicyRun, generation: str) -> dict[str, tuple[int, in
 
 def _ceiling_reason(result: ReplayResult, like: PolicyRun, run: PolicyRun,
                     policy: HpaCpuPolicy, exact: bool) -> str:
-    ci = result.scenario.carbon_g_per_kwh
+    ci = result.scenario.ci_g_per_kwh
     ceilings = np.array([policy.ceiling(float(c)) for c in ci])
     most = max((top for top, _ in _scaled_services(like, policy.generation).values()),
                default=1)
@@ -298,7 +298,7 @@ def _carbon_bands_reason(result: ReplayResult, like: PolicyRun, run: PolicyRun,
         return ""
     scenario = result.scenario
     table = policy.table
-    ci = scenario.carbon_g_per_kwh
+    ci = scenario.ci_g_per_kwh
     visited = sorted({table.band_of(float(c)) for c in ci})
     span = f"{_range(ci)} g/kWh"
     ladders = {band: _ladder(table, band) for band in visited}

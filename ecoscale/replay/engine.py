@@ -40,7 +40,7 @@ class Scenario:
     model: AppModel
     load_qps: np.ndarray
     """Front-end load per step, req/s."""
-    carbon_g_per_kwh: np.ndarray
+    ci_g_per_kwh: np.ndarray
     """Grid intensity per step, gCO2e/kWh."""
     step_s: float
     slo_ms: float
@@ -116,7 +116,7 @@ class ReplayResult:
                 "step": np.arange(scenario.steps),
                 "time_s": time_s,
                 "load_qps": scenario.load_qps,
-                "carbon_intensity_g_per_kwh": scenario.carbon_g_per_kwh,
+                "carbon_intensity_g_per_kwh": scenario.ci_g_per_kwh,
                 "p99_ms": run.p99_ms,
                 "slo_ms": scenario.slo_ms,
                 "slo_violated": self.violations(run),
@@ -173,7 +173,7 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
     """Drive one policy over the scenario's steps; then score every step."""
     model = scenario.model
     load = scenario.load_qps
-    ci = scenario.carbon_g_per_kwh
+    ci = scenario.ci_g_per_kwh
     state = policy.initial_state()
     # what runs before the first decision: the policy's own start (a daemon that ran before
     # the window), else all on the newest generation
@@ -191,7 +191,7 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
             clock_s=i * scenario.step_s,
             qps=float(load[seen]),
             p99_ms=feedback.p99(current, seen) if i > 0 and wants_p99 else math.nan,
-            carbon_g_per_kwh=float(ci[i]),
+            ci_g_per_kwh=float(ci[i]),
             current=current,
             utilisation=feedback.utilisation(current, seen) if i > 0 and wants_util else {},
         )

@@ -343,7 +343,7 @@ def load_figure(plt, result: ReplayResult):
 def carbon_figure(plt, result: ReplayResult):
     scenario = result.scenario
     hours = _hours(scenario)
-    ci = scenario.carbon_g_per_kwh
+    ci = scenario.ci_g_per_kwh
     fig, ax = plt.subplots(figsize=(10, 3.4))
     fig.subplots_adjust(left=0.08, right=0.97, top=0.8, bottom=0.16)
     ax.step(hours, ci, where="post", color="tab:green", lw=1.3)

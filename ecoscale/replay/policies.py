@@ -91,7 +91,7 @@ class OraclePolicy:
     def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
         step = int(round(observation.clock_s / self.scenario.step_s))
         load = float(self.scenario.load_qps[step])
-        placement = self.placement_for(load, float(self.scenario.carbon_g_per_kwh[step]))
+        placement = self.placement_for(load, float(self.scenario.ci_g_per_kwh[step]))
         return Decision(placement, changed_moves(observation.current, placement, Cause.OPTIMUM,
                                                  "exact optimum for this step")), state
 
@@ -130,7 +130,7 @@ def ci_bands(scenario: Scenario, width: float = CI_BAND_WIDTH_G_PER_KWH) -> list
     """Upper limits of intensity bands covering the scenario's carbon trace: ``width`` wide,
     widened by whole multiples when more than MAX_CI_BANDS would be needed (a trace with
     one wild hour must not plan thousands of ladders). Non-finite intensities are ignored."""
-    values = np.asarray(scenario.carbon_g_per_kwh, dtype=float)
+    values = np.asarray(scenario.ci_g_per_kwh, dtype=float)
     values = values[np.isfinite(values)]
     if not len(values):
         return [math.inf]

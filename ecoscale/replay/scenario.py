@@ -130,7 +130,7 @@ def build_scenario(options: ReplayOptions) -> Scenario:
     return Scenario(
         model=model,
         load_qps=np.asarray(load_scaled.values[:steps], dtype=float),
-        carbon_g_per_kwh=np.asarray(carbon.values[:steps], dtype=float),
+        ci_g_per_kwh=np.asarray(carbon.values[:steps], dtype=float),
         step_s=step_s,
         slo_ms=slo_ms,
         start=start_time,

@@ -89,7 +89,7 @@ def decide_only(daemon: Daemon) -> None:
     swarm = daemon.swarm.read()
     services = tuple(s for s, _ in daemon.table.levels[0].placement.items)
     obs = Observation(clock_s=daemon.clock.now(), qps=daemon.metrics.qps,
-                      p99_ms=daemon.metrics.p99_ms, carbon_g_per_kwh=250.0,
+                      p99_ms=daemon.metrics.p99_ms, ci_g_per_kwh=250.0,
                       current=swarm.placement(services))
     _, daemon.state = decide(obs, daemon.state or ControlState(), daemon.table,
                              daemon.config.control)

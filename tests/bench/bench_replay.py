@@ -51,7 +51,7 @@ def main() -> None:
     for i in range(sample):
         model.e2e_p99(run.placements[i], scenario.load_qps[i:i + 1])
         model.carbon(run.placements[i], scenario.load_qps[i:i + 1],
-                     scenario.carbon_g_per_kwh[i:i + 1], scenario.step_s / 3600)
+                     scenario.ci_g_per_kwh[i:i + 1], scenario.step_s / 3600)
     per_step = (time.perf_counter() - began) / sample
     scalar_s = per_step * steps
     print(f"baseline: scoring step by step would take {scalar_s:.1f} s for the same run "

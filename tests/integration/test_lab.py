@@ -16,7 +16,7 @@ from conftest import CPU_HEAVY, REPORT, host_traces
 from ecoscale.adapters.files import load_topology
 from ecoscale.lab import engines, swarm
 from ecoscale.lab.lab import Lab
-from ecoscale.lab.prometheus import (
+from ecoscale.lab.queries import (
     cpu_query,
     p99_ms_query,
     per_service_p99_ms_query,
@@ -105,10 +105,10 @@ def test_load_through_the_entry_point_and_p99_from_prometheus(social_network):
     assert set(result.summary()["by_endpoint"]) == {e.name for e in SOCIAL.endpoints}
     prom = lab.prometheus
     window = seconds - 2
-    qps = prom.value(qps_query(FRONTEND, window), at=end)
-    e2e_p99 = prom.value(p99_ms_query(FRONTEND, window), at=end)
-    per_service = prom.by_label(per_service_p99_ms_query(window), "service", at=end)
-    cpu = prom.by_label(cpu_query(window), "service", at=end)
+    qps = prom.value(qps_query(FRONTEND, window), at_s=end)
+    e2e_p99 = prom.value(p99_ms_query(FRONTEND, window), at_s=end)
+    per_service = prom.by_label(per_service_p99_ms_query(FRONTEND, window), "service", at_s=end)
+    cpu = prom.by_label(cpu_query(window), "service", at_s=end)
     REPORT["load 60 req/s: client p50/p99 (ms)"] = (round(result.p50_ms, 1),
                                                      round(result.p99_ms, 1))
     REPORT["load 60 req/s: server e2e p99 (ms), front-end QPS"] = (round(e2e_p99, 1),
@@ -198,7 +198,7 @@ def test_a_paused_update_is_resumed_by_the_wait_and_by_deploy(social_network):
 def sliced_p99_ms(lab: Lab, service: str, window_s: float, end: float) -> float:
     """Median of a service's p99s (ms) over the window's 5-s slices: one stall of the busy
     machine moves one slice, not the figure."""
-    values = [lab.prometheus.value(p99_ms_query(service, 5), at=end - 5 * i)
+    values = [lab.prometheus.value(p99_ms_query(service, 5), at_s=end - 5 * i)
               for i in range(int(window_s) // 5)]
     found = sorted(v for v in values if v is not None)
     assert found, f"no p99 of {service} in Prometheus"

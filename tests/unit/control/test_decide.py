@@ -32,7 +32,7 @@ SETTINGS = ControlSettings(slo_miss_periods=2, escalation_hold_s=600, cooldown_s
 
 
 def obs(now, qps, p99=5.0, current=LOW, ci=200.0, paused=frozenset()):
-    return Observation(clock_s=now, qps=qps, p99_ms=p99, carbon_g_per_kwh=ci, current=current,
+    return Observation(clock_s=now, qps=qps, p99_ms=p99, ci_g_per_kwh=ci, current=current,
                        paused=paused)
 
 

@@ -291,6 +291,10 @@ def test_live_carbon_accounting(social_model):
                                       {"generation": "old", "kind": "operational"})
     assert total == pytest.approx(expected, rel=1e-6)      # one hour at that rate
     assert registry.get_sample_value("ecoscale_running_tasks", {"generation": "old"}) == 26
+    sources = {source: registry.get_sample_value("ecoscale_carbon_utilisation_source_slots",
+                                                 {"source": source})
+               for source in ("measured", "modelled", "peak")}
+    assert sources == {"measured": 0, "modelled": 26, "peak": 0}   # no CPU series: the profile
 
 
 def test_a_paused_update_is_resumed_by_a_forced_update_and_logged():

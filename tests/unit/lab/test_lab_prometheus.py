@@ -2,13 +2,12 @@
 
 import yaml
 
-from ecoscale.lab.prometheus import (
+from ecoscale.lab.prometheus import render_config, template_text
+from ecoscale.lab.queries import (
     cpu_query,
     p99_ms_query,
     per_service_p99_ms_query,
     qps_query,
-    render_config,
-    template_text,
 )
 from ecoscale.paths import project_root
 
@@ -50,5 +49,5 @@ def test_the_readme_shows_the_queries_the_integration_tests_run():
     readme = (project_root() / "README.md").read_text()
     section = readme[readme.index("## Run a lab"):]
     for query in (qps_query("nginx-thrift", 30), p99_ms_query("nginx-thrift", 30),
-                  per_service_p99_ms_query(30), cpu_query(30)):
+                  per_service_p99_ms_query("nginx-thrift", 30), cpu_query(30)):
         assert f"`{query}`" in section, query

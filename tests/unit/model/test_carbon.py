@@ -7,6 +7,7 @@ from ecoscale.model.carbon import (
     Generation,
     Hardware,
     carbon_constants,
+    carbon_of_slot_hours_g,
     carbon_rate_g_per_h,
     intensity_from_fuel_mix,
     ratio_over_time,
@@ -96,3 +97,30 @@ def test_intensity_from_fuel_mix_by_hand():
     ci = intensity_from_fuel_mix(mix, IPCC_AR5_FACTORS_G_PER_KWH)
     assert ci[0] == pytest.approx((820 + 11 + 2 * 490) / 4)
     assert ci[1] == pytest.approx(11.0)  # negative generation (storage, imports) counts as 0
+
+
+@pytest.mark.parametrize("gen,slot_hours,u,ci,pue,embodied,operational", [
+    # embodied = E/L x slot-h; operational = P(u) x PUE x CI / 1000 x slot-h
+    pytest.param(NEW, 1, 0.5, 300, 1.0, 432275 / 26280, 105 * 0.3, id="one-slot-hour"),
+    pytest.param(NEW, 3, 0.0, 0, 1.12, 3 * 432275 / 26280, 0.0, id="three-slots-clean-grid"),
+    pytest.param(OLD, 0.5, 1.0, 500, 1.12, 0.0, 0.5 * 100 * 1.12 * 0.5, id="half-hour-old"),
+    pytest.param(OLD, 2, -1.0, 100, 1.0, 0.0, 2 * 25 * 0.1, id="utilisation-clipped-to-idle"),
+])
+def test_carbon_of_slot_hours_by_hand(gen, slot_hours, u, ci, pue, embodied, operational):
+    scalar = carbon_of_slot_hours_g(gen, slot_hours, u, ci, pue)
+    vector = carbon_of_slot_hours_g(gen, slot_hours, np.array([u, u]), np.array([ci, ci]), pue)
+    assert scalar == pytest.approx((embodied, operational))
+    assert isinstance(scalar[1], float)
+    assert np.allclose(vector[1], [operational, operational])
+    assert np.allclose(vector[0], embodied)
+
+
+def test_carbon_of_slot_hours_follows_the_power_curve(hardware):
+    new = hardware.generations["new"]
+    assert new.power_curve, "the shipped hardware has a power curve for this test"
+    utilisation = np.linspace(0.0, 1.0, 11)
+    _, vector = carbon_of_slot_hours_g(new, 2.0, utilisation, 250.0, hardware.pue)
+    scalar = [carbon_of_slot_hours_g(new, 2.0, float(u), 250.0, hardware.pue)[1]
+              for u in utilisation]
+    assert np.allclose(vector, scalar)
+    assert np.allclose(vector, 2.0 * new.power_w(utilisation) * hardware.pue * 0.25)

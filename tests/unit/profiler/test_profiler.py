@@ -5,6 +5,7 @@ import pytest
 
 from ecoscale.adapters.files import parse_profile
 from ecoscale.errors import InputError
+from ecoscale.lab.queries import LAB_QUERIES
 from ecoscale.model.placement import Placement
 from ecoscale.profiler.build import build_profile, prune_measured, ranking_measured
 from ecoscale.profiler.experiments import criticality_plan, parse_pool
@@ -173,9 +174,9 @@ def test_end_to_end_p99_is_the_median_of_the_windows_slices():
 
         def query(self, promql: str, at_s: float) -> list[tuple[dict, float, float]]:
             self.asked.append((promql, at_s))
-            return [({}, at_s, {100.0: 0.040, 95.0: 2.5, 90.0: 0.042}[at_s])]
+            return [({}, at_s, {100.0: 40.0, 95.0: 2500.0, 90.0: 42.0}[at_s])]
 
     prometheus = SlicedPrometheus()
-    assert sliced_p99(prometheus, "nginx-thrift", 15, 100.0) == pytest.approx(42.0)
+    assert sliced_p99(prometheus, LAB_QUERIES, "nginx-thrift", 15, 100.0) == pytest.approx(42.0)
     assert all("[5s]" in q and 'service="nginx-thrift"' in q for q, _ in prometheus.asked)
-    assert math.isnan(sliced_p99(prometheus, "nginx-thrift", 10, 100.0))   # < 3 slices
+    assert math.isnan(sliced_p99(prometheus, LAB_QUERIES, "nginx-thrift", 10, 100.0))  # < 3

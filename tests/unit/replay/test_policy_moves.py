@@ -15,7 +15,7 @@ SERVICES = ("a", "b")
 
 
 def observe(current, utilisation=None, ci=150.0, load=100.0):
-    return Observation(clock_s=0.0, qps=load, p99_ms=math.nan, carbon_g_per_kwh=ci,
+    return Observation(clock_s=0.0, qps=load, p99_ms=math.nan, ci_g_per_kwh=ci,
                        current=current, utilisation=utilisation or {})
 
 
