@@ -315,8 +315,13 @@ class PackedPolicy:
 
     def decide(self, observation: Observation, state: _Planned) -> tuple[Decision, Any]:
         unpacked = state.unpacked or Placement(observation.current.items)
-        inner_decision, inner_state = self.inner.decide(
-            replace(observation, current=unpacked), state.inner)
+        seen = replace(observation, current=unpacked)
+        if (isinstance(observation.current, PackedPlacement) and observation.has_latency
+                and observation.has_load):
+            # the closed loop sees the packed placement's p99, as a live daemon would
+            seen = replace(seen, p99_ms=packed_e2e_p99_at(self.model, observation.current,
+                                                          observation.qps))
+        inner_decision, inner_state = self.inner.decide(seen, state.inner)
         bucket, recent = self.buckets.stabilised(observation.now_s,
                                                  self.buckets.of(observation.qps), state.recent)
         placement = self.plan(inner_decision.placement, bucket).packed

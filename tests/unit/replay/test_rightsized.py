@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from ecoscale.cli import main
-from ecoscale.model.packing import packed_e2e_p99
+from ecoscale.control.policy import Decision
+from ecoscale.model.packing import PackedPlacement, packed_e2e_p99, packed_e2e_p99_at
 from ecoscale.model.placement import Placement
 from ecoscale.replay.baselines import StaticPolicy
 from ecoscale.replay.engine import RIGHT_SIZED_REFERENCE, SUMMARY_COLUMNS, replay
@@ -12,6 +13,7 @@ from ecoscale.replay.policies import all_policies
 from ecoscale.replay.report import OUTPUT_NAMES, write_outputs
 from ecoscale.replay.rightsized import (
     TARGET_SOCKET_UTILISATION,
+    PackedPolicy,
     RightSizedNewPolicy,
     hpa_replicas,
     pack_for_slo,
@@ -127,3 +129,38 @@ def test_outputs_and_plots_with_the_packed_policies(tmp_path):
     replicas = [sum(placed.replicas for _, placed in p.items) for p in run.placements]
     assert list(rows.slots_old + rows.slots_new) == sockets
     assert all(s <= r for s, r in zip(sockets, replicas, strict=True))
+
+
+class _Recording:
+    """An inner policy that keeps what it saw and always asks for one placement."""
+
+    name = "recording"
+    feedback = frozenset({"p99"})
+
+    def __init__(self, placement):
+        self.placement = placement
+        self.seen = []
+
+    def initial_state(self):
+        return None
+
+    def decide(self, observation, state):
+        self.seen.append(observation)
+        return Decision(self.placement), state
+
+
+def test_ecoscale_packed_packs_the_inner_placement_and_feeds_back_its_packed_p99(scenario):
+    model = scenario.model
+    wanted = Placement.uniform(model.services, "old", 2)
+    inner = _Recording(wanted)
+    policy = PackedPolicy("packed", inner, model, scenario.slo_ms,
+                          float(np.max(scenario.load_qps)))
+    result = replay(scenario, [policy])
+    run = result.runs[0]
+    assert all(isinstance(p, PackedPlacement) and p.items == wanted.items
+               for p in run.placements)
+    assert all(not isinstance(o.current, PackedPlacement) for o in inner.seen)
+    later = inner.seen[5]
+    packed = run.placements[4]
+    assert later.p99_ms == pytest.approx(packed_e2e_p99_at(model, packed, later.qps))
+    assert later.p99_ms != pytest.approx(float(model.e2e_p99(wanted, later.qps)))
