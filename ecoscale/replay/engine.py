@@ -94,7 +94,8 @@ class ReplayResult:
         base_kg = (base.embodied_g.sum() + base.operational_g.sum()) / 1000 if base else math.nan
         sized = next((r for r in [*self.runs, *self.references]
                       if r.name == RIGHT_SIZED_REFERENCE), None)
-        sized_kg = ((sized.embodied_g.sum() + sized.operational_g.sum()) / 1000 if sized
+        # summed as each row's total is, so that right-sized-new's own saving is exactly 0
+        sized_kg = (sized.embodied_g.sum() / 1000 + sized.operational_g.sum() / 1000 if sized
                     else math.nan)
         rows = []
         for run in self.runs:

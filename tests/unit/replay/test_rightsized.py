@@ -73,7 +73,7 @@ def test_the_replay_scores_right_sized_new_packed(result):
     sized = rows.loc[RIGHT_SIZED_REFERENCE]
     assert sized.saving_vs_all_new_pct > 30.0        # sockets shared: less embodied and idle
     assert sized.slo_violation_pct <= 1.0
-    assert sized.saving_vs_right_sized_new_pct == pytest.approx(0.0)
+    assert sized.saving_vs_right_sized_new_pct == 0.0
     expected = 100 * (1 - rows.loc["all-new", "carbon_kg"] / sized.carbon_kg)
     assert rows.loc["all-new", "saving_vs_right_sized_new_pct"] == pytest.approx(expected)
     steps = result.steps()
