@@ -44,13 +44,18 @@ POLICY_HELP = {
     "all-old": "one replica of every service on old (second-life) servers",
     "hpa-cpu": "Kubernetes HPA's CPU rule (target 60 %) on new servers",
     "carbon-ceiling": "hpa-cpu under a replica ceiling set by the grid intensity (KEDA)",
+    "right-sized-new": "new servers, replicas right-sized and packed at 70 % of a socket "
+                       "(the second reference)",
     "noscale": "the papers' greedy without scaling, planned once for the peak",
     "minnew": "the papers' carbon-aware scaling, planned once for the peak",
     "ecoscale": "the policy table by load, driven by the daemon's decision function",
     "ecoscale-ct": "the same with a C(t)-aware table (one ladder per carbon band)",
+    "ecoscale-packed": "ecoscale's placements right-sized and packed per generation",
     "oracle": "the exact least-carbon placement per step (MILP): a bound",
 }
 REFERENCE_POLICY = "all-new"
+RIGHT_SIZED_REFERENCE = "right-sized-new"
+"""Runs in every replay too (the second savings column); a row only when asked for."""
 
 
 def _policy_list() -> str:
@@ -123,6 +128,9 @@ def _wanted_policies(text: str | None) -> tuple[list[str], list[str]]:
     if REFERENCE_POLICY not in wanted:
         wanted.insert(0, REFERENCE_POLICY)
         notes.append(f"--policies: {REFERENCE_POLICY} runs too, as the reference for savings")
+    if RIGHT_SIZED_REFERENCE not in wanted:
+        notes.append(f"--policies: {RIGHT_SIZED_REFERENCE} runs too, as the second reference "
+                     "for savings (without a row)")
     return wanted, notes
 
 
@@ -169,7 +177,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             raise UsageError(f"--table {args.table} is for {table.app}, the replay is for "
                              f"{scenario.model.topology.app}; give --app {table.app} or "
                              "another table")
-    result = replay(scenario, all_policies(scenario, table, names=tuple(wanted)))
+    references = ([] if RIGHT_SIZED_REFERENCE in wanted
+                  else all_policies(scenario, names=(RIGHT_SIZED_REFERENCE,)))
+    result = replay(scenario, all_policies(scenario, table, names=tuple(wanted)), references)
     out.text(f"ecoscale replay: {scenario.model.topology.app} ({scenario.model.profile.name} "
              f"profile), SLO {scenario.slo_ms:.2f} ms p99\n{scenario.steps} steps of "
              f"{scenario.step_s:g} s{_window_text(scenario)}\n")

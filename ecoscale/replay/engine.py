@@ -29,7 +29,11 @@ SUMMARY_COLUMNS = [
     "saving_vs_all_new_pct",
     "slo_violation_pct",
     "moves",
+    "saving_vs_right_sized_new_pct",
 ]
+"""summary.csv's columns, in order (new columns go at the end)."""
+RIGHT_SIZED_REFERENCE = "right-sized-new"
+"""The second reference for savings: what an operator would run instead (replay/rightsized)."""
 SLO_TOLERANCE = 1e-9
 
 
@@ -80,11 +84,19 @@ class PolicyRun:
 class ReplayResult:
     scenario: Scenario
     runs: list[PolicyRun]
+    references: list[PolicyRun] = field(default_factory=list)
+    """Runs made only as references for savings (right-sized-new when not asked for):
+    they have no row."""
 
     def summary(self) -> pd.DataFrame:
         """One row per policy with exactly SUMMARY_COLUMNS."""
         base = next((r for r in self.runs if r.name == "all-new"), None)
         base_kg = (base.embodied_g.sum() + base.operational_g.sum()) / 1000 if base else math.nan
+        sized = next((r for r in [*self.runs, *self.references]
+                      if r.name == RIGHT_SIZED_REFERENCE), None)
+        # summed as each row's total is, so that right-sized-new's own saving is exactly 0
+        sized_kg = (sized.embodied_g.sum() / 1000 + sized.operational_g.sum() / 1000 if sized
+                    else math.nan)
         rows = []
         for run in self.runs:
             embodied = run.embodied_g.sum() / 1000
@@ -98,6 +110,8 @@ class ReplayResult:
                 "saving_vs_all_new_pct": 100 * (1 - total / base_kg) if base_kg else math.nan,
                 "slo_violation_pct": 100 * float(np.mean(self.violations(run))),
                 "moves": int(run.moves.sum()),
+                "saving_vs_right_sized_new_pct": (100 * (1 - total / sized_kg) if sized_kg
+                                                  else math.nan),
             })
         return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -199,7 +213,9 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
         current = decision.placement
         placements.append(current)
         reasons.append(list(decision.reasons.values()))
-    p99_ms, carbon = model.evaluate_sequence(placements, load, ci, scenario.step_s / 3600.0)
+    # a policy whose placements need their own scoring (right-sized, packed) brings it
+    evaluate = getattr(policy, "evaluate_sequence", model.evaluate_sequence)
+    p99_ms, carbon = evaluate(placements, load, ci, scenario.step_s / 3600.0)
     return PolicyRun(
         name=policy.name,
         placements=placements,
@@ -213,9 +229,13 @@ def run_policy(scenario: Scenario, policy: Policy) -> PolicyRun:
     )
 
 
-def replay(scenario: Scenario, policies: Sequence[Policy]) -> ReplayResult:
+def replay(scenario: Scenario, policies: Sequence[Policy],
+           references: Sequence[Policy] = ()) -> ReplayResult:
+    """Run ``policies`` (one summary row each) and ``references`` (savings only, no row)."""
     names = [p.name for p in policies]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ValueError(f"policy names must be unique, repeated: {sorted(duplicates)}")
-    return ReplayResult(scenario, [run_policy(scenario, policy) for policy in policies])
+    return ReplayResult(scenario, [run_policy(scenario, policy) for policy in policies],
+                        [run_policy(scenario, policy) for policy in references
+                         if policy.name not in names])

@@ -3,8 +3,10 @@
 Baselines (what a user would pick instead): all-new, all-old, hpa-cpu, carbon-ceiling.
 The papers' static plans, planned for the peak: noscale, minnew. ecoscale: the policy table
 driven by the daemon's own decision function; ecoscale-ct: the same with a C(t)-aware table
-(one ladder per carbon-intensity band). oracle: the exact optimum for each step's true load
-and intensity (it sees the future step; no policy can beat it within the model).
+(one ladder per carbon-intensity band). right-sized-new and ecoscale-packed: replicas sized
+from their utilisation and packed onto shared sockets (replay/rightsized.py). oracle: the
+exact optimum for each step's true load and intensity (it sees the future step; no policy
+can beat it within the model).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from ecoscale.planner.search import carbon_terms, minnew, noscale, prune, rank
 from ecoscale.planner.table import PolicyTable, build_table
 from ecoscale.replay.baselines import StaticPolicy, baseline_policies
 from ecoscale.replay.engine import Scenario
+from ecoscale.replay.rightsized import PackedPolicy, RightSizedNewPolicy
 
-POLICY_NAMES = ("all-new", "all-old", "hpa-cpu", "carbon-ceiling", "noscale", "minnew",
-                "ecoscale", "ecoscale-ct", "oracle")
+POLICY_NAMES = ("all-new", "all-old", "hpa-cpu", "carbon-ceiling", "right-sized-new", "noscale",
+                "minnew", "ecoscale", "ecoscale-ct", "ecoscale-packed", "oracle")
 CI_BAND_WIDTH_G_PER_KWH = 50.0
 
 
@@ -156,13 +159,20 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
     if wanted & {"noscale", "minnew"}:
         policies.extend(p for p in static_plans(scenario) if p.name in wanted)
     peak = planning_peak(scenario)
-    if "ecoscale" in wanted:
+    if "right-sized-new" in wanted and model.hardware.newest in model.profile.generations:
+        policies.append(RightSizedNewPolicy("right-sized-new", model, scenario.slo_ms, peak,
+                                            model.hardware.newest))
+    if wanted & {"ecoscale", "ecoscale-packed"}:
         table = table or build_table(model, scenario.slo_ms, peak)
+    if "ecoscale" in wanted:
         policies.append(EcoscalePolicy("ecoscale", for_period(table, scenario.step_s)))
     if "ecoscale-ct" in wanted:
         ct_table = ct_table or build_table(model, scenario.slo_ms, peak,
                                            ci_bands=ci_bands(scenario))
         policies.append(EcoscalePolicy("ecoscale-ct", for_period(ct_table, scenario.step_s)))
+    if "ecoscale-packed" in wanted:
+        inner = EcoscalePolicy("ecoscale", for_period(table, scenario.step_s))
+        policies.append(PackedPolicy("ecoscale-packed", inner, model, scenario.slo_ms, peak))
     if "oracle" in wanted:
         policies.append(OraclePolicy(scenario))
     order = {name: i for i, name in enumerate(POLICY_NAMES)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from ecoscale.replay.duplicates import (
 )
 from ecoscale.replay.engine import SUMMARY_COLUMNS, ReplayResult
 from ecoscale.replay.plots import PLOT_NAMES, scenario_title, write_plots
+
+RIGHT_SIZED_POLICIES = ("right-sized-new", "ecoscale-packed")
 
 DATA_NAMES = ("summary.csv", "steps.csv", "report.md")
 OUTPUT_NAMES = DATA_NAMES + PLOT_NAMES
@@ -42,20 +45,23 @@ def summary_table(result: ReplayResult) -> str:
 
 
 def table_lines(result: ReplayResult, likes: list[Likeness]) -> list[str]:
-    """The aligned rows of the summary, the last column marking repeating rows."""
+    """The aligned rows of the summary, the last column marking repeating rows; 'saving %'
+    is against all-new, 'rs-new %' against right-sized-new ('-' when it did not run)."""
     summary = result.summary()
     marks = {like.policy: like.mark for like in likes}
     step_min = result.scenario.step_s / 60.0
     lines = [
-        f"{'policy':<16}{'carbon kg':>11}{'embodied':>10}{'operat.':>10}{'saving %':>10}"
-        f"{'SLO viol %':>12}{'viol min':>10}{'moves':>7}  same as"
+        f"{'policy':<16}{'carbon kg':>10}{'embodied':>9}{'operat.':>9}{'saving %':>9}"
+        f"{'rs-new %':>9}{'SLO viol %':>11}{'viol min':>9}{'moves':>6}  same as"
     ]
     for row in summary.itertuples(index=False):
         minutes = row.slo_violation_pct / 100 * result.scenario.steps * step_min
+        sized = row.saving_vs_right_sized_new_pct
+        sized_text = f"{sized:.1f}" if math.isfinite(sized) else "-"
         lines.append(
-            f"{row.policy:<16}{row.carbon_kg:>11.2f}{row.embodied_kg:>10.2f}"
-            f"{row.operational_kg:>10.2f}{row.saving_vs_all_new_pct:>10.1f}"
-            f"{row.slo_violation_pct:>12.2f}{minutes:>10.0f}{row.moves:>7d}  "
+            f"{row.policy:<16}{row.carbon_kg:>10.2f}{row.embodied_kg:>9.2f}"
+            f"{row.operational_kg:>9.2f}{row.saving_vs_all_new_pct:>9.1f}{sized_text:>9}"
+            f"{row.slo_violation_pct:>11.2f}{minutes:>9.0f}{row.moves:>6d}  "
             f"{marks.get(row.policy, '')}".rstrip()
         )
     return lines
@@ -85,6 +91,13 @@ def provenance_lines(result: ReplayResult) -> list[str]:
     lines.append(f"- carbon accounting: per occupied slot, embodied amortised over the "
                  f"lifetime (second-life servers: zero) + modelled power x PUE x grid "
                  f"intensity; ecoscale {__version__}")
+    if any(run.name in RIGHT_SIZED_POLICIES for run in result.runs):
+        lines.append("- right-sized policies (right-sized-new, ecoscale-packed): replicas hold "
+                     "a share of a socket (their utilisation) and share sockets; a socket in "
+                     "use is charged once (embodied + power at its total utilisation), an "
+                     "empty one not at all (it serves other tenants); latency from the "
+                     "co-location model (a replica queues at its own utilisation plus its "
+                     "socket's other replicas'); 'rs-new %': saving against right-sized-new")
     lines.append("- SLO violation: a step whose modelled end-to-end p99 exceeds the SLO; "
                  "moves: service updates (a change of generation or replicas of one service)")
     return lines

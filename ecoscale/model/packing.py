@@ -1,0 +1,295 @@
+"""Right-sized placements: each replica holds a share of a socket, and replicas share sockets.
+
+A ``PackedPlacement`` is a ``Placement`` (service -> generation and replica count) that also
+says how large each replica is and which replicas share a socket:
+
+- a replica's **share** is the fraction of one socket of its generation it reserves (0..1;
+  the Swarm CPU reservation, VPA-style sized from its utilisation); shares decide the packing;
+- a **socket** is one slot of ``model.carbon`` (one CPU socket of a server: what one replica
+  occupied in the papers) holding one or more replicas of one generation.
+
+Carbon per socket in use: its embodied share and idle power once, plus dynamic power at the
+sum of its replicas' utilisation (power curve of the slot at the socket's total utilisation:
+``model.carbon.operational_g_per_h``, the same function as for a dedicated slot). Sockets with
+nothing on them cost nothing: the rest of the server serves other tenants (the accounting of
+the papers' all-new, which charges only occupied slots), so a packing charges what it holds.
+
+Latency: every replica's p99 comes from the co-location model (``model.colocation``) at the
+utilisation the other replicas of its socket add; a service's p99 is its slowest replica's
+(conservative: load is split evenly over replicas). A replica alone on its socket has its
+curve's p99, so a placement with one replica per socket scores as ``AppModel`` scores it.
+
+Pure and vectorised over time steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from ecoscale.model.app import AppModel, CarbonBreakdown
+from ecoscale.model.carbon import operational_g_per_h
+from ecoscale.model.colocation import shared_p99, shared_p99_at
+from ecoscale.model.placement import Placement, ServicePlacement
+
+FIT_TOLERANCE = 1e-9
+"""Shares that overshoot a socket's capacity by less than this still fit (float sums)."""
+
+K = TypeVar("K", bound=Hashable)
+
+
+def first_fit_decreasing(
+    sizes: Sequence[tuple[K, float]], capacity: float, apart: bool = True
+) -> list[list[tuple[K, float]]]:
+    """Bins of (key, size) items, largest items first, each into the first bin it fits in
+    (bin total <= ``capacity``); an item larger than ``capacity`` gets a bin of its own.
+    With ``apart``, items with equal keys (replicas of one service) never share a bin: the
+    spread both Swarm and Kubernetes' default topology spread give a service's replicas.
+    Ties keep the input order, so the result is deterministic."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i][1])
+    bins: list[list[tuple[K, float]]] = []
+    totals: list[float] = []
+    keys: list[set[K]] = []
+    for i in order:
+        key, size = sizes[i]
+        for b, total in enumerate(totals):
+            if total + size <= capacity + FIT_TOLERANCE and not (apart and key in keys[b]):
+                bins[b].append((key, size))
+                totals[b] = total + size
+                keys[b].add(key)
+                break
+        else:
+            bins.append([(key, size)])
+            totals.append(size)
+            keys.append({key})
+    return bins
+
+
+@dataclass(frozen=True, order=True)
+class Socket:
+    """One socket (slot) of ``generation`` and the replicas on it: (service, share) pairs,
+    one per replica, share in sockets (0..1)."""
+
+    generation: str
+    replicas: tuple[tuple[str, float], ...]
+
+    @property
+    def reserved(self) -> float:
+        """Sum of the shares on this socket (sockets)."""
+        return sum(share for _, share in self.replicas)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedPlacement(Placement):
+    """A Placement whose replicas have shares and share sockets (see the module doc)."""
+
+    sockets: tuple[Socket, ...] = ()
+    shares: tuple[tuple[str, float], ...] = ()
+    """service -> share of one replica (sockets), in topology order."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "_hash", hash((self.items, self.sockets)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, Placement):
+            return NotImplemented
+        return (self._hash == other._hash and self.items == other.items
+                and self.sockets == getattr(other, "sockets", None))
+
+    def share(self, service: str) -> float:
+        """The share of one replica of ``service`` (sockets)."""
+        return dict(self.shares)[service]
+
+    def slots(self) -> dict[str, int]:
+        """Sockets in use per generation (a right-sized replica does not fill a slot)."""
+        out: dict[str, int] = {}
+        for socket in self.sockets:
+            out[socket.generation] = out.get(socket.generation, 0) + 1
+        return out
+
+    def changes(self, other: Placement) -> list[tuple[str, ServicePlacement, ServicePlacement]]:
+        """(service, from, to) for every service placed or sized differently in ``other``:
+        a new share is a service update too (its reservation changes)."""
+        if self == other:
+            return []
+        mine = dict(self.shares)
+        theirs = dict(getattr(other, "shares", ()))
+        return [(name, placed, other[name]) for name, placed in self.items
+                if other.get(name) is not None
+                and (other[name] != placed or mine.get(name) != theirs.get(name))]
+
+    def describe(self) -> str:
+        """Compact text, e.g. 'new: 26 services/31 replicas on 9 sockets'."""
+        services: dict[str, int] = {}
+        replicas: dict[str, int] = {}
+        for _, placed in self.items:
+            services[placed.generation] = services.get(placed.generation, 0) + 1
+            replicas[placed.generation] = replicas.get(placed.generation, 0) + placed.replicas
+        sockets = self.slots()
+        return "; ".join(f"{g}: {services[g]} services/{replicas[g]} replicas on "
+                         f"{sockets.get(g, 0)} sockets" for g in sorted(services))
+
+
+def pack(
+    placement: Placement, shares: Mapping[str, float], capacity: float,
+    dedicated: frozenset[str] = frozenset(),
+) -> PackedPlacement:
+    """``placement`` with each replica of service s holding ``shares[s]`` (sockets), packed
+    first-fit decreasing per generation onto sockets of ``capacity`` (sockets, 0..1).
+    Replicas of one service go to different sockets; a replica of a ``dedicated`` service
+    has a socket of its own."""
+    sockets: list[Socket] = []
+    generations = sorted({placed.generation for _, placed in placement.items})
+    for generation in generations:
+        groups: list[list[tuple[str, float]]] = [[]]
+        for service, placed in placement.items:
+            if placed.generation != generation:
+                continue
+            replicas = [(service, float(shares[service]))] * placed.replicas
+            if service in dedicated:
+                groups.extend([replica] for replica in replicas)
+            else:
+                groups[0].extend(replicas)
+        for group in groups:
+            for bin_ in first_fit_decreasing(group, capacity):
+                sockets.append(Socket(generation, tuple(bin_)))
+    return PackedPlacement(placement.items, sockets=tuple(sockets),
+                           shares=tuple((s, float(shares[s])) for s, _ in placement.items))
+
+
+def one_per_socket(placement: Placement, shares: Mapping[str, float]) -> PackedPlacement:
+    """``placement`` with every replica on a socket of its own (the papers' slots)."""
+    sockets = tuple(Socket(placed.generation, ((service, float(shares[service])),))
+                    for service, placed in placement.items for _ in range(placed.replicas))
+    return PackedPlacement(placement.items, sockets=sockets,
+                           shares=tuple((s, float(shares[s])) for s, _ in placement.items))
+
+
+# ---- latency and carbon of a packed placement -------------------------------------------
+
+def replica_utilisation(
+    model: AppModel, placement: Placement, frontend_qps: np.ndarray | float
+) -> dict[str, np.ndarray]:
+    """Socket utilisation (0..1) one replica of each service adds, at front-end load
+    ``frontend_qps`` (req/s): its curve's utilisation at its per-replica load."""
+    return model.utilisation(placement, frontend_qps)
+
+
+def socket_utilisation(
+    model: AppModel, packed: PackedPlacement, frontend_qps: np.ndarray | float
+) -> list[np.ndarray]:
+    """Total utilisation (0..1 and beyond when overloaded) of each socket of ``packed``."""
+    util = replica_utilisation(model, packed, frontend_qps)
+    zero = np.zeros_like(np.asarray(frontend_qps, dtype=float))
+    return [sum((util[service] for service, _ in socket.replicas), zero)
+            for socket in packed.sockets]
+
+
+def packed_service_p99(
+    model: AppModel, packed: PackedPlacement, frontend_qps: np.ndarray | float
+) -> dict[str, np.ndarray]:
+    """p99 (ms) of each service: its slowest replica's under the co-location model."""
+    qps = np.asarray(frontend_qps, dtype=float)
+    util = replica_utilisation(model, packed, qps)
+    totals = socket_utilisation(model, packed, qps)
+    out: dict[str, np.ndarray] = {}
+    for socket, total in zip(packed.sockets, totals, strict=True):
+        for service in {name for name, _ in socket.replicas}:
+            placed = packed[service]
+            curve = model.profile.curve(service, placed.generation)
+            per_replica = model.service_load(service, qps) / placed.replicas
+            p99 = shared_p99(curve, per_replica, total - util[service])
+            out[service] = p99 if service not in out else np.maximum(out[service], p99)
+    return out
+
+
+def packed_e2e_p99(
+    model: AppModel, packed: PackedPlacement, frontend_qps: np.ndarray | float
+) -> np.ndarray:
+    """End-to-end p99 of the request mix (ms) of ``packed`` at each load."""
+    model.evaluations += 1
+    return model.e2e.mix_p99(packed_service_p99(model, packed, frontend_qps))
+
+
+def packed_e2e_p99_at(model: AppModel, packed: PackedPlacement, frontend_qps: float) -> float:
+    """``packed_e2e_p99`` at one load (ms), without numpy overhead (the planners' loop)."""
+    util: dict[str, float] = {}
+    per_replica: dict[str, float] = {}
+    for service, placed in packed.items:
+        per_replica[service] = model.visits[service] * frontend_qps / placed.replicas
+        util[service] = model.profile.curve(service, placed.generation).util_at(
+            per_replica[service])
+    service_p99: dict[str, float] = {}
+    for socket in packed.sockets:
+        total = sum(util[name] for name, _ in socket.replicas)
+        for service in {name for name, _ in socket.replicas}:
+            curve = model.profile.curve(service, packed[service].generation)
+            p99 = shared_p99_at(curve, per_replica[service], total - util[service])
+            service_p99[service] = max(service_p99.get(service, 0.0), p99)
+    model.evaluations += 1
+    return float(model.e2e.mix_p99(service_p99))  # type: ignore[arg-type]
+
+
+def packed_carbon(
+    model: AppModel, packed: PackedPlacement, frontend_qps: np.ndarray, ci_g_per_kwh: np.ndarray,
+    step_h: float,
+) -> CarbonBreakdown:
+    """Carbon (gCO2e per step of ``step_h`` hours) of ``packed``: per socket in use, its
+    embodied share once and its power at the socket's total utilisation."""
+    qps = np.asarray(frontend_qps, dtype=float)
+    ci = np.asarray(ci_g_per_kwh, dtype=float)
+    embodied = np.zeros_like(qps)
+    operational = np.zeros_like(qps)
+    by_generation: dict[str, np.ndarray] = {}
+    pue = model.hardware.pue
+    for socket, total in zip(packed.sockets, socket_utilisation(model, packed, qps),
+                             strict=True):
+        gen = model.hardware.generation(socket.generation)
+        emb = np.full_like(qps, gen.embodied_g_per_h * step_h)
+        op = step_h * operational_g_per_h(gen, total, ci, pue)
+        embodied += emb
+        operational += op
+        by_generation[socket.generation] = by_generation.get(socket.generation, 0.0) + emb + op
+    return CarbonBreakdown(embodied, operational, by_generation)
+
+
+def evaluate_packed_sequence(
+    model: AppModel, placements: Sequence[Placement], frontend_qps: np.ndarray,
+    ci_g_per_kwh: np.ndarray, step_h: float,
+) -> tuple[np.ndarray, CarbonBreakdown]:
+    """p99 (ms) and carbon per step when step i runs ``placements[i]``, packed ones under
+    the co-location model and plain ones as ``AppModel.evaluate_sequence`` scores them;
+    grouped by placement, vectorised over each one's steps."""
+    qps = np.asarray(frontend_qps, dtype=float)
+    ci = np.asarray(ci_g_per_kwh, dtype=float)
+    groups: dict[Placement, list[int]] = {}
+    for index, placement in enumerate(placements):
+        groups.setdefault(placement, []).append(index)
+    p99 = np.empty_like(qps)
+    embodied = np.empty_like(qps)
+    operational = np.empty_like(qps)
+    by_generation: dict[str, np.ndarray] = {
+        g: np.zeros_like(qps) for g in model.hardware.generations
+    }
+    for placement, indices in groups.items():
+        idx = np.asarray(indices)
+        if isinstance(placement, PackedPlacement):
+            p99[idx] = packed_e2e_p99(model, placement, qps[idx])
+            part = packed_carbon(model, placement, qps[idx], ci[idx], step_h)
+        else:
+            p99[idx] = model.e2e_p99(placement, qps[idx])
+            part = model.carbon(placement, qps[idx], ci[idx], step_h)
+        embodied[idx] = part.embodied_g
+        operational[idx] = part.operational_g
+        for generation, grams in part.by_generation_g.items():
+            by_generation[generation][idx] = grams
+    return p99, CarbonBreakdown(embodied, operational, by_generation)
