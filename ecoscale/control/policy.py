@@ -67,6 +67,9 @@ class Cause(StrEnum):
     """HPA's CPU-utilisation rule (hpa-cpu; carbon-ceiling adds a replica ceiling)."""
     OPTIMUM = "optimum"
     """The oracle's exact least-carbon placement for the step."""
+    PACKING = "packing"
+    """Right-sizing: replicas' shares and sockets follow the load (right-sized-new, and
+    ecoscale-packed where ecoscale itself did not move the service)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ says how large each replica is and which replicas share a socket:
 
 Carbon per socket in use: its embodied share and idle power once, plus dynamic power at the
 sum of its replicas' utilisation (power curve of the slot at the socket's total utilisation:
-``model.carbon.operational_g_per_h``, the same function as for a dedicated slot). Sockets with
+``model.carbon.carbon_of_slot_hours_g``, the same function as for a dedicated slot). Sockets with
 nothing on them cost nothing: the rest of the server serves other tenants (the accounting of
 the papers' all-new, which charges only occupied slots), so a packing charges what it holds.
 
@@ -31,7 +31,7 @@ from typing import TypeVar
 import numpy as np
 
 from ecoscale.model.app import AppModel, CarbonBreakdown
-from ecoscale.model.carbon import operational_g_per_h
+from ecoscale.model.carbon import carbon_of_slot_hours_g
 from ecoscale.model.colocation import shared_p99, shared_p99_at
 from ecoscale.model.placement import Placement, ServicePlacement
 
@@ -254,8 +254,8 @@ def packed_carbon(
     for socket, total in zip(packed.sockets, socket_utilisation(model, packed, qps),
                              strict=True):
         gen = model.hardware.generation(socket.generation)
-        emb = np.full_like(qps, gen.embodied_g_per_h * step_h)
-        op = step_h * operational_g_per_h(gen, total, ci, pue)
+        emb_g, op = carbon_of_slot_hours_g(gen, step_h, total, ci, pue)
+        emb = np.full_like(qps, emb_g)
         embodied += emb
         operational += op
         by_generation[socket.generation] = by_generation.get(socket.generation, 0.0) + emb + op

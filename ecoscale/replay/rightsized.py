@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ecoscale.control.policy import Decision, Observation, changed_reasons
+from ecoscale.control.policy import Cause, Decision, Observation, changed_moves
 from ecoscale.model.app import AppModel, CarbonBreakdown
 from ecoscale.model.colocation import shared_p99_at
 from ecoscale.model.packing import (
@@ -224,10 +224,11 @@ class _Buckets:
             return math.ceil((1.0 + self.margin) / self.quantum - 1e-9)
         return max(1, math.ceil(load_qps * (1.0 + self.margin) / self.step_qps - 1e-9))
 
-    def stabilised(self, now_s: float, wanted: int,
+    def stabilised(self, clock_s: float, wanted: int,
                    recent: tuple[tuple[float, int], ...]) -> tuple[int, tuple]:
         """Scale up at once; down only to the highest bucket of the window."""
-        kept = tuple((t, b) for t, b in recent if now_s - t < self.window_s) + ((now_s, wanted),)
+        kept = (tuple((t, b) for t, b in recent if clock_s - t < self.window_s)
+                + ((clock_s, wanted),))
         return max(b for _, b in kept), kept
 
     def load_of(self, bucket: int) -> float:
@@ -263,14 +264,14 @@ class RightSizedNewPolicy:
         return self.plan(self.buckets.of(load_qps)).packed
 
     def decide(self, observation: Observation, state: _Planned) -> tuple[Decision, Any]:
-        bucket, recent = self.buckets.stabilised(observation.now_s,
+        bucket, recent = self.buckets.stabilised(observation.clock_s,
                                                  self.buckets.of(observation.qps), state.recent)
         placement = self.plan(bucket).packed
-        reasons = changed_reasons(
-            observation.current, placement,
+        moves = changed_moves(
+            observation.current, placement, Cause.PACKING,
             f"right-sized for {self.buckets.load_of(bucket):.0f} req/s, packed at "
             f"{self.capacity:.0%} of a socket")
-        return Decision(placement, reasons), replace(state, recent=recent)
+        return Decision(placement, moves), replace(state, recent=recent)
 
     def evaluate_sequence(self, placements: list[Placement], frontend_qps: np.ndarray,
                           ci_g_per_kwh: np.ndarray, step_h: float
@@ -322,13 +323,16 @@ class PackedPolicy:
             seen = replace(seen, p99_ms=packed_e2e_p99_at(self.model, observation.current,
                                                           observation.qps))
         inner_decision, inner_state = self.inner.decide(seen, state.inner)
-        bucket, recent = self.buckets.stabilised(observation.now_s,
+        bucket, recent = self.buckets.stabilised(observation.clock_s,
                                                  self.buckets.of(observation.qps), state.recent)
         placement = self.plan(inner_decision.placement, bucket).packed
-        reasons = changed_reasons(observation.current, placement,
-                                  f"{self.inner.name}'s placement, right-sized for "
-                                  f"{self.buckets.load_of(bucket):.0f} req/s and packed")
-        return (Decision(placement, reasons, inner_decision.note),
+        moves = changed_moves(observation.current, placement, Cause.PACKING,
+                              f"{self.inner.name}'s placement, right-sized for "
+                              f"{self.buckets.load_of(bucket):.0f} req/s and packed")
+        for service, inner_move in inner_decision.moves.items():   # ecoscale's own cause
+            if service in moves:
+                moves[service] = replace(moves[service], cause=inner_move.cause)
+        return (Decision(placement, moves, inner_decision.note),
                 _Planned(recent, inner_state, inner_decision.placement))
 
     def evaluate_sequence(self, placements: list[Placement], frontend_qps: np.ndarray,
