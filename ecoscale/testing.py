@@ -8,7 +8,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.ports import ManagedService, Metrics, SourceUnavailable, SwarmState
+from ecoscale.ports import (
+    ActionFailed,
+    ClusterState,
+    ManagedService,
+    Metrics,
+    SourceUnavailable,
+)
 
 
 @dataclass
@@ -56,11 +62,11 @@ class FixedCarbon:
 
 
 @dataclass
-class RecordingSwarm:
+class RecordingOrchestrator:
     """A Swarm of managed services held in memory; ``applied`` records every update."""
 
     services: dict[str, ManagedService] = field(default_factory=dict)
-    is_manager: bool = True
+    is_controller: bool = True
     down: bool = False
     refuse: set[str] = field(default_factory=set)
     applied: list[tuple[str, ServicePlacement]] = field(default_factory=list)
@@ -70,7 +76,7 @@ class RecordingSwarm:
     """Services whose paused update ``resume`` started again."""
 
     @classmethod
-    def of(cls, placement: Placement, **kwargs: object) -> RecordingSwarm:
+    def of(cls, placement: Placement, **kwargs: object) -> RecordingOrchestrator:
         services = {
             name: ManagedService(name, f"id-{name}", f"app_{name}", placed,
                                  {placed.generation: placed.replicas})
@@ -78,14 +84,12 @@ class RecordingSwarm:
         }
         return cls(services=services, **kwargs)  # type: ignore[arg-type]
 
-    def read(self) -> SwarmState:
+    def read(self) -> ClusterState:
         if self.down:
             raise SourceUnavailable("docker (fake) is down")
-        return SwarmState(self.is_manager, dict(self.services), tuple(sorted(self.ready)))
+        return ClusterState(self.is_controller, dict(self.services), tuple(sorted(self.ready)))
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
-        from ecoscale.adapters.swarm import ActionFailed
-
         if self.down:
             raise SourceUnavailable("docker (fake) is down")
         if service.name in self.refuse:
@@ -167,7 +171,7 @@ class FakeAdapters:
     (client, the setting it was built from); a client named in ``fail`` cannot be built."""
 
     prometheus_client: Any = field(default_factory=RecordedPrometheus)
-    swarm_control: Any = field(default_factory=RecordingSwarm)
+    orchestrator_fake: Any = field(default_factory=RecordingOrchestrator)
     carbon_value: float = 250.0
     fail: set[str] = field(default_factory=set)
     built: list[tuple[str, str]] = field(default_factory=list)
@@ -187,9 +191,9 @@ class FakeAdapters:
         self._build("metrics", config.prometheus.url)
         return InMemoryMetrics()
 
-    def swarm(self, config: Any) -> Any:
-        self._build("swarm", config.docker_host)
-        return self.swarm_control
+    def orchestrator(self, config: Any) -> Any:
+        self._build("orchestrator", config.target.docker_host)
+        return self.orchestrator_fake
 
     def carbon(self, config: Any, started_at_s: float) -> Any:
         self._build("carbon", config.carbon.url or config.carbon.trace)
@@ -456,7 +460,7 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
         prometheus=PrometheusConfig(qps=qps_query, p99_ms=p99_query, stale_after_s=60.0),
         control=ControlSettings(no_data_fallback_periods=10))
     stream = _CountingStream()
-    daemon = Daemon(config=config, table=table, swarm=swarm,
+    daemon = Daemon(config=config, table=table, orchestrator=swarm,
                     metrics=PromQLMetrics(config.prometheus, client=prometheus),
                     carbon=FixedCarbon(250.0), clock=clock, model=model, log=Log(stream))
     report = SoakReport()

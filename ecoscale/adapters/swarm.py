@@ -19,14 +19,10 @@ from typing import Any
 
 from ecoscale.config import LabelConfig
 from ecoscale.model.placement import ServicePlacement
-from ecoscale.ports import ManagedService, SourceUnavailable, SwarmState
+from ecoscale.ports import ActionFailed, ClusterState, ManagedService, SourceUnavailable
 
 OUT_OF_SEQUENCE = "update out of sequence"
 MAX_ATTEMPTS = 5
-
-
-class ActionFailed(Exception):
-    """The Docker API refused an update (not a connectivity problem)."""
 
 
 def _constraint_pattern(label: str) -> re.Pattern[str]:
@@ -88,8 +84,8 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
               if generation is not None and replicas is not None else None)
     return ManagedService(
         name=service_labels.get(labels.service) or spec["Name"],
-        swarm_id=service["ID"],
-        swarm_name=spec["Name"],
+        target_id=service["ID"],
+        target_name=spec["Name"],
         placement=placed,
         running=running,
         paused=str(service_labels.get(labels.paused, "")).lower() in ("true", "1", "yes"),
@@ -106,7 +102,7 @@ def paused_update_message(service: Mapping[str, Any]) -> str:
 
 
 class DockerSwarm:
-    """SwarmControl over the Docker API of a Swarm manager."""
+    """Orchestrator over the Docker API of a Swarm manager."""
 
     def __init__(self, docker_host: str = "", labels: LabelConfig | None = None,
                  timeout_s: float = 30.0, client: Any = None):
@@ -151,13 +147,13 @@ class DockerSwarm:
         except self._docker.errors.APIError as exc:
             raise SourceUnavailable(f"docker API ({what}): {exc}") from None
 
-    def read(self) -> SwarmState:
+    def read(self) -> ClusterState:
         api = self.client.api
         info = self._read_call("info", api.info)
         swarm = info.get("Swarm") or {}
-        is_manager = bool(swarm.get("ControlAvailable"))
-        if not is_manager:
-            return SwarmState(False, {}, ())
+        is_controller = bool(swarm.get("ControlAvailable"))
+        if not is_controller:
+            return ClusterState(False, {}, ())
         nodes = self._read_call("nodes", api.nodes)
         node_generation = {}
         generations = set()
@@ -178,7 +174,7 @@ class DockerSwarm:
             item = managed_service(service, by_service.get(service["ID"], []), node_generation,
                                    self.labels)
             managed[item.name] = item
-        return SwarmState(True, managed, tuple(sorted(generations)))
+        return ClusterState(True, managed, tuple(sorted(generations)))
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
         self._update(service, lambda spec: updated_spec(spec, placed, self.labels.generation))
@@ -198,15 +194,15 @@ class DockerSwarm:
         """Re-read the service, update it with ``change(spec)``; retry out of sequence."""
         api = self.client.api
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            current = self._read_call("inspect", api.inspect_service, service.swarm_id)
+            current = self._read_call("inspect", api.inspect_service, service.target_id)
             labels = (current["Spec"].get("Labels") or {})
             if str(labels.get(self.labels.managed, "")).lower() != "true":
-                raise ActionFailed(f"{service.swarm_name} is no longer labelled "
+                raise ActionFailed(f"{service.target_name} is no longer labelled "
                                    f"{self.labels.managed}=true; not touching it")
             spec = change(current["Spec"])
             try:
                 self._call(
-                    "update", api.update_service, service.swarm_id,
+                    "update", api.update_service, service.target_id,
                     version=current["Version"]["Index"],
                     task_template=spec["TaskTemplate"], name=spec["Name"],
                     labels=spec.get("Labels"), mode=spec["Mode"],
@@ -220,4 +216,4 @@ class DockerSwarm:
             except self._docker.errors.APIError as exc:
                 if OUT_OF_SEQUENCE in str(exc) and attempt < MAX_ATTEMPTS:
                     continue
-                raise ActionFailed(f"{service.swarm_name}: {exc}") from None
+                raise ActionFailed(f"{service.target_name}: {exc}") from None

@@ -35,14 +35,15 @@ from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import PolicyTable
 from ecoscale.ports import (
+    ActionFailed,
     CarbonSource,
     Clock,
+    ClusterState,
     ManagedService,
     Metrics,
     MetricsSource,
+    Orchestrator,
     SourceUnavailable,
-    SwarmControl,
-    SwarmState,
 )
 
 MAX_RESUMES = 2
@@ -148,7 +149,7 @@ def load_state(path: str, digest: str, log: Log | None = None,
 class Daemon:
     config: DaemonConfig
     table: PolicyTable
-    swarm: SwarmControl
+    orchestrator: Orchestrator
     metrics: MetricsSource
     carbon: CarbonSource
     clock: Clock
@@ -181,10 +182,10 @@ class Daemon:
         self.telemetry.slo.set(self.table.slo_ms)
 
     # ---- observe ---------------------------------------------------------------------------
-    def _observe(self, now: float) -> tuple[SwarmState | None, Metrics, float, list[str]]:
+    def _observe(self, now: float) -> tuple[ClusterState | None, Metrics, float, list[str]]:
         problems: list[str] = []
         try:
-            swarm = self.swarm.read()
+            swarm = self.orchestrator.read()
         except SourceUnavailable as exc:
             problems.append(str(exc))
             self.telemetry.errors.labels("docker").inc()
@@ -215,7 +216,7 @@ class Daemon:
                                    else float(metrics.p99_ms <= self.table.slo_ms))
         if swarm is None:
             return self._finish(now, began, problems, (), "docker API unreachable: no action")
-        if not swarm.is_manager:
+        if not swarm.is_controller:
             problems.append("this engine is not a Swarm manager: only a manager acts")
             return self._finish(now, began, problems, (), "not a manager: no action")
         services = tuple(s for s, _ in self.table.levels[0].placement.items
@@ -309,15 +310,14 @@ class Daemon:
                 float(generation in capacity.ready))
         self.telemetry.displaced.set(len(lost))
 
-    def _resume_paused_updates(self, swarm: SwarmState, acted: set[str]) -> None:
+    def _resume_paused_updates(self, swarm: ClusterState, acted: set[str]) -> None:
         """Start each paused rolling update again with a forced update (Swarm pauses when a
         new task fails or ends early, which a busy host can cause), at most
         MAX_RESUMES times per service and placement; after that it stays paused and
         reported until the next move."""
-        resume = getattr(self.swarm, "resume", None)
+        resume = getattr(self.orchestrator, "resume", None)
         if resume is None:
             return
-        from ecoscale.adapters.swarm import ActionFailed
 
         for name in sorted(self.updates_paused):
             managed = swarm.services.get(name)
@@ -338,7 +338,7 @@ class Daemon:
             self.log("update_resumed", level="warning", service=name, attempt=count + 1,
                      of=MAX_RESUMES, swarm=self.updates_paused[name])
 
-    def _report_paused_updates(self, swarm: SwarmState) -> None:
+    def _report_paused_updates(self, swarm: ClusterState) -> None:
         """Log each service whose rolling update Swarm paused, once per pause, and count them.
 
         Nothing else changes: the tasks being replaced keep serving, and the daemon's next
@@ -360,14 +360,12 @@ class Daemon:
 
     def _act(self, managed: ManagedService, before: ServicePlacement, after: ServicePlacement,
              reason: str) -> Action:
-        from ecoscale.adapters.swarm import ActionFailed
-
         direction = "new" if toward_new(before, after, self._order(Placement(
             ((managed.name, before),)))) else "old"
         kind = ("capacity" if "node loss" in reason else "slo" if "SLO" in reason
                 else "no-data" if "no load data" in reason else "table")
         try:
-            self.swarm.apply(managed, after)
+            self.orchestrator.apply(managed, after)
         except (SourceUnavailable, ActionFailed) as exc:
             self.telemetry.action_failures.labels(managed.name).inc()
             return Action(managed.name, before, after, reason, applied=False, error=str(exc))
@@ -392,7 +390,7 @@ class Daemon:
         return TickReport(now, healthy, tuple(problems), actions, note)
 
     # ---- live carbon accounting ----------------------------------------------------------
-    def _account_carbon(self, now: float, swarm: SwarmState, metrics: Metrics,
+    def _account_carbon(self, now: float, swarm: ClusterState, metrics: Metrics,
                         ci: float) -> None:
         """Carbon rate of the running tasks (gCO2e/h) per generation, and its integral.
 
@@ -512,8 +510,8 @@ class Daemon:
         for name in changed:
             if name == "metrics":
                 built[name] = self.adapters.metrics(config)
-            elif name == "swarm":
-                built[name] = self.adapters.swarm(config)
+            elif name == "orchestrator":
+                built[name] = self.adapters.orchestrator(config)
             else:
                 built[name] = self.adapters.carbon(config, self.clock.now())
         return built

@@ -52,7 +52,7 @@ def build_daemon(path: str, dry_run: bool = False, adapters: Adapters | None = N
     return Daemon(
         config=config,
         table=table,
-        swarm=adapters.swarm(config),
+        orchestrator=adapters.orchestrator(config),
         metrics=adapters.metrics(config),
         carbon=adapters.carbon(config, clock.now()),
         clock=clock,

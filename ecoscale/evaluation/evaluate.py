@@ -28,7 +28,6 @@ import pandas as pd
 
 from ecoscale.adapters.files import load_profile, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError
 from ecoscale.evaluation.launcher import daemon_config, lab_queries, start_process
@@ -141,7 +140,7 @@ def place_all(lab: Lab, services: tuple[str, ...], generation: str, timeout_s: f
 
 def place(lab: Lab, wanted: dict[str, ServicePlacement], timeout_s: float = 300) -> None:
     """Move services to the given generations and replica counts; wait until they run."""
-    swarm = DockerSwarm(lab.docker_host)
+    swarm = lab.orchestrator()
     state = swarm.read()
     for name, placed in wanted.items():
         if state.services[name].placement != placed:
@@ -161,7 +160,7 @@ class Sampler:
 
     def __init__(self, lab: Lab, frontend: str, period_s: float):
         self.lab = lab
-        self.swarm = DockerSwarm(lab.docker_host)
+        self.orchestrator = lab.orchestrator()
         self.prometheus = PrometheusClient(lab.prometheus_url)
         self.window_s = max(int(round(period_s)), 6)
         self.queries = lab_queries(frontend, self.window_s)
@@ -180,7 +179,7 @@ class Sampler:
                    self.prometheus.query(CPU_QUERY.format(w=self.window_s))}
         except Exception:
             cpu = {}
-        state = self.swarm.read()
+        state = self.orchestrator.read()
         running = {name: dict(s.running) for name, s in state.services.items()}
         row["running"] = running
         row["cpu"] = cpu

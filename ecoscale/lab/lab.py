@@ -21,6 +21,8 @@ import docker
 import docker.errors
 import requests
 
+from ecoscale.adapters.targets import build_target
+from ecoscale.config import TargetConfig
 from ecoscale.emulator.service import GATEWAY_NAME, PROBE_PATH
 from ecoscale.lab import cgroups, deploy, engines, images, swarm
 from ecoscale.lab.apps import LabApp, load_app
@@ -43,6 +45,7 @@ from ecoscale.lab.system import (
     stop_pids,
     unmount_all_under,
 )
+from ecoscale.ports import Orchestrator
 
 STATE_FILE = "lab.json"
 GWBRIDGE = "docker_gwbridge"
@@ -95,6 +98,15 @@ class Lab:
     def docker_host(self) -> str:
         """DOCKER_HOST of the manager's engine."""
         return engines.engine_paths(self.config, self.manager).docker_host
+
+    @property
+    def target(self) -> TargetConfig:
+        """The lab's Swarm as an orchestrator target (its manager's Docker API)."""
+        return TargetConfig("swarm", self.docker_host)
+
+    def orchestrator(self) -> Orchestrator:
+        """The orchestrator adapter of the lab's Swarm (built by the one factory)."""
+        return build_target(self.target)
 
     @property
     def node_docker_hosts(self) -> dict[str, str]:

@@ -24,7 +24,7 @@ from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.model.topology import Topology
-from ecoscale.ports import SourceUnavailable, SwarmControl
+from ecoscale.ports import Orchestrator, SourceUnavailable
 from ecoscale.profiler.experiments import SLICE_S, Experiment, PoolConfig, settle_s, sliced_window
 from ecoscale.profiler.store import E2E, Row, append_rows, finished_points, read_rows
 
@@ -102,7 +102,7 @@ class Progress:
 class Runner:
     pool: PoolConfig
     topology: Topology
-    swarm: SwarmControl
+    orchestrator: Orchestrator
     prometheus: PrometheusClient
     load: LoadDriver
     raw_csv: Path
@@ -111,7 +111,7 @@ class Runner:
 
     # ---- placements --------------------------------------------------------------------
     def remember(self) -> None:
-        state = self.swarm.read()
+        state = self.orchestrator.read()
         missing = [s for s in self.topology.services if s not in state.services]
         if missing:
             raise SourceUnavailable(f"the pool does not run these services of "
@@ -127,16 +127,16 @@ class Runner:
 
     def place(self, wanted: Mapping[str, ServicePlacement]) -> int:
         """Apply the placement and wait until every task runs where it should; moves made."""
-        state = self.swarm.read()
+        state = self.orchestrator.read()
         moves = 0
         for service, placed in wanted.items():
             managed = state.services[service]
             if managed.placement != placed:
-                self.swarm.apply(managed, placed)
+                self.orchestrator.apply(managed, placed)
                 moves += 1
         deadline = time.monotonic() + self.pool.settle_timeout_s
         while True:
-            state = self.swarm.read()
+            state = self.orchestrator.read()
             pending = [s for s, p in wanted.items()
                        if dict(state.services[s].running) != {p.generation: p.replicas}]
             if not pending:

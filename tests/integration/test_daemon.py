@@ -26,7 +26,6 @@ from waiting import free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.evaluation.launcher import (
     DAEMON_SERVICE,
     PROMETHEUS_SERVICE,
@@ -97,7 +96,7 @@ class Load:
 
 
 def running(lab) -> dict[str, dict[str, int]]:
-    state = DockerSwarm(lab.docker_host).read()
+    state = lab.orchestrator().read()
     return {name: dict(s.running) for name, s in state.services.items()}
 
 

@@ -103,11 +103,11 @@ def test_updated_spec_changes_only_generation_replicas_and_order():
 
 def test_read_builds_managed_services_with_running_tasks_per_generation():
     state = swarm(RecordedApi()).read()
-    assert state.is_manager and set(state.generations) == {"new", "old"}
+    assert state.is_controller and set(state.generations) == {"new", "old"}
     nginx = state.services["nginx-thrift"]
     assert nginx.placement == ServicePlacement("new", 1)
     assert nginx.running == {"new": 1} and not nginx.paused
-    assert nginx.swarm_id == NGINX["ID"]
+    assert nginx.target_id == NGINX["ID"]
 
 
 def test_managed_service_uses_the_service_label_and_pause_label():
@@ -132,7 +132,7 @@ def test_a_paused_rolling_update_is_read_with_swarms_message():
 
 def test_not_a_manager_reads_nothing():
     state = swarm(RecordedApi(manager=False)).read()
-    assert not state.is_manager and state.services == {}
+    assert not state.is_controller and state.services == {}
 
 
 def test_apply_rereads_and_retries_out_of_sequence():
