@@ -12,15 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ecoscale.errors import EcoscaleError
 from ecoscale.model.placement import Placement, ServicePlacement
 
 
-class SourceUnavailable(Exception):
+class SourceUnavailable(EcoscaleError):
     """A source (Prometheus, the orchestrator's API, a carbon API) cannot be read or reached
     right now: a connectivity problem, worth retrying at the next loop."""
 
 
-class ActionFailed(Exception):
+class ActionFailed(EcoscaleError):
     """The orchestrator answered and refused an update (a rejected spec, a service that is
     no longer managed, version conflicts past the retries): not a connectivity problem."""
 

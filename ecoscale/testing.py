@@ -436,7 +436,8 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
                         out_of_sequence_rate=0.05 if faults else 0.0,
                         out_of_sequence_burst=0.1 if faults else 0.0,
                         lost_reply_rate=0.03 if faults else 0.0)
-    swarm = DockerSwarm(client=FakeDockerClient(api))
+    # a conflicting update is retried at once: the retry pauses take no virtual time
+    swarm = DockerSwarm(client=FakeDockerClient(api), sleep=lambda _s: None)
     qps_query, p99_query = "sum(rate(requests_total[1m]))", "1000 * histogram_quantile(0.99, x)"
     shape = {"qps": 0.0, "p99": 0.0, "fault": ""}
 

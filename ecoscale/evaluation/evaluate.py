@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.adapters.files import load_profile, write_table
+from ecoscale.adapters.placing import place as apply_and_wait
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError
@@ -139,20 +141,9 @@ def place_all(lab: Lab, services: tuple[str, ...], generation: str, timeout_s: f
 
 
 def place(lab: Lab, wanted: dict[str, ServicePlacement], timeout_s: float = 300) -> None:
-    """Move services to the given generations and replica counts; wait until they run."""
-    swarm = lab.orchestrator()
-    state = swarm.read()
-    for name, placed in wanted.items():
-        if state.services[name].placement != placed:
-            swarm.apply(state.services[name], placed)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = swarm.read()
-        if all(dict(state.services[s].running) == {p.generation: p.replicas}
-               for s, p in wanted.items()):
-            return
-        time.sleep(2)
-    raise EcoscaleError(f"services did not reach their placement within {timeout_s:.0f} s")
+    """Move services to the given generations and replica counts; wait until they run
+    (NotConverged after ``timeout_s``, naming the services that do not)."""
+    apply_and_wait(lab.orchestrator(), wanted, SYSTEM_CLOCK, timeout_s)
 
 
 class Sampler:
