@@ -1,5 +1,5 @@
 """In-memory stand-ins for the daemon's ports, for tests: a fake clock, metrics you set,
-a Swarm that records what it is asked to do, a fixed carbon intensity."""
+an orchestrator that records what it is asked to do, a fixed carbon intensity."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ class FixedCarbon:
 
 @dataclass
 class RecordingOrchestrator:
-    """A Swarm of managed services held in memory; ``applied`` records every update."""
+    """An Orchestrator of managed services held in memory (it behaves as a Swarm does);
+    ``applied`` records every update."""
 
     services: dict[str, ManagedService] = field(default_factory=dict)
     is_controller: bool = True

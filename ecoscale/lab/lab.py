@@ -86,7 +86,7 @@ class Lab:
 
     @classmethod
     def attach(cls, state_dir: str | Path | None = None,
-               log: Callable[[str], None] | None = None) -> Lab:
+               log: Callable[[str], None] | None = None, clock: Clock = SYSTEM_CLOCK) -> Lab:
         """The lab as it was brought up in ``state_dir`` (its saved config), else the default
         config there: what ``down``, ``status``, ``deploy`` and ``load`` act on."""
         folder = Path(state_dir) if state_dir else default_state_dir()
@@ -95,8 +95,9 @@ class Lab:
         except (OSError, ValueError):
             saved = None
         if saved:
-            return cls(LabConfig.from_dict(saved, str(folder / STATE_FILE)), log=log)
-        return cls(LabConfig(state_dir=folder), log=log)
+            return cls(LabConfig.from_dict(saved, str(folder / STATE_FILE)), log=log,
+                       clock=clock)
+        return cls(LabConfig(state_dir=folder), log=log, clock=clock)
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -208,8 +209,8 @@ class Lab:
                            "(LabConfig.gateway_port / prometheus_port)")
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.save(config=self._fingerprint(), phase="starting", app=None, spec_id=None,
-                   created={"docker_gwbridge": not link_exists(GWBRIDGE),
-                            **{key: not path.exists() for key, path in HOST_FOLDERS.items()}})
+                  created={"docker_gwbridge": not link_exists(GWBRIDGE),
+                           **{key: not path.exists() for key, path in HOST_FOLDERS.items()}})
 
         self._log(f"starting {len(self.nodes)} engines: "
                   f"{', '.join(f'{n.name} ({n.generation})' for n in self.nodes)}")
