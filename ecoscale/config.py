@@ -9,6 +9,7 @@ Example (deploy/daemon/ecoscale.yaml has a complete, commented one):
       url: http://127.0.0.1:9090
       queries: {qps: "...", p99_ms: "..."}
     carbon: {trace: CISO}
+    target: {kind: swarm, docker_host: "unix:///var/run/docker.sock"}
 """
 
 from __future__ import annotations
@@ -129,6 +130,16 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
+class TargetConfig:
+    """The orchestrator ecoscale acts on (adapters/targets.py builds it)."""
+
+    kind: str = "swarm"
+    """Which orchestrator adapter: one of ecoscale.adapters.targets.KINDS."""
+    docker_host: str = ""
+    """swarm: the Docker API of a Swarm manager; empty: DOCKER_HOST or the local socket."""
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     app: str
     table: str
@@ -139,8 +150,9 @@ class DaemonConfig:
     interval_s: float = 15.0
     max_backoff_s: float = 300.0
     dry_run: bool = False
-    docker_host: str = ""
-    """Docker API endpoint; empty: DOCKER_HOST or the local socket."""
+    target: TargetConfig = field(default_factory=TargetConfig)
+    """The orchestrator (section ``target:``; a top-level ``docker_host`` is still read as
+    ``target.docker_host``)."""
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     carbon: CarbonConfig = field(default_factory=CarbonConfig)
     control: ControlSettings = field(default_factory=lambda: ControlSettings(
@@ -212,6 +224,23 @@ def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -
         return None
 
 
+def parse_target(raw: Mapping[str, Any], problems: list[str],
+                 docker_host: Any = None) -> TargetConfig | None:
+    """The ``target:`` section; ``docker_host`` is the old top-level setting (configs written
+    before the section existed), used when the section sets none."""
+    target = _build(TargetConfig, raw, "target.", problems)
+    if target is None or docker_host is None:
+        return target
+    if not isinstance(docker_host, str):
+        problems.append(f"docker_host: expected a string, got {docker_host!r}")
+        return target
+    if "docker_host" in raw and raw["docker_host"] != docker_host:
+        problems.append(f"docker_host: '{docker_host}' differs from target.docker_host "
+                        f"'{raw['docker_host']}'; keep only target.docker_host")
+        return target
+    return TargetConfig(target.kind, docker_host)
+
+
 def parse_config(raw: Any, source: str) -> DaemonConfig:
     """Validate a daemon config, reporting every problem at once (InputError)."""
     if not isinstance(raw, Mapping):
@@ -224,13 +253,14 @@ def parse_config(raw: Any, source: str) -> DaemonConfig:
                         problems)
     carbon = _build(CarbonConfig, _section(raw, "carbon", problems), "carbon.", problems)
     labels = _build(LabelConfig, _section(raw, "labels", problems), "labels.", problems)
+    target = parse_target(_section(raw, "target", problems), problems, raw.get("docker_host"))
     control_raw = dict(_section(raw, "control", problems))
     control_raw.setdefault("no_data_fallback_periods", 10)
     control = _build(ControlSettings, control_raw, "control.", problems)
     if control is not None:
         problems.extend(f"control.{p}" for p in control.problems())
     top = {k: v for k, v in raw.items() if k not in ("prometheus", "carbon", "labels",
-                                                      "control")}
+                                                      "control", "target", "docker_host")}
     top.setdefault("app", "")
     top.setdefault("table", "")
     config = _build(DaemonConfig, top, "", problems)
@@ -258,6 +288,6 @@ def parse_config(raw: Any, source: str) -> DaemonConfig:
     return DaemonConfig(**{
         **{f.name: getattr(config, f.name) for f in fields(DaemonConfig)},
         "prometheus": prometheus, "carbon": carbon, "labels": labels, "control": control,
-        "source": source,
+        "target": target, "source": source,
     })
 

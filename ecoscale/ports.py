@@ -1,7 +1,8 @@
 """The daemon's ports: what it needs from the world, as small role-named interfaces.
 
-Adapters (ecoscale/adapters/) implement them against Prometheus, Docker Swarm and carbon
-sources; ecoscale/testing.py implements them in memory for tests.
+Adapters (ecoscale/adapters/) implement them against Prometheus, an orchestrator (Docker
+Swarm: adapters/swarm.py, built by adapters/targets.py) and carbon sources;
+ecoscale/testing.py implements them in memory for tests.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from ecoscale.model.placement import Placement, ServicePlacement
 
 
 class SourceUnavailable(EcoscaleError):
-    """A source (Prometheus, the Docker API, a carbon API) cannot be read right now (a runtime
-    error when it reaches the user)."""
+    """A source (Prometheus, the orchestrator's API, a carbon API) cannot be read or reached
+    right now: a connectivity problem, worth retrying at the next loop."""
+
+
+class ActionFailed(EcoscaleError):
+    """The orchestrator answered and refused an update (a rejected spec, a service that is
+    no longer managed, version conflicts past the retries): not a connectivity problem."""
 
 
 @dataclass(frozen=True)
@@ -51,25 +57,32 @@ class CarbonSource(Protocol):
 
 @dataclass(frozen=True)
 class ManagedService:
-    """A Swarm service labelled as managed by ecoscale, as read from the Swarm."""
+    """A service of the orchestrator labelled as managed by ecoscale, as read from it."""
 
     name: str
-    """The microservice name (label ecoscale.service, else the Swarm service name)."""
-    swarm_id: str
-    swarm_name: str
+    """The microservice name (label ecoscale.service, else the orchestrator's name)."""
+    target_id: str
+    """The orchestrator's id of the service (a Swarm service id)."""
+    target_name: str
+    """The orchestrator's name of the service (a Swarm service name)."""
     placement: ServicePlacement | None
     """Generation (from the placement constraint) and desired replicas; None if unknown."""
     running: Mapping[str, int] = field(default_factory=dict)
-    """Running tasks per generation (from the nodes' labels)."""
+    """Running tasks (replicas) per generation (from the nodes' labels)."""
     paused: bool = False
+    """The service's pause label is set: ecoscale leaves it alone."""
     update_paused: str = ""
-    """Swarm's message when it paused the service's last rolling update (a new task failed
-    or ended early; the tasks it was replacing keep running), else ''."""
+    """The orchestrator's message when it paused the service's last rolling update (a new
+    task failed or ended early; the tasks it was replacing keep running), else ''."""
 
 
 @dataclass(frozen=True)
-class SwarmState:
-    is_manager: bool
+class ClusterState:
+    """What an orchestrator runs, as one read of it."""
+
+    is_controller: bool
+    """This endpoint may change the cluster (a Swarm manager); only a controller acts, and
+    a non-controller reads no services."""
     services: Mapping[str, ManagedService]
     generations: tuple[str, ...]
     """Generations carried by ready nodes' labels."""
@@ -82,22 +95,29 @@ class SwarmState:
         ))
 
 
-class SwarmControl(Protocol):
-    def read(self) -> SwarmState:
+class Orchestrator(Protocol):
+    """Where the managed services run (Docker Swarm today; one adapter per orchestrator)."""
+
+    def read(self) -> ClusterState:
         """Managed services, their placement and running tasks; raises SourceUnavailable."""
         ...
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
-        """Move/scale one managed service (start-first); raises SourceUnavailable."""
+        """Move/scale one managed service (start-first: capacity never drops), changing only
+        its generation constraint and replica count; raises SourceUnavailable (unreachable)
+        or ActionFailed (refused)."""
         ...
 
     def resume(self, service: ManagedService) -> None:
-        """Start a rolling update that Swarm paused again (a forced update of the same
-        spec); raises SourceUnavailable."""
+        """Start a rolling update that the orchestrator paused again (a forced update of
+        the same spec); raises SourceUnavailable or ActionFailed."""
         ...
 
 
 class Clock(Protocol):
+    """Time for code that waits: the daemon's loop, the profiler, the lab (tests pass
+    ecoscale.testing.FakeClock; adapters/clock.py has the system one)."""
+
     def now(self) -> float:
         """Seconds since the epoch."""
         ...
@@ -106,4 +126,6 @@ class Clock(Protocol):
         """Seconds of a clock that never goes back (durations only)."""
         ...
 
-    def sleep(self, seconds: float) -> None: ...
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (s) (a fake clock advances instead)."""
+        ...

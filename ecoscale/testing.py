@@ -1,6 +1,6 @@
 """In-memory stand-ins for the daemon's ports, for tests: a fake clock, metrics you set,
-a Swarm that records what it is asked to do, a fixed carbon intensity; and the toy policy
-table the control and daemon tests share (``toy_table``)."""
+an orchestrator that records what it is asked to do, a fixed carbon intensity; and the toy
+policy table the control and daemon tests share (``toy_table``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from typing import Any
 
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
-from ecoscale.ports import ManagedService, Metrics, SourceUnavailable, SwarmState
+from ecoscale.ports import (
+    ActionFailed,
+    ClusterState,
+    ManagedService,
+    Metrics,
+    SourceUnavailable,
+)
 
 
 @dataclass
@@ -66,11 +72,12 @@ class FixedCarbon:
 
 
 @dataclass
-class RecordingSwarm:
-    """A Swarm of managed services held in memory; ``applied`` records every update."""
+class RecordingOrchestrator:
+    """An Orchestrator of managed services held in memory (it behaves as a Swarm does);
+    ``applied`` records every update."""
 
     services: dict[str, ManagedService] = field(default_factory=dict)
-    is_manager: bool = True
+    is_controller: bool = True
     down: bool = False
     refuse: set[str] = field(default_factory=set)
     applied: list[tuple[str, ServicePlacement]] = field(default_factory=list)
@@ -80,7 +87,7 @@ class RecordingSwarm:
     """Services whose paused update ``resume`` started again."""
 
     @classmethod
-    def of(cls, placement: Placement, **kwargs: object) -> RecordingSwarm:
+    def of(cls, placement: Placement, **kwargs: object) -> RecordingOrchestrator:
         services = {
             name: ManagedService(name, f"id-{name}", f"app_{name}", placed,
                                  {placed.generation: placed.replicas})
@@ -88,14 +95,12 @@ class RecordingSwarm:
         }
         return cls(services=services, **kwargs)  # type: ignore[arg-type]
 
-    def read(self) -> SwarmState:
+    def read(self) -> ClusterState:
         if self.down:
             raise SourceUnavailable("docker (fake) is down")
-        return SwarmState(self.is_manager, dict(self.services), tuple(sorted(self.ready)))
+        return ClusterState(self.is_controller, dict(self.services), tuple(sorted(self.ready)))
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
-        from ecoscale.adapters.swarm import ActionFailed
-
         if self.down:
             raise SourceUnavailable("docker (fake) is down")
         if service.name in self.refuse:
@@ -177,7 +182,7 @@ class FakeAdapters:
     (client, the setting it was built from); a client named in ``fail`` cannot be built."""
 
     prometheus_client: Any = field(default_factory=RecordedPrometheus)
-    swarm_control: Any = field(default_factory=RecordingSwarm)
+    orchestrator_fake: Any = field(default_factory=RecordingOrchestrator)
     carbon_value: float = 250.0
     fail: set[str] = field(default_factory=set)
     built: list[tuple[str, str]] = field(default_factory=list)
@@ -197,9 +202,9 @@ class FakeAdapters:
         self._build("metrics", config.prometheus.url)
         return InMemoryMetrics()
 
-    def swarm(self, config: Any) -> Any:
-        self._build("swarm", config.docker_host)
-        return self.swarm_control
+    def orchestrator(self, config: Any) -> Any:
+        self._build("orchestrator", config.target.docker_host)
+        return self.orchestrator_fake
 
     def carbon(self, config: Any, started_at_s: float) -> Any:
         self._build("carbon", config.carbon.url or config.carbon.trace)
@@ -446,7 +451,8 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
                         out_of_sequence_rate=0.05 if faults else 0.0,
                         out_of_sequence_burst=0.1 if faults else 0.0,
                         lost_reply_rate=0.03 if faults else 0.0)
-    swarm = DockerSwarm(client=FakeDockerClient(api))
+    # a conflicting update is retried at once: the retry pauses take no virtual time
+    swarm = DockerSwarm(client=FakeDockerClient(api), sleep=lambda _s: None)
     qps_query, p99_query = "sum(rate(requests_total[1m]))", "1000 * histogram_quantile(0.99, x)"
     shape = {"qps": 0.0, "p99": 0.0, "fault": ""}
 
@@ -470,7 +476,7 @@ def soak(table: Any, days: float, *, seed: int = 1, interval_s: float = 15.0,
         prometheus=PrometheusConfig(qps=qps_query, p99_ms=p99_query, stale_after_s=60.0),
         control=ControlSettings(no_data_fallback_periods=10))
     stream = _CountingStream()
-    daemon = Daemon(config=config, table=table, swarm=swarm,
+    daemon = Daemon(config=config, table=table, orchestrator=swarm,
                     metrics=PromQLMetrics(config.prometheus, client=prometheus),
                     carbon=FixedCarbon(250.0), clock=clock, model=model, log=Log(stream))
     report = SoakReport()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ecoscale.adapters.carbon import HttpCarbon
+from ecoscale.adapters.targets import describe_target
 from ecoscale.config import DaemonConfig
 from ecoscale.daemon.wiring import Adapters
 from ecoscale.errors import EcoscaleError
@@ -114,14 +115,15 @@ def check_prometheus(config: DaemonConfig, adapters: Adapters) -> CheckResult:
 def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -> CheckResult:
     """Build the Docker client, ask whether this engine is a Swarm manager, count the
     managed services and name the table's services the Swarm does not run."""
-    where = config.docker_host or "DOCKER_HOST or /var/run/docker.sock"
+    where = describe_target(config.target)
     try:
-        state = adapters.swarm(config).read()
+        state = adapters.orchestrator(config).read()
     except SourceUnavailable as exc:
-        return CheckResult("docker", False, str(exc), hint=f"{LAB_HINT} (docker_host: {where})")
-    if not state.is_manager:
+        return CheckResult("docker", False, str(exc),
+                           hint=f"{LAB_HINT} (target.docker_host: {where})")
+    if not state.is_controller:
         return CheckResult("docker", False, f"{where} is not a Swarm manager: only a manager "
-                           "acts", hint="point docker_host at a manager's socket "
+                           "acts", hint="point target.docker_host at a manager's socket "
                                         "(`docker node ls` works there)")
     wanted = [s for s, _ in table.levels[0].placement.items]
     missing = [s for s in wanted if s not in state.services]

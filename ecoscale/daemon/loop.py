@@ -35,37 +35,19 @@ from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import PolicyTable
 from ecoscale.ports import (
+    ActionFailed,
     CarbonSource,
     Clock,
+    ClusterState,
     ManagedService,
     Metrics,
     MetricsSource,
+    Orchestrator,
     SourceUnavailable,
-    SwarmControl,
-    SwarmState,
 )
 
 MAX_RESUMES = 2
 """Forced updates the daemon makes to start one service's paused update again, per placement."""
-
-
-class SystemClock:
-    """Wall-clock time; ``sleep`` wakes early when ``wake`` is set (SIGTERM, SIGHUP)."""
-
-    def __init__(self) -> None:
-        self.wake = threading.Event()
-
-    def now(self) -> float:
-        """Unix epoch seconds (wall clock: it can step)."""
-        return time.time()
-
-    def monotonic(self) -> float:
-        """Seconds of a clock that never goes back (for durations only)."""
-        return time.perf_counter()
-
-    def sleep(self, seconds: float) -> None:
-        self.wake.wait(max(0.0, seconds))
-        self.wake.clear()
 
 
 @dataclass(frozen=True)
@@ -175,7 +157,7 @@ def load_state(path: str, digest: str, log: Log | None = None,
 class Daemon:
     config: DaemonConfig
     table: PolicyTable
-    swarm: SwarmControl
+    orchestrator: Orchestrator
     metrics: MetricsSource
     carbon: CarbonSource
     clock: Clock
@@ -210,10 +192,10 @@ class Daemon:
         self.telemetry.slo.set(self.table.slo_ms)
 
     # ---- observe ---------------------------------------------------------------------------
-    def _observe(self, now: float) -> tuple[SwarmState | None, Metrics, float, list[str]]:
+    def _observe(self, now: float) -> tuple[ClusterState | None, Metrics, float, list[str]]:
         problems: list[str] = []
         try:
-            swarm = self.swarm.read()
+            swarm = self.orchestrator.read()
         except SourceUnavailable as exc:
             problems.append(str(exc))
             self.telemetry.errors.labels("docker").inc()
@@ -244,7 +226,7 @@ class Daemon:
                                    else float(metrics.p99_ms <= self.table.slo_ms))
         if swarm is None:
             return self._finish(now, began, problems, (), "docker API unreachable: no action")
-        if not swarm.is_manager:
+        if not swarm.is_controller:
             problems.append("this engine is not a Swarm manager: only a manager acts")
             return self._finish(now, began, problems, (), "not a manager: no action")
         services = tuple(s for s, _ in self.table.levels[0].placement.items
@@ -341,15 +323,14 @@ class Daemon:
                 float(generation in capacity.ready))
         self.telemetry.displaced.set(len(lost))
 
-    def _resume_paused_updates(self, swarm: SwarmState, acted: set[str]) -> None:
+    def _resume_paused_updates(self, swarm: ClusterState, acted: set[str]) -> None:
         """Start each paused rolling update again with a forced update (Swarm pauses when a
         new task fails or ends early, which a busy host can cause), at most
         MAX_RESUMES times per service and placement; after that it stays paused and
         reported until the next move."""
-        resume = getattr(self.swarm, "resume", None)
+        resume = getattr(self.orchestrator, "resume", None)
         if resume is None:
             return
-        from ecoscale.adapters.swarm import ActionFailed
 
         for name in sorted(self.updates_paused):
             managed = swarm.services.get(name)
@@ -370,7 +351,7 @@ class Daemon:
             self.log("update_resumed", level="warning", service=name, attempt=count + 1,
                      of=MAX_RESUMES, swarm=self.updates_paused[name])
 
-    def _report_paused_updates(self, swarm: SwarmState) -> None:
+    def _report_paused_updates(self, swarm: ClusterState) -> None:
         """Log each service whose rolling update Swarm paused, once per pause, and count them.
 
         Nothing else changes: the tasks being replaced keep serving, and the daemon's next
@@ -400,10 +381,8 @@ class Daemon:
                                       "true" if dry_run else "false").inc()
 
     def _act(self, managed: ManagedService, move: Move) -> Action:
-        from ecoscale.adapters.swarm import ActionFailed
-
         try:
-            self.swarm.apply(managed, move.after)
+            self.orchestrator.apply(managed, move.after)
         except (SourceUnavailable, ActionFailed) as exc:
             self.telemetry.action_failures.labels(managed.name).inc()
             return Action(move, applied=False, error=str(exc))
@@ -428,7 +407,7 @@ class Daemon:
         return TickReport(now, healthy, tuple(problems), actions, note)
 
     # ---- live carbon accounting ----------------------------------------------------------
-    def _account_carbon(self, now: float, swarm: SwarmState, metrics: Metrics,
+    def _account_carbon(self, now: float, swarm: ClusterState, metrics: Metrics,
                         ci: float) -> None:
         """Carbon rate of the running tasks (gCO2e/h) per generation, and its integral.
 
@@ -544,8 +523,8 @@ class Daemon:
         for name in changed:
             if name == "metrics":
                 built[name] = self.adapters.metrics(config)
-            elif name == "swarm":
-                built[name] = self.adapters.swarm(config)
+            elif name == "orchestrator":
+                built[name] = self.adapters.orchestrator(config)
             else:
                 built[name] = self.adapters.carbon(config, self.clock.now())
         return built

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+from ecoscale.adapters.clock import SystemClock
 from ecoscale.adapters.files import (
     load_config,
     load_hardware,
@@ -12,7 +13,7 @@ from ecoscale.adapters.files import (
     load_topology,
 )
 from ecoscale.config import DaemonConfig
-from ecoscale.daemon.loop import Daemon, SystemClock
+from ecoscale.daemon.loop import Daemon
 from ecoscale.daemon.telemetry import Log, serve
 from ecoscale.daemon.wiring import Adapters
 from ecoscale.errors import EcoscaleError, InputError
@@ -52,7 +53,7 @@ def build_daemon(path: str, dry_run: bool = False, adapters: Adapters | None = N
     return Daemon(
         config=config,
         table=table,
-        swarm=adapters.swarm(config),
+        orchestrator=adapters.orchestrator(config),
         metrics=adapters.metrics(config),
         carbon=adapters.carbon(config, clock.now()),
         clock=clock,

@@ -8,12 +8,12 @@ from dataclasses import fields
 from typing import Any
 
 from ecoscale.config import DaemonConfig
-from ecoscale.ports import CarbonSource, MetricsSource, SwarmControl
+from ecoscale.ports import CarbonSource, MetricsSource, Orchestrator
 
 
 class Adapters:
-    """Builds the real clients: Prometheus over HTTP, Docker through docker-py, carbon from a
-    trace or a live API."""
+    """Builds the real clients: Prometheus over HTTP, the orchestrator the config's
+    ``target`` names (adapters/targets.py), carbon from a trace or a live API."""
 
     def prometheus(self, config: DaemonConfig) -> Any:
         """The instant-query client (``query(promql) -> [(labels, time s, value)]``)."""
@@ -26,10 +26,10 @@ class Adapters:
 
         return PromQLMetrics(config.prometheus, client=self.prometheus(config))
 
-    def swarm(self, config: DaemonConfig) -> SwarmControl:
-        from ecoscale.adapters.swarm import DockerSwarm
+    def orchestrator(self, config: DaemonConfig) -> Orchestrator:
+        from ecoscale.adapters.targets import build_target
 
-        return DockerSwarm(config.docker_host, config.labels)
+        return build_target(config.target, config.labels, config.source or "the config")
 
     def carbon(self, config: DaemonConfig, started_at_s: float) -> CarbonSource:
         from ecoscale.adapters.carbon import carbon_source
@@ -39,7 +39,7 @@ class Adapters:
 
 CLIENT_SETTINGS: dict[str, tuple[str, ...]] = {
     "metrics": ("prometheus",),
-    "swarm": ("docker_host", "labels"),
+    "orchestrator": ("target", "labels"),
     "carbon": ("carbon",),
 }
 """Which config settings each client is built from: a reload that changes one of them

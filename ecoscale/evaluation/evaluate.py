@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.adapters.files import load_profile, write_table
+from ecoscale.adapters.placing import place as apply_and_wait
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError
 from ecoscale.evaluation.launcher import daemon_config, start_process
@@ -142,20 +143,9 @@ def place_all(lab: Lab, services: tuple[str, ...], generation: str, timeout_s: f
 
 
 def place(lab: Lab, wanted: dict[str, ServicePlacement], timeout_s: float = 300) -> None:
-    """Move services to the given generations and replica counts; wait until they run."""
-    swarm = DockerSwarm(lab.docker_host)
-    state = swarm.read()
-    for name, placed in wanted.items():
-        if state.services[name].placement != placed:
-            swarm.apply(state.services[name], placed)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = swarm.read()
-        if all(dict(state.services[s].running) == {p.generation: p.replicas}
-               for s, p in wanted.items()):
-            return
-        time.sleep(2)
-    raise EcoscaleError(f"services did not reach their placement within {timeout_s:.0f} s")
+    """Move services to the given generations and replica counts; wait until they run
+    (NotConverged after ``timeout_s``, naming the services that do not)."""
+    apply_and_wait(lab.orchestrator(), wanted, SYSTEM_CLOCK, timeout_s)
 
 
 class Sampler:
@@ -163,7 +153,7 @@ class Sampler:
 
     def __init__(self, lab: Lab, frontend: str, period_s: float):
         self.lab = lab
-        self.swarm = DockerSwarm(lab.docker_host)
+        self.orchestrator = lab.orchestrator()
         self.prometheus = PrometheusClient(lab.prometheus_url)
         self.window_s = max(int(round(period_s)), 6)
         self.frontend = frontend
@@ -184,7 +174,7 @@ class Sampler:
                 "service_cpu_cores", self.frontend, self.window_s), LAB_QUERIES.cpu_label)
         except Exception:
             cpu = {}
-        state = self.swarm.read()
+        state = self.orchestrator.read()
         running = {name: dict(s.running) for name, s in state.services.items()}
         row["running"] = running
         row["cpu"] = cpu

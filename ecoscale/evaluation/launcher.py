@@ -42,7 +42,7 @@ def daemon_config(lab: Lab, table: Path, folder: Path, *, frontend: str = "nginx
         "interval_s": interval_s,
         "max_backoff_s": max(interval_s * 4, 30.0),
         "dry_run": dry_run,
-        "docker_host": "" if in_swarm else lab.docker_host,
+        "target": {"kind": "swarm", "docker_host": "" if in_swarm else lab.docker_host},
         "state_file": "/tmp/ecoscale-daemon-state.json" if in_swarm else str(folder / "state.json"),
         "pause_file": "/etc/ecoscale/pause" if in_swarm else str(folder / "pause"),
         "listen_address": "127.0.0.1",

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,16 @@ import docker
 import docker.errors
 import requests
 
+from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.emulator.service import GATEWAY_NAME, PROBE_PATH
+from ecoscale.adapters.swarm import generation_of, replicas_of
+from ecoscale.adapters.targets import build_target
+from ecoscale.config import TargetConfig
 from ecoscale.lab import cgroups, deploy, engines, images, swarm
-from ecoscale.lab.apps import LabApp, load_app
+from ecoscale.lab.apps import LabApp
 from ecoscale.lab.config import LabConfig, NodeSpec, default_state_dir
-from ecoscale.lab.prometheus import SERVICE_JOB, SERVICE_LABEL, render_config, template_text
+from ecoscale.lab.lab_apps import LabApps
+from ecoscale.lab.prometheus import render_config, template_text
 from ecoscale.lab.system import (
     LabError,
     NotYet,
@@ -44,6 +47,7 @@ from ecoscale.lab.system import (
     stop_pids,
     unmount_all_under,
 )
+from ecoscale.ports import Clock, Orchestrator
 
 STATE_FILE = "lab.json"
 GWBRIDGE = "docker_gwbridge"
@@ -67,15 +71,23 @@ class Lab:
     """The lab described by a ``LabConfig``; every method acts on the real machine."""
 
     def __init__(self, config: LabConfig | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, clock: Clock = SYSTEM_CLOCK):
         self.config = config or LabConfig()
         self.nodes: tuple[NodeSpec, ...] = self.config.nodes()
         self._log = log or (lambda _message: None)
+        self.clock = clock
+        """Every wait and timing of the lab (s); tests pass a FakeClock."""
         self._clients: dict[str, docker.DockerClient] = {}
+        self.apps = LabApps(self)
+        """What runs on the lab: deploy, place, probe (lab_apps.py)."""
+
+    def log(self, message: str) -> None:
+        """Report progress to the caller's log (nothing by default)."""
+        self._log(message)
 
     @classmethod
     def attach(cls, state_dir: str | Path | None = None,
-               log: Callable[[str], None] | None = None) -> Lab:
+               log: Callable[[str], None] | None = None, clock: Clock = SYSTEM_CLOCK) -> Lab:
         """The lab as it was brought up in ``state_dir`` (its saved config), else the default
         config there: what ``down``, ``status``, ``deploy`` and ``load`` act on."""
         folder = Path(state_dir) if state_dir else default_state_dir()
@@ -84,8 +96,9 @@ class Lab:
         except (OSError, ValueError):
             saved = None
         if saved:
-            return cls(LabConfig.from_dict(saved, str(folder / STATE_FILE)), log=log)
-        return cls(LabConfig(state_dir=folder), log=log)
+            return cls(LabConfig.from_dict(saved, str(folder / STATE_FILE)), log=log,
+                       clock=clock)
+        return cls(LabConfig(state_dir=folder), log=log, clock=clock)
 
     # ------------------------------------------------------------------ addresses
     @property
@@ -96,6 +109,15 @@ class Lab:
     def docker_host(self) -> str:
         """DOCKER_HOST of the manager's engine."""
         return engines.engine_paths(self.config, self.manager).docker_host
+
+    @property
+    def target(self) -> TargetConfig:
+        """The lab's Swarm as an orchestrator target (its manager's Docker API)."""
+        return TargetConfig("swarm", self.docker_host)
+
+    def orchestrator(self) -> Orchestrator:
+        """The orchestrator adapter of the lab's Swarm (built by the one factory)."""
+        return build_target(self.target)
 
     @property
     def node_docker_hosts(self) -> dict[str, str]:
@@ -139,14 +161,14 @@ class Lab:
     def state_file(self) -> Path:
         return self.config.state_dir / STATE_FILE
 
-    def _state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         try:
             return json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return {}
 
-    def _save(self, **changes: Any) -> None:
-        state = {**self._state(), **changes}
+    def save(self, **changes: Any) -> None:
+        state = {**self.state(), **changes}
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1, sort_keys=True, default=str) + "\n")
@@ -163,11 +185,11 @@ class Lab:
             self._log("lab is already up")
             return {}
         timings: dict[str, float] = {}
-        began = step = time.monotonic()
+        began = step = self.clock.now()
 
         def lap(name: str) -> None:
             nonlocal step
-            now = time.monotonic()
+            now = self.clock.now()
             timings[name] = round(now - step, 2)
             step = now
 
@@ -187,9 +209,9 @@ class Lab:
                            "machine; stop what listens there or choose other ports "
                            "(LabConfig.gateway_port / prometheus_port)")
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self._save(config=self._fingerprint(), phase="starting", app=None, spec_id=None,
-                   created={"docker_gwbridge": not link_exists(GWBRIDGE),
-                            **{key: not path.exists() for key, path in HOST_FOLDERS.items()}})
+        self.save(config=self._fingerprint(), phase="starting", app=None, spec_id=None,
+                  created={"docker_gwbridge": not link_exists(GWBRIDGE),
+                           **{key: not path.exists() for key, path in HOST_FOLDERS.items()}})
 
         self._log(f"starting {len(self.nodes)} engines: "
                   f"{', '.join(f'{n.name} ({n.generation})' for n in self.nodes)}")
@@ -208,9 +230,9 @@ class Lab:
         node_ids = swarm.form(self.config, self.nodes, clients)
         mgr = clients[self.manager.name]
         poll(lambda: swarm.check_nodes_ready(mgr, node_ids), self.config.timeout_s,
-             "every node to be ready in the Swarm")
+             "every node to be ready in the Swarm", clock=self.clock)
         swarm.label_nodes(mgr, self.nodes, node_ids)
-        self._save(node_ids=node_ids)
+        self.save(node_ids=node_ids)
         lap("swarm_s")
 
         image = images.ensure_image(mgr, [clients[n.name] for n in self.nodes[1:]])
@@ -220,15 +242,16 @@ class Lab:
         lap("image_s")
 
         self._log("starting Prometheus")
-        self._write_prometheus_config([])
+        self.write_prometheus_config([], self.config.emulator_port)
         _, data_dir = deploy.prometheus_dirs(self.config)
         data_dir.mkdir(parents=True, exist_ok=True)
         mgr.services.create(**deploy.prometheus_service(self.config, image))
         prom = self.prometheus
-        poll(prom.ready, self.config.timeout_s, f"Prometheus at {self.prometheus_url}")
+        poll(prom.ready, self.config.timeout_s, f"Prometheus at {self.prometheus_url}",
+             clock=self.clock)
         lap("prometheus_s")
-        self._save(phase="up", image=image)
-        timings["total_s"] = round(time.monotonic() - began, 2)
+        self.save(phase="up", image=image)
+        timings["total_s"] = round(self.clock.now() - began, 2)
         self._log(f"lab up in {timings['total_s']:.1f} s")
         return timings
 
@@ -245,7 +268,7 @@ class Lab:
                 raise NotYet(f"{node.name}: {type(exc).__name__}") from exc
 
         try:
-            poll(ready, self.config.timeout_s, f"the engine of node {node.name}")
+            poll(ready, self.config.timeout_s, f"the engine of node {node.name}", clock=self.clock)
         except LabError:
             engines.raise_engine_failed(self.config, node, "did not become ready")
 
@@ -274,7 +297,7 @@ class Lab:
         returns the seconds that took."""
         require_root("start a node")
         node = self.node(name)
-        began = time.monotonic()
+        began = self.clock.now()
         if engines.engine_pid(self.config, node) is None:
             paths = engines.engine_paths(self.config, node)
             paths.pidfile.unlink(missing_ok=True)   # the killed engine's: not a live one
@@ -282,17 +305,18 @@ class Lab:
             engines.start_engine(self.config, node)
         self._clients.pop(name, None)
         self._wait_engine(node)
-        node_id = self._state().get("node_ids", {}).get(name)
+        node_id = self.state().get("node_ids", {}).get(name)
         if node_id:
             poll(lambda: swarm.check_nodes_ready(self.client(), {name: node_id}),
-                 self.config.timeout_s, f"node {name} to be ready in the Swarm again")
-        seconds = round(time.monotonic() - began, 1)
+                 self.config.timeout_s, f"node {name} to be ready in the Swarm again",
+                 clock=self.clock)
+        seconds = round(self.clock.now() - began, 1)
         self._log(f"node {name} ready again in {seconds:.1f} s")
         return seconds
 
     def healthy(self) -> bool:
         """Whether the lab is up as configured: engines alive, nodes ready, Prometheus ready."""
-        state = self._state()
+        state = self.state()
         if state.get("phase") != "up" or state.get("config") != self._fingerprint():
             return False
         if any(engines.engine_pid(self.config, n) is None for n in self.nodes):
@@ -303,7 +327,7 @@ class Lab:
             return False
         return self.prometheus.ready()
 
-    def _require_up(self) -> None:
+    def require_up(self) -> None:
         if not self.healthy():
             raise LabError("the lab is not up (or not as configured); run `ecoscale lab up` "
                            "first")
@@ -322,7 +346,7 @@ class Lab:
 
     def _clear(self) -> list[str]:
         """Remove every trace of a lab with this configuration, running or crashed."""
-        state = self._state()
+        state = self.state()
         created = state.get("created", {})
         removed: list[str] = []
         live = [n for n in self.nodes if engines.engine_pid(self.config, n) is not None]
@@ -401,7 +425,7 @@ class Lab:
         if links:
             found.append(f"links {sorted(links)}")
         if link_exists(GWBRIDGE) and not self._other_engines() and \
-                self._state().get("created", {}).get("docker_gwbridge", True):
+                self.state().get("created", {}).get("docker_gwbridge", True):
             found.append(f"link {GWBRIDGE}")
         groups = cgroups.group_dirs(self.config.cgroup_name)
         if groups:
@@ -416,229 +440,56 @@ class Lab:
         return found
 
     # ------------------------------------------------------------------ apps
+    # What runs on the lab is LabApps' (lab_apps.py); these are its entry points.
     def deploy(self, app: str, emulation: str | Path | None = None) -> dict[str, Any]:
-        """Run ``app`` as one Swarm service per microservice, all on the first generation.
-
-        Replaces a previously deployed app. Services of the same app whose definition did not
-        change are kept, and put back on the first generation with one replica. Returns once
-        every task runs and answers and Prometheus scrapes it.
-        """
-        require_root("deploy")
-        self._require_up()
-        began = time.monotonic()
-        lab_app = replace(load_app(app, emulation), node_speed=self.config.node_speeds())
-        mgr = self.client()
-        image = images.ensure_image(mgr, [self.client(n.name) for n in self.nodes[1:]])
-        app_config = deploy.ensure_app_config(mgr, lab_app)
-        wanted = {name: deploy.app_service(self.config, lab_app, name, image, app_config)
-                  for name in lab_app.topology.services}
-        wanted[GATEWAY_NAME] = deploy.gateway_service(self.config, lab_app, image, app_config)
-        existing = {s.name: s for s in mgr.services.list()
-                    if s.attrs["Spec"].get("Labels", {}).get(deploy.MANAGED_LABEL) == "true"
-                    or s.name == GATEWAY_NAME}
-        removed, kept, reset, created = [], [], [], []
-        for name, service in existing.items():
-            labels = service.attrs["Spec"].get("Labels", {})
-            if name not in wanted or labels.get(deploy.SPEC_LABEL) != \
-                    wanted[name]["labels"][deploy.SPEC_LABEL]:
-                service.remove()
-                removed.append(name)
-        if GATEWAY_NAME in removed:
-            # The new gateway publishes the same host port: let the old task free it first.
-            poll(lambda: not self._tasks_alive(GATEWAY_NAME), self.config.timeout_s,
-                 "the previous gateway to stop")
-        initial = self.config.manager_generation
-        for name, kwargs in wanted.items():
-            if name in existing and name not in removed:
-                spec = existing[name].attrs["Spec"]
-                if name != GATEWAY_NAME and (swarm.constraint_generation(spec) != initial
-                                             or swarm.replicas_of(spec) != 1):
-                    swarm.update_service(mgr, name, lambda s: (swarm.set_generation(s, initial),
-                                                               swarm.set_replicas(s, 1)))
-                    reset.append(name)
-                else:
-                    kept.append(name)
-                continue
-            mgr.services.create(**kwargs)
-            created.append(name)
-        self._save(app=lab_app.name, spec_id=lab_app.spec_id(), frontend=lab_app.topology.frontend)
-        self._write_prometheus_config(list(lab_app.topology.services))
-        self.prometheus.reload()
-        self._log(f"{lab_app.name}: {len(created)} services created, {len(reset)} put back on "
-                  f"'{initial}', {len(kept)} kept, {len(removed)} removed; waiting for tasks")
-        resumed = self.wait_converged()
-        self.wait_scraped()
-        deploy.remove_unused_configs(mgr, keep=app_config["ConfigName"])
-        seconds = round(time.monotonic() - began, 2)
-        self._log(f"{lab_app.name} deployed in {seconds:.1f} s; entry point {self.frontend_url}")
-        return {"app": lab_app.name, "services": len(lab_app.topology.services),
-                "created": created, "reset": reset, "resumed": resumed, "kept": kept,
-                "removed": removed, "seconds": seconds}
+        """Run ``app`` on the lab (``LabApps.deploy``)."""
+        return self.apps.deploy(app, emulation)
 
     @property
     def deployed_app(self) -> str | None:
         """Name of the deployed app, if any."""
-        return self._state().get("app")
+        return self.apps.deployed_app
 
     def app(self) -> LabApp | None:
         """The deployed app (topology and emulation), if any."""
-        name = self._state().get("app")
-        return replace(load_app(name), node_speed=self.config.node_speeds()) if name else None
+        return self.apps.app()
 
     def managed_services(self) -> list[str]:
-        return sorted(s.name for s in self.client().services.list(
-            filters={"label": f"{deploy.MANAGED_LABEL}=true"}))
-
-    def _tasks_alive(self, service: str) -> bool:
-        for node in self.nodes:
-            if self.client(node.name).containers.list(
-                    filters={"label": f"com.docker.swarm.service.name={service}"}):
-                return True
-        return False
+        return self.apps.managed_services()
 
     def place(self, service: str, generation: str, replicas: int | None = None,
               wait: bool = True) -> None:
-        """Pin a managed service to a generation by its placement constraint (and replicas).
-
-        Waits until the tasks run there, answer, and are scraped by Prometheus.
-        """
-        self.config.generation(generation)
-        if not self.nodes_of(generation):
-            raise LabError(f"generation '{generation}' has no nodes in this lab")
-
-        def mutate(spec: dict[str, Any]) -> None:
-            swarm.set_generation(spec, generation)
-            if replicas is not None:
-                swarm.set_replicas(spec, replicas)
-
-        swarm.update_service(self.client(), service, mutate)
-        if wait:
-            self.wait_converged([service])
-            self.wait_scraped([service])
+        """Pin a managed service to a generation (``LabApps.place``)."""
+        self.apps.place(service, generation, replicas, wait)
 
     def tasks(self, service: str) -> list[dict[str, str]]:
         """Live tasks of a service: node, generation, state, desired state, address."""
-        nodes = swarm.node_names(self.client())
-        return swarm.task_view(self.client().services.get(service), nodes)
+        return self.apps.tasks(service)
 
     def containers_on(self, node: str) -> dict[str, str]:
         """Service name -> container status, as the node's own engine reports them."""
-        found = {}
-        for container in self.client(node).containers.list(
-                filters={"label": "com.docker.swarm.service.name"}):
-            found[container.labels["com.docker.swarm.service.name"]] = container.status
-        return found
+        return self.apps.containers_on(node)
 
-    # ------------------------------------------------------------------ readiness
     def probe(self, services: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """/healthz of every task of the services, through the gateway (on the overlay)."""
-        names = ",".join(services)
-        try:
-            reply = requests.get(f"{self.frontend_url}{PROBE_PATH}",
-                                 params={"services": names}, timeout=15)
-            reply.raise_for_status()
-            return reply.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise NotYet(f"gateway at {self.frontend_url} not answering: "
-                         f"{type(exc).__name__}") from exc
+        """/healthz of every task of the services, through the gateway."""
+        return self.apps.probe(services)
 
     def wait_converged(self, services: Iterable[str] | None = None,
                        timeout_s: float | None = None, resumes: int = 2) -> list[str]:
-        """Wait until the services (default: all of the app and the gateway) run exactly
-        their replicas where their constraints say, and every task answers with the
-        deployed app's document.
-
-        A rolling update that Swarm paused (a new task failed or ended early, which a busy
-        host can cause) is resumed by a forced update up to ``resumes`` times per service,
-        then is an error. Returns the services it resumed.
-        """
-        state = self._state()
-        spec_id = state.get("spec_id")
-        names = list(services) if services is not None else [*self.managed_services(),
-                                                              GATEWAY_NAME]
-        mgr = self.client()
-        resumed: dict[str, int] = {}
-
-        def check() -> bool:
-            nodes = swarm.node_names(mgr)
-            problems = []
-            replicas = {}
-            for name in names:
-                try:
-                    service = mgr.services.get(name)
-                except docker.errors.NotFound as exc:
-                    raise LabError(f"no service {name} in the lab") from exc
-                replicas[name] = swarm.replicas_of(service.attrs["Spec"])
-                try:
-                    problem = swarm.convergence_problem(service, nodes)
-                except swarm.UpdatePaused as paused:
-                    if resumed.get(name, 0) >= resumes:
-                        raise
-                    resumed[name] = resumed.get(name, 0) + 1
-                    self._log(f"{paused}; resuming it ({resumed[name]}/{resumes})")
-                    swarm.update_service(mgr, name, swarm.force_update)
-                    problem = f"{name}: paused update resumed"
-                if problem:
-                    problems.append(problem)
-            if problems:
-                raise NotYet(_summary(problems))
-            health = self._gateway_health()
-            if GATEWAY_NAME in names and (not health or health.get("spec") != spec_id):
-                raise NotYet(f"gateway at {self.frontend_url} not serving the deployed app yet")
-            answers = self.probe(n for n in names if n != GATEWAY_NAME)
-            for name, tasks in answers.items():
-                good = [a for a, h in tasks.items()
-                        if isinstance(h, dict) and h.get("service") == name
-                        and h.get("spec") == spec_id]
-                if len(good) != replicas[name] or len(tasks) != replicas[name]:
-                    problems.append(f"{name}: {len(good)}/{replicas[name]} tasks answer by DNS "
-                                    f"({len(tasks)} resolved)")
-            if problems:
-                raise NotYet(_summary(problems))
-            return True
-
-        poll(check, timeout_s or self.config.timeout_s, "services to converge")
-        return sorted(resumed)
-
-    def _gateway_health(self) -> dict[str, Any] | None:
-        try:
-            reply = requests.get(f"{self.frontend_url}/healthz", timeout=5)
-            return reply.json() if reply.status_code == 200 else None
-        except (requests.RequestException, ValueError):
-            return None
+        """Wait until the services run and answer (``LabApps.wait_converged``)."""
+        return self.apps.wait_converged(services, timeout_s, resumes)
 
     def wait_scraped(self, services: Iterable[str] | None = None,
                      timeout_s: float | None = None) -> None:
-        """Wait until Prometheus scrapes exactly the live tasks of the services, all up."""
-        names = list(services) if services is not None else self.managed_services()
-        names = [n for n in names if n != GATEWAY_NAME]
-        prom = self.prometheus
-        port = self._app_port()
+        """Wait until Prometheus scrapes every task (``LabApps.wait_scraped``)."""
+        self.apps.wait_scraped(services, timeout_s)
 
-        def check() -> bool:
-            answers = self.probe(names)
-            targets = prom.targets_up(SERVICE_JOB, SERVICE_LABEL)
-            problems = []
-            for name in names:
-                expected = {f"{address}:{port}" for address in answers.get(name, {})}
-                seen = targets.get(name, {})
-                if set(seen) != expected or not all(seen.values()):
-                    problems.append(f"{name}: Prometheus has {sorted(seen)} "
-                                    f"(up: {sum(seen.values())}), tasks are {sorted(expected)}")
-            if problems:
-                raise NotYet(_summary(problems))
-            return True
-
-        poll(check, timeout_s or self.config.timeout_s, "Prometheus to scrape every task")
-
-    def _app_port(self) -> int:
-        app = self.app()
-        return app.port if app else self.config.emulator_port
-
-    def _write_prometheus_config(self, services: list[str]) -> None:
+    # ------------------------------------------------------------------ prometheus
+    def write_prometheus_config(self, services: list[str], port: int) -> None:
+        """Prometheus' scrape config for ``services`` (their tasks listen on ``port``)."""
         config_dir, _ = deploy.prometheus_dirs(self.config)
         config_dir.mkdir(parents=True, exist_ok=True)
-        text = render_config(template_text(), services, self._app_port() if services else
+        text = render_config(template_text(), services, port if services else
                              self.config.emulator_port, self.config.scrape_interval_s)
         tmp = config_dir / "prometheus.yml.tmp"
         tmp.write_text(text)
@@ -647,7 +498,7 @@ class Lab:
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         """Nodes (name, generation, ready, emulation), services and where their tasks run."""
-        state = self._state()
+        state = self.state()
         result: dict[str, Any] = {
             "up": False, "state_dir": str(self.config.state_dir), "app": state.get("app"),
             "docker_host": self.docker_host, "prometheus_url": self.prometheus_url,
@@ -681,8 +532,8 @@ class Lab:
                 result["services"][service.name] = {
                     "role": "managed" if labels.get(deploy.MANAGED_LABEL) == "true"
                     else labels[deploy.LAB_LABEL],
-                    "replicas": swarm.replicas_of(spec),
-                    "generation": swarm.constraint_generation(spec),
+                    "replicas": replicas_of(spec),
+                    "generation": generation_of(spec),
                     "tasks": swarm.task_view(service, swarm_nodes),
                 }
         return result
@@ -691,8 +542,3 @@ class Lab:
 def _only_empty_dirs(path: Path) -> bool:
     """True if ``path`` is a folder with no files anywhere below it (only empty folders)."""
     return path.is_dir() and all(p.is_dir() for p in path.rglob("*"))
-
-
-def _summary(problems: list[str], shown: int = 4) -> str:
-    more = f" (+{len(problems) - shown} more)" if len(problems) > shown else ""
-    return "; ".join(problems[:shown]) + more

@@ -1,19 +1,26 @@
-"""Forming the lab's Swarm, labelling its nodes, and reading and updating its services."""
+"""The lab's Swarm: forming it, labelling its nodes, and reading where its tasks run.
+
+Service specs are read and edited by ecoscale.adapters.swarm alone (constraint parsing, the
+spec editor, the retrying update); this module only forms the lab's Swarm and looks at its
+nodes and tasks.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import docker
-import docker.errors
 
-from ecoscale.adapters.swarm import paused_update_message
+from ecoscale.adapters.swarm import (
+    GENERATION_LABEL,
+    generation_of,
+    paused_update_message,
+    replicas_of,
+)
 from ecoscale.lab.config import LabConfig, NodeSpec
-from ecoscale.lab.system import LabError, NotYet
+from ecoscale.lab.system import NotYet
 
-GENERATION_LABEL = "ecoscale.generation"
 NODE_LABEL = "ecoscale.node"
 GENERATION_CONSTRAINT = f"node.labels.{GENERATION_LABEL}"
 TERMINAL_STATES = {"complete", "shutdown", "failed", "rejected", "orphaned", "remove"}
@@ -66,58 +73,6 @@ def node_names(mgr: docker.DockerClient) -> dict[str, dict[str, str]]:
     return found
 
 
-def update_service(mgr: docker.DockerClient, name: str,
-                   mutate: Callable[[dict[str, Any]], None], attempts: int = 5) -> None:
-    """Re-read the service, let ``mutate`` change its spec in place, write it back.
-
-    The whole spec is sent back, so nothing the mutation does not touch is lost; "update out
-    of sequence" (someone else updated in between) is retried on a fresh read.
-    """
-    for attempt in range(attempts):
-        service = mgr.services.get(name)
-        spec = service.attrs["Spec"]
-        mutate(spec)
-        try:
-            mgr.api.update_service(
-                service.id, service.version, task_template=spec["TaskTemplate"],
-                name=spec["Name"], labels=spec.get("Labels"), mode=spec.get("Mode"),
-                update_config=spec.get("UpdateConfig"),
-                rollback_config=spec.get("RollbackConfig"),
-                networks=spec.get("TaskTemplate", {}).get("Networks"),
-                endpoint_spec=spec.get("EndpointSpec"), fetch_current_spec=False)
-            return
-        except docker.errors.APIError as exc:
-            if "out of sequence" in str(exc) and attempt + 1 < attempts:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            raise LabError(f"updating service {name} failed: {exc}") from exc
-
-
-def set_generation(spec: dict[str, Any], generation: str) -> None:
-    """Replace the generation constraint of a service spec, keeping every other one."""
-    placement = spec.setdefault("TaskTemplate", {}).setdefault("Placement", {})
-    kept = [c for c in placement.get("Constraints") or []
-            if not c.replace(" ", "").startswith(GENERATION_CONSTRAINT)]
-    placement["Constraints"] = [*kept, f"{GENERATION_CONSTRAINT}=={generation}"]
-
-
-def set_replicas(spec: dict[str, Any], replicas: int) -> None:
-    spec["Mode"] = {"Replicated": {"Replicas": int(replicas)}}
-
-
-def constraint_generation(spec: Mapping[str, Any]) -> str | None:
-    """The generation a service is pinned to by its constraint, if any."""
-    for constraint in spec.get("TaskTemplate", {}).get("Placement", {}).get("Constraints") or []:
-        compact = constraint.replace(" ", "")
-        if compact.startswith(GENERATION_CONSTRAINT + "=="):
-            return compact.split("==", 1)[1]
-    return None
-
-
-def replicas_of(spec: Mapping[str, Any]) -> int:
-    return int(spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 1))
-
-
 def task_view(service: Any, nodes: Mapping[str, Mapping[str, str]]) -> list[dict[str, str]]:
     """Live tasks of a service: node, generation, state, desired state, address."""
     view = []
@@ -136,40 +91,21 @@ def task_view(service: Any, nodes: Mapping[str, Mapping[str, str]]) -> list[dict
     return sorted(view, key=lambda t: (t["desired"] != "running", t["node"]))
 
 
-class UpdatePaused(LabError):
-    """Swarm paused a service's rolling update (a new task failed or ended early)."""
-
-    def __init__(self, service: str, message: str):
-        super().__init__(f"service {service}: update {message}")
-        self.service = service
-
-
-def paused_update(service: Any) -> str:
-    """Swarm's "state: message" when it paused the service's update, else ''."""
-    return paused_update_message(service.attrs)
-
-
-def force_update(spec: dict[str, Any]) -> None:
-    """Make the next update replace the tasks even if nothing else changed, which also
-    resumes a paused update (``docker service update --force``)."""
-    template = spec.setdefault("TaskTemplate", {})
-    template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
-
-
 def convergence_problem(service: Any, nodes: Mapping[str, Mapping[str, str]]) -> str:
-    """'' when the service runs exactly its replicas where its constraint says, else why
-    not; UpdatePaused when Swarm paused its update."""
+    """'' when the service runs exactly its replicas where its constraint says and no old
+    task is still stopping, else why not (a paused update included: the lab's services
+    that the orchestrator does not manage, e.g. the gateway, are not resumed)."""
     spec = service.attrs["Spec"]
     name = spec["Name"]
-    paused = paused_update(service)
+    paused = paused_update_message(service.attrs)
     if paused:
-        raise UpdatePaused(name, paused)
+        return f"{name}: update {paused}"
     wanted = replicas_of(spec)
-    generation = constraint_generation(spec)
+    generation = generation_of(spec)
     tasks = task_view(service, nodes)
     running = [t for t in tasks if t["desired"] == "running" and t["state"] == "running"]
     stopping = [t for t in tasks if t["desired"] != "running"]
-    if len(running) != wanted:
+    if wanted is not None and len(running) != wanted:
         errors = "; ".join(sorted({t["error"] for t in tasks if t["error"]}))
         return (f"{name}: {len(running)}/{wanted} tasks running"
                 + (f" ({errors})" if errors else ""))

@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.errors import EcoscaleError
+from ecoscale.ports import Clock
 
 T = TypeVar("T")
 
@@ -58,14 +60,16 @@ def run(args: Sequence[str], *, check: bool = True, timeout_s: float = 120.0,
 
 
 def poll(check: Callable[[], T | None], timeout_s: float, what: str,
-         interval_s: float = 0.5, max_interval_s: float = 3.0) -> T:
+         interval_s: float = 0.5, max_interval_s: float = 3.0,
+         clock: Clock = SYSTEM_CLOCK) -> T:
     """Call ``check`` until it returns something other than None/False; that is the result.
 
     The lab's one waiting helper: every readiness wait has a deadline (minutes on a busy CI
     machine) and never relies on a fixed sleep. ``check`` may raise ``NotYet(detail)`` to say
-    why it is not ready; the last detail is in the timeout error.
+    why it is not ready; the last detail is in the timeout error. ``clock`` (s) is injected
+    so that tests wait in virtual time.
     """
-    deadline = time.monotonic() + timeout_s
+    deadline = clock.now() + timeout_s
     detail = ""
     while True:
         try:
@@ -74,10 +78,10 @@ def poll(check: Callable[[], T | None], timeout_s: float, what: str,
                 return result
         except NotYet as exc:
             detail = str(exc)
-        if time.monotonic() >= deadline:
+        if clock.now() >= deadline:
             suffix = f": {detail}" if detail else ""
             raise LabError(f"timed out after {timeout_s:g} s waiting for {what}{suffix}")
-        time.sleep(min(interval_s, max(0.0, deadline - time.monotonic())))
+        clock.sleep(min(interval_s, max(0.0, deadline - clock.now())))
         interval_s = min(max_interval_s, interval_s * 1.5)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from ecoscale.adapters.files import load_hardware, load_topology, read_yaml, write_yaml
 from ecoscale.adapters.outputs import beside, check_out_file, git_tracked
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.adapters.swarm import DockerSwarm
+from ecoscale.adapters.targets import build_target
+from ecoscale.config import TargetConfig
 from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.model.topology import Topology
 from ecoscale.paths import profiles_dir
@@ -120,8 +121,8 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
     finished = compact(raw_csv) if raw_csv.exists() else 0
     if finished:
         print(f"resuming: {finished} points of {raw_csv} are done and will not be re-run")
-    swarm = DockerSwarm(pool.docker_host)
-    runner = Runner(pool, topology, swarm, PrometheusClient(pool.prometheus_url),
+    orchestrator = build_target(TargetConfig(docker_host=pool.docker_host), source=pool_name)
+    runner = Runner(pool, topology, orchestrator, PrometheusClient(pool.prometheus_url),
                     loadgen_driver(pool.frontend_url, topology), raw_csv)
     runner.remember()
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +19,15 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ecoscale.adapters.clock import SYSTEM_CLOCK
+from ecoscale.adapters.placing import place
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.config import RoleQueries
 from ecoscale.errors import InputError
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.model.topology import Topology
-from ecoscale.ports import SourceUnavailable, SwarmControl
+from ecoscale.ports import Clock, Orchestrator, SourceUnavailable
 from ecoscale.profiler.experiments import SLICE_S, Experiment, PoolConfig, settle_s, sliced_window
 from ecoscale.profiler.store import E2E, Row, append_rows, finished_points, read_rows
 
@@ -75,16 +76,18 @@ LoadDriver = Callable[[float, float, int], LoadOutcome]
 class Progress:
     """A one-line progress bar with time remaining, on stderr."""
 
-    def __init__(self, total: int, per_point_s: float, stream: TextIO | None = None):
+    def __init__(self, total: int, per_point_s: float, stream: TextIO | None = None,
+                 clock: Clock = SYSTEM_CLOCK):
         self.total = max(total, 1)
         self.done = 0
         self.per_point_s = per_point_s
-        self.began = time.monotonic()
+        self.clock = clock
+        self.began = clock.now()
         self.stream = stream or sys.stderr
 
     def step(self, label: str) -> None:
         self.done += 1
-        elapsed = time.monotonic() - self.began
+        elapsed = self.clock.now() - self.began
         left = (self.total - self.done) * (elapsed / self.done if self.done else self.per_point_s)
         width = 30
         filled = int(width * self.done / self.total)
@@ -99,7 +102,7 @@ class Progress:
 class Runner:
     pool: PoolConfig
     topology: Topology
-    swarm: SwarmControl
+    orchestrator: Orchestrator
     prometheus: PrometheusClient
     load: LoadDriver
     raw_csv: Path
@@ -107,10 +110,12 @@ class Runner:
     original: Mapping[str, ServicePlacement] = field(default_factory=dict)
     replies_checked: bool = False
     """Whether a measured point's replies were checked against the role queries."""
+    clock: Clock = SYSTEM_CLOCK
+    """Waits (placement, the last scrape) and the window's end; tests pass a FakeClock."""
 
     # ---- placements --------------------------------------------------------------------
     def remember(self) -> None:
-        state = self.swarm.read()
+        state = self.orchestrator.read()
         missing = [s for s in self.topology.services if s not in state.services]
         if missing:
             raise SourceUnavailable(f"the pool does not run these services of "
@@ -125,26 +130,10 @@ class Runner:
                          if state.services[s].placement is not None}
 
     def place(self, wanted: Mapping[str, ServicePlacement]) -> int:
-        """Apply the placement and wait until every task runs where it should; moves made."""
-        state = self.swarm.read()
-        moves = 0
-        for service, placed in wanted.items():
-            managed = state.services[service]
-            if managed.placement != placed:
-                self.swarm.apply(managed, placed)
-                moves += 1
-        deadline = time.monotonic() + self.pool.settle_timeout_s
-        while True:
-            state = self.swarm.read()
-            pending = [s for s, p in wanted.items()
-                       if dict(state.services[s].running) != {p.generation: p.replicas}]
-            if not pending:
-                return moves
-            if time.monotonic() > deadline:
-                raise SourceUnavailable(f"placement did not converge within "
-                                        f"{self.pool.settle_timeout_s:.0f} s: "
-                                        f"{', '.join(pending[:5])}")
-            time.sleep(1.0)
+        """Apply the placement and wait until every task runs where it should (at most the
+        pool's settle_timeout_s); moves made."""
+        return len(place(self.orchestrator, wanted, self.clock, self.pool.settle_timeout_s,
+                         log=self.log))
 
     def restore(self) -> None:
         if self.original:
@@ -209,7 +198,7 @@ class Runner:
         start = outcome.started_at
         end = start + self.pool.measure_s
         window = max(int(round(end - start)), 1)
-        time.sleep(max(0.0, 2.5 - (time.time() - end)))   # let the last scrape land
+        self.clock.sleep(max(0.0, 2.5 - (self.clock.now() - end)))   # the last scrape lands
         queries = self.queries
         per_service = self._quantiles("service_p99_ms", window, end, queries.service_label)
         e2e = self._quantiles("p99_ms", window, end, None)

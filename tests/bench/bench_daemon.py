@@ -34,7 +34,7 @@ from ecoscale.daemon.telemetry import Log
 from ecoscale.model.app import AppModel, default_slo
 from ecoscale.planner.synthetic import synthetic_app
 from ecoscale.planner.table import PolicyTable, build_table
-from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm
+from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingOrchestrator
 
 TARGET_MS = {"socialNetwork": 20.0, "synthetic-1000": 1000.0}
 INTERVAL_S = 15.0
@@ -58,7 +58,8 @@ def load_shape(ticks: int, peak_qps: float) -> list[float]:
 def make_daemon(table: PolicyTable, model: AppModel, state_dir: str) -> Daemon:
     config = DaemonConfig(app=model.topology.app, table="bench", interval_s=INTERVAL_S,
                           listen_port=0, state_file=str(Path(state_dir) / "state.json"))
-    return Daemon(config=config, table=table, swarm=RecordingSwarm.of(table.levels[0].placement),
+    return Daemon(config=config, table=table,
+                  orchestrator=RecordingOrchestrator.of(table.levels[0].placement),
                   metrics=InMemoryMetrics(), carbon=FixedCarbon(), clock=FakeClock(),
                   model=model, log=Log(io.StringIO()))
 
@@ -79,14 +80,14 @@ def timed_ticks(daemon: Daemon, loads: list[float], slo_ms: float,
 
 def observe_only(daemon: Daemon) -> None:
     """Baseline tick: read the ports as run_once does, decide nothing."""
-    daemon.swarm.read()
+    daemon.orchestrator.read()
     daemon.metrics.read(daemon.clock.now())
     daemon.carbon.intensity(daemon.clock.now())
 
 
 def decide_only(daemon: Daemon) -> None:
     """The pure decision on the current Swarm placement, as run_once calls it."""
-    swarm = daemon.swarm.read()
+    swarm = daemon.orchestrator.read()
     services = tuple(s for s, _ in daemon.table.levels[0].placement.items)
     obs = Observation(clock_s=daemon.clock.now(), qps=daemon.metrics.qps,
                       p99_ms=daemon.metrics.p99_ms, ci_g_per_kwh=250.0,
@@ -129,7 +130,7 @@ def main() -> None:
             Path(state_dir, "state.json").unlink(missing_ok=True)
             daemon = make_daemon(table, model, state_dir)
             full = timed_ticks(daemon, loads, slo_ms, Daemon.run_once)
-        moves = len(daemon.swarm.applied)
+        moves = len(daemon.orchestrator.applied)
         target = TARGET_MS.get(name)
         verdict = "" if target is None else (
             f"median < {target:g} ms: {'meets' if statistics.median(full) < target else 'MISSES'}")

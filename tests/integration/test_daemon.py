@@ -25,7 +25,6 @@ from waiting import Load, free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.evaluation.launcher import (
     DAEMON_SERVICE,
     PROMETHEUS_SERVICE,
@@ -75,7 +74,7 @@ CONTROL = {"slo_miss_periods": 3, "escalation_hold_s": 60, "cooldown_s": 10,
 
 
 def running(lab) -> dict[str, dict[str, int]]:
-    state = DockerSwarm(lab.docker_host).read()
+    state = lab.orchestrator().read()
     return {name: dict(s.running) for name, s in state.services.items()}
 
 

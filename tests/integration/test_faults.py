@@ -27,7 +27,8 @@ from pathlib import Path
 from waiting import Load, free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
-from ecoscale.adapters.swarm import DockerSwarm
+from ecoscale.adapters.targets import build_target
+from ecoscale.config import TargetConfig
 from ecoscale.evaluation.launcher import daemon_config, start_process
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
@@ -65,7 +66,7 @@ def table(on_old: tuple[str, ...]) -> PolicyTable:
 
 
 def running(docker_host: str) -> dict[str, dict[str, int]]:
-    state = DockerSwarm(docker_host).read()
+    state = build_target(TargetConfig(docker_host=docker_host)).read()
     return {name: dict(s.running) for name, s in state.services.items()}
 
 

@@ -14,7 +14,8 @@ import pytest
 from conftest import CPU_HEAVY, REPORT, host_traces
 
 from ecoscale.adapters.files import load_topology
-from ecoscale.lab import engines, swarm
+from ecoscale.adapters.swarm import forced_spec, paused_update_message, update_service
+from ecoscale.lab import engines
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.queries import (
     cpu_query,
@@ -151,6 +152,11 @@ def test_front_end_moves_to_the_old_node_and_the_entry_point_follows(social_netw
 PAUSED_SERVICE = "media-service"
 
 
+def paused_update(lab: Lab, name: str) -> str:
+    """Swarm's "state: message" when it paused the service's update, else ''."""
+    return paused_update_message(lab.client().services.get(name).attrs)
+
+
 def provoke_paused_update(lab: Lab, name: str) -> None:
     """Make Swarm pause a rolling update of ``name`` with a good spec, as a busy host can:
     force an update with a 60-s monitor window, and kill the new task's container in it."""
@@ -158,12 +164,13 @@ def provoke_paused_update(lab: Lab, name: str) -> None:
     service_label = {"label": f"com.docker.swarm.service.name={name}"}
     before = {c.id for c in node.containers.list(filters=service_label)}
 
-    def slow_monitor(spec: dict) -> None:
-        swarm.force_update(spec)
-        spec["UpdateConfig"] = {**spec.get("UpdateConfig", {}), "Monitor": 60 * 10**9,
-                                "FailureAction": "pause"}
+    def slow_monitor(spec: dict) -> dict:
+        forced = forced_spec(spec)
+        forced["UpdateConfig"] = {**spec.get("UpdateConfig", {}), "Monitor": 60 * 10**9,
+                                  "FailureAction": "pause"}
+        return forced
 
-    swarm.update_service(lab.client(), name, slow_monitor)
+    update_service(lab.client().api, name, slow_monitor)
 
     def kill_the_new_task() -> bool:
         fresh = [c for c in node.containers.list(filters=service_label) if c.id not in before]
@@ -173,7 +180,7 @@ def provoke_paused_update(lab: Lab, name: str) -> None:
         return True
 
     poll(kill_the_new_task, 60, f"the new {name} task to start")
-    poll(lambda: swarm.paused_update(lab.client().services.get(name)) or None, 60,
+    poll(lambda: paused_update(lab, name) or None, 60,
          f"Swarm to pause the update of {name}")
 
 
@@ -182,16 +189,16 @@ def test_a_paused_update_is_resumed_by_the_wait_and_by_deploy(social_network):
     try:
         provoke_paused_update(lab, PAUSED_SERVICE)
         lab.wait_converged([PAUSED_SERVICE])
-        assert not swarm.paused_update(lab.client().services.get(PAUSED_SERVICE))
+        assert not paused_update(lab, PAUSED_SERVICE)
         provoke_paused_update(lab, PAUSED_SERVICE)
         deployed = lab.deploy("socialNetwork")
         assert deployed["resumed"] == [PAUSED_SERVICE]
-        assert not swarm.paused_update(lab.client().services.get(PAUSED_SERVICE))
+        assert not paused_update(lab, PAUSED_SERVICE)
         assert [(t["node"], t["state"]) for t in lab.tasks(PAUSED_SERVICE)
                 if t["desired"] == "running"] == [("new-1", "running")]
     finally:
-        swarm.update_service(lab.client(), PAUSED_SERVICE, lambda spec: spec.update(
-            UpdateConfig={**spec["UpdateConfig"], "Monitor": 2 * 10**9}))
+        update_service(lab.client().api, PAUSED_SERVICE, lambda spec: {
+            **spec, "UpdateConfig": {**spec["UpdateConfig"], "Monitor": 2 * 10**9}})
         lab.wait_converged([PAUSED_SERVICE])
 
 

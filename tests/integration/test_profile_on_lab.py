@@ -16,7 +16,6 @@ from __future__ import annotations
 from conftest import CPU_HEAVY
 
 from ecoscale.adapters.files import load_profile, read_yaml
-from ecoscale.adapters.swarm import DockerSwarm
 from ecoscale.lab.pool import NAMED_POOLS
 from ecoscale.profiler.main import run_profile
 from ecoscale.profiler.store import finished_points, read_rows
@@ -58,7 +57,7 @@ def test_profile_ranks_cpu_heavy_over_io_bound_and_resumes(cpu_heavy_lab, tmp_pa
         load)
 
     # the services are back where they were: all on new
-    state = DockerSwarm(cpu_heavy_lab.docker_host).read()
+    state = cpu_heavy_lab.orchestrator().read()
     assert {s.placement.generation for s in state.services.values()} == {"new"}
 
     # a rerun resumes: nothing is measured twice

@@ -20,7 +20,7 @@ from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.testing import (
     FakeAdapters,
     RecordedPrometheus,
-    RecordingSwarm,
+    RecordingOrchestrator,
     toy_table,
     vector_reply,
 )
@@ -78,7 +78,7 @@ def test_prometheus_down_says_which_and_hints_at_the_lab():
 DOCKER_CASES = [
     pytest.param(dict(), True, False, "a Swarm manager, 2 managed services", id="ok"),
     pytest.param(dict(down=True), False, False, "docker (fake) is down", id="down"),
-    pytest.param(dict(is_manager=False), False, False, "is not a Swarm manager",
+    pytest.param(dict(is_controller=False), False, False, "is not a Swarm manager",
                  id="not-a-manager"),
     pytest.param(dict(missing=True), True, True, "not running: b", id="service-missing"),
 ]
@@ -86,11 +86,11 @@ DOCKER_CASES = [
 
 @pytest.mark.parametrize("setup,ok,warning,fragment", DOCKER_CASES)
 def test_docker_builds_the_client_and_counts_managed_services(setup, ok, warning, fragment):
-    swarm = RecordingSwarm.of(PLACED, down=setup.get("down", False),
-                              is_manager=setup.get("is_manager", True))
+    swarm = RecordingOrchestrator.of(PLACED, down=setup.get("down", False),
+                              is_controller=setup.get("is_controller", True))
     if setup.get("missing"):
         del swarm.services["b"]
-    result = check_docker(CONFIG, table(), FakeAdapters(swarm_control=swarm))
+    result = check_docker(CONFIG, table(), FakeAdapters(orchestrator_fake=swarm))
     assert (result.ok, result.warning) == (ok, warning) and fragment in result.detail, \
         result.detail
 
@@ -130,7 +130,7 @@ def test_a_table_planned_from_another_profile_is_noticed(social_model):
 
 def test_one_crashing_check_is_reported_as_that_component(social_model):
     class Broken(FakeAdapters):
-        def swarm(self, config):
+        def orchestrator(self, config):
             raise RuntimeError("no docker-py")
 
     results = {r.component: r for r in run_checks(CONFIG, table(), social_model,
@@ -163,7 +163,7 @@ def test_run_check_exit_code_names_the_failing_adapter(planned_config, monkeypat
     adapters = FakeAdapters(
         prometheus_client=RecordedPrometheus({QPS: one(), P99: one()},
                                              down=broken == "prometheus"),
-        swarm_control=RecordingSwarm.of(services, down=broken == "docker"))
+        orchestrator_fake=RecordingOrchestrator.of(services, down=broken == "docker"))
     monkeypatch.setattr(daemon_main, "ADAPTERS", adapters)
     assert main(["run", "--check", "--config", str(planned_config)]) == code
     captured = capsys.readouterr()
@@ -178,6 +178,6 @@ def test_the_shipped_lab_config_is_valid_and_names_the_lab():
     config = load_config("deploy/daemon/lab.yaml")
     lab = Lab(LabConfig())
     assert config.profile == "lab" and config.table.endswith("deploy/daemon/lab-table.yaml")
-    assert config.docker_host == lab.docker_host
+    assert config.target.docker_host == lab.docker_host   # the old top-level key
     assert config.prometheus.url == lab.prometheus_url
     assert config.control.lost_task_grace_s == 60.0

@@ -17,7 +17,13 @@ from ecoscale.control.policy import Cause, Decision, Move
 from ecoscale.daemon.loop import Daemon
 from ecoscale.daemon.telemetry import Log
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.testing import FakeClock, FixedCarbon, InMemoryMetrics, RecordingSwarm, toy_table
+from ecoscale.testing import (
+    FakeClock,
+    FixedCarbon,
+    InMemoryMetrics,
+    RecordingOrchestrator,
+    toy_table,
+)
 
 NEW1, OLD1, OLD2 = ServicePlacement("new", 1), ServicePlacement("old", 1), \
     ServicePlacement("old", 2)
@@ -113,10 +119,10 @@ def test_daemon_moves_services_off_a_lost_node_reports_it_and_returns_after_cool
     stream = io.StringIO()
     daemon = Daemon(config=DaemonConfig(app="toy", table="t.yaml", interval_s=INTERVAL,
                                         control=SETTINGS),
-                    table=TABLE, swarm=RecordingSwarm.of(LOW),
+                    table=TABLE, orchestrator=RecordingOrchestrator.of(LOW),
                     metrics=InMemoryMetrics(50.0, 5.0), carbon=FixedCarbon(),
                     clock=FakeClock(), log=Log(stream))
-    swarm = daemon.swarm
+    swarm = daemon.orchestrator
 
     def tick():
         report = daemon.run_once()
@@ -157,18 +163,18 @@ def test_daemon_moves_services_off_a_lost_node_reports_it_and_returns_after_cool
 def test_a_short_node_loss_returns_only_after_the_cooldown():
     daemon = Daemon(config=DaemonConfig(app="toy", table="t.yaml", interval_s=INTERVAL,
                                         control=SETTINGS),
-                    table=TABLE, swarm=RecordingSwarm.of(LOW),
+                    table=TABLE, orchestrator=RecordingOrchestrator.of(LOW),
                     metrics=InMemoryMetrics(50.0, 5.0), carbon=FixedCarbon(),
                     clock=FakeClock(), log=Log(io.StringIO()))
     daemon.run_once()
-    daemon.swarm.lose_node("old")
+    daemon.orchestrator.lose_node("old")
     daemon.clock.advance(INTERVAL)
     daemon.run_once()
     evacuated = daemon.clock.now()
-    daemon.swarm.restore_node("old")
+    daemon.orchestrator.restore_node("old")
     while daemon.clock.now() - evacuated < SETTINGS.cooldown_s:
         daemon.clock.advance(INTERVAL)
         daemon.run_once()
         if daemon.clock.now() - evacuated < SETTINGS.cooldown_s:
-            assert daemon.swarm.placement() == placement(a=NEW1, b=NEW1, c=NEW1)
-    assert daemon.swarm.placement() == LOW
+            assert daemon.orchestrator.placement() == placement(a=NEW1, b=NEW1, c=NEW1)
+    assert daemon.orchestrator.placement() == LOW

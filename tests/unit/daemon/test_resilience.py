@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from ecoscale.config import CarbonConfig, DaemonConfig, PrometheusConfig
+from ecoscale.config import CarbonConfig, DaemonConfig, PrometheusConfig, TargetConfig
 from ecoscale.control.decide import ControlState
 from ecoscale.daemon import main as daemon_main
 from ecoscale.daemon.loop import Daemon, load_state, save_state
@@ -21,7 +21,7 @@ from ecoscale.testing import (
     FakeClock,
     FixedCarbon,
     InMemoryMetrics,
-    RecordingSwarm,
+    RecordingOrchestrator,
     toy_table,
 )
 
@@ -34,7 +34,7 @@ CONFIG = DaemonConfig(app="toy", table="t.yaml", source="c.yaml",
 
 def make(config=CONFIG, adapters=None, clock=None):
     stream = io.StringIO()
-    daemon = Daemon(config=config, table=TABLE, swarm=RecordingSwarm.of(LOW),
+    daemon = Daemon(config=config, table=TABLE, orchestrator=RecordingOrchestrator.of(LOW),
                     metrics=InMemoryMetrics(50.0, 5.0), carbon=FixedCarbon(),
                     clock=clock or FakeClock(), log=Log(stream), adapters=adapters)
     return daemon, stream
@@ -97,8 +97,8 @@ def test_a_good_state_file_is_read_back(tmp_path):
 RELOADS = [
     pytest.param(dict(prometheus=replace(CONFIG.prometheus, url="http://b:9090")),
                  [("metrics", "http://b:9090")], id="prometheus-url"),
-    pytest.param(dict(docker_host="tcp://manager:2375"), [("swarm", "tcp://manager:2375")],
-                 id="docker-host"),
+    pytest.param(dict(target=TargetConfig(docker_host="tcp://manager:2375")),
+                 [("orchestrator", "tcp://manager:2375")], id="docker-host"),
     pytest.param(dict(carbon=CarbonConfig(trace="DE")), [("carbon", "DE")], id="carbon-trace"),
     pytest.param(dict(interval_s=30.0), [], id="no-client-setting"),
     pytest.param(dict(prometheus=replace(CONFIG.prometheus, url="http://b:9090"),
@@ -111,7 +111,8 @@ RELOADS = [
 def test_sighup_rebuilds_exactly_the_clients_whose_settings_changed(change, rebuilt):
     adapters = FakeAdapters()
     daemon, stream = make(adapters=adapters)
-    before = {"metrics": daemon.metrics, "swarm": daemon.swarm, "carbon": daemon.carbon}
+    before = {"metrics": daemon.metrics, "orchestrator": daemon.orchestrator,
+              "carbon": daemon.carbon}
     new = replace(CONFIG, **change)
     daemon._reload(lambda: (new, TABLE))
     assert adapters.built == rebuilt
@@ -142,8 +143,9 @@ def test_a_reload_that_cannot_be_applied_is_refused_and_nothing_changes(change, 
 
 def test_without_adapters_a_client_change_is_refused():
     daemon, stream = make(adapters=None)
-    daemon._reload(lambda: (replace(CONFIG, docker_host="tcp://x:2375"), TABLE))
-    assert daemon.config.docker_host == ""
+    daemon._reload(lambda: (replace(CONFIG, target=TargetConfig(docker_host="tcp://x:2375")),
+                            TABLE))
+    assert daemon.config.target.docker_host == ""
     assert "cannot build clients" in events(stream)[-1]["error"]
 
 
@@ -155,7 +157,7 @@ def test_build_daemon_uses_the_adapters_and_keeps_them_for_reloads(tmp_path, mon
     path.write_text("app: socialNetwork\ntable: t.yaml\nprometheus: {qps: a, p99_ms: b}\n")
     adapters = FakeAdapters()
     daemon = daemon_main.build_daemon(str(path), adapters=adapters)
-    assert [c for c, _ in adapters.built] == ["swarm", "metrics", "carbon"]
+    assert [c for c, _ in adapters.built] == ["orchestrator", "metrics", "carbon"]
     assert daemon.adapters is adapters
 
 
@@ -178,5 +180,5 @@ def test_a_reloaded_table_without_a_running_generation_moves_its_services_off_it
     table = replace(TABLE, levels=(replace(TABLE.levels[0], placement=all_new),))
     daemon._reload(lambda: (CONFIG, table))
     report = daemon.run_once()
-    assert daemon.swarm.placement() == all_new
+    assert daemon.orchestrator.placement() == all_new
     assert all(a.applied for a in report.actions) and len(report.actions) == 2

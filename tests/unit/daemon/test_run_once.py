@@ -22,7 +22,7 @@ from ecoscale.testing import (
     FakeClock,
     FixedCarbon,
     InMemoryMetrics,
-    RecordingSwarm,
+    RecordingOrchestrator,
     toy_table,
 )
 
@@ -46,7 +46,7 @@ def make(start=LOW, qps=50.0, p99=5.0, tmp_path=None, **config):
     settings.update(config)
     log_stream = io.StringIO()
     daemon = Daemon(config=DaemonConfig(**settings), table=TABLE,
-                    swarm=RecordingSwarm.of(start), metrics=InMemoryMetrics(qps, p99),
+                    orchestrator=RecordingOrchestrator.of(start), metrics=InMemoryMetrics(qps, p99),
                     carbon=FixedCarbon(), clock=FakeClock(), log=Log(log_stream))
     return daemon, log_stream
 
@@ -65,7 +65,7 @@ def test_load_step_up_moves_toward_new_with_one_log_line_per_action():
     daemon, log = make()
     tick(daemon)
     report = tick(daemon, qps=290)
-    assert daemon.swarm.placement() == HIGH
+    assert daemon.orchestrator.placement() == HIGH
     assert {a.service for a in report.actions} == {"a", "b"} and all(a.applied for a in
                                                                      report.actions)
     lines = [json.loads(x) for x in log.getvalue().splitlines()]
@@ -97,14 +97,14 @@ def test_rules(setup, steps, expected):
     daemon, _ = make(**setup)
     for qps, p99 in steps:
         tick(daemon, qps=qps, p99=p99)
-    assert daemon.swarm.placement() == expected
+    assert daemon.orchestrator.placement() == expected
 
 
 def test_dry_run_logs_what_it_would_do():
     daemon, log = make(dry_run=True)
     report = tick(daemon, qps=290)
     assert report.actions and not any(a.applied for a in report.actions)
-    assert daemon.swarm.applied == []
+    assert daemon.orchestrator.applied == []
     assert all(json.loads(x)["dry_run"] for x in log.getvalue().splitlines()
                if '"action"' in x)
 
@@ -114,36 +114,36 @@ def test_pause_file_holds_every_action(tmp_path):
     daemon, _ = make(pause_file=str(pause))
     pause.touch()
     tick(daemon, qps=290)
-    assert daemon.swarm.applied == []
+    assert daemon.orchestrator.applied == []
     pause.unlink()
     tick(daemon, qps=290)
-    assert daemon.swarm.placement() == HIGH
+    assert daemon.orchestrator.placement() == HIGH
 
 
 def test_paused_label_holds_one_service():
     daemon, _ = make()
-    daemon.swarm.pause("a")
+    daemon.orchestrator.pause("a")
     tick(daemon, qps=290)
-    placed = daemon.swarm.placement()
+    placed = daemon.orchestrator.placement()
     assert placed["a"] == OLD1 and placed["b"] == OLD2
 
 
 def test_a_paused_swarm_update_is_logged_once_counted_and_the_next_move_goes_ahead():
     daemon, log = make()
-    daemon.swarm.services["a"] = replace(daemon.swarm.services["a"],
+    daemon.orchestrator.services["a"] = replace(daemon.orchestrator.services["a"],
                                          update_paused="paused: task xyz failed")
     # a persistent failure: each forced update pauses again
-    daemon.swarm.resume = lambda service: daemon.swarm.resumed.append(service.name)
+    daemon.orchestrator.resume = lambda service: daemon.orchestrator.resumed.append(service.name)
     tick(daemon, qps=50)
     tick(daemon, qps=50)
     tick(daemon, qps=50)
-    assert daemon.swarm.resumed == ["a", "a"]      # MAX_RESUMES, then left paused
+    assert daemon.orchestrator.resumed == ["a", "a"]      # MAX_RESUMES, then left paused
     warnings = [json.loads(x) for x in log.getvalue().splitlines() if "update_paused" in x]
     assert [(w["service"], w["swarm"]) for w in warnings] == [("a", "paused: task xyz failed")]
     assert daemon.telemetry.updates_paused._value.get() == 1
     assert daemon.health.details["updates_paused"] == ["a"]
     report = tick(daemon, qps=290)
-    assert report.healthy and ("a", HIGH["a"]) in daemon.swarm.applied
+    assert report.healthy and ("a", HIGH["a"]) in daemon.orchestrator.applied
     tick(daemon, qps=290)     # the move started a new update: Swarm no longer reports a pause
     assert daemon.telemetry.updates_paused._value.get() == 0
 
@@ -154,72 +154,73 @@ def test_prometheus_outage_holds_and_reports_unhealthy_then_recovers():
     daemon.metrics.down = True
     report = tick(daemon, qps=290)
     assert not report.healthy and any("prometheus" in p for p in report.problems)
-    assert daemon.swarm.applied == []
+    assert daemon.orchestrator.applied == []
     ok, body = daemon.health.report(daemon.clock.now())
     assert not ok and body["problems"]
     daemon.metrics.down = False
     report = tick(daemon, qps=290)
-    assert report.healthy and daemon.swarm.placement() == HIGH
+    assert report.healthy and daemon.orchestrator.placement() == HIGH
 
 
 @pytest.mark.parametrize("broken", ["down", "not-manager"])
 def test_no_swarm_or_not_a_manager_means_no_action(broken):
     daemon, _ = make()
     if broken == "down":
-        daemon.swarm.down = True
+        daemon.orchestrator.down = True
     else:
-        daemon.swarm.is_manager = False
+        daemon.orchestrator.is_controller = False
     report = tick(daemon, qps=290)
-    assert not report.healthy and daemon.swarm.applied == []
+    assert not report.healthy and daemon.orchestrator.applied == []
 
 
 def test_services_outside_the_swarm_are_ignored():
     daemon, _ = make()
-    del daemon.swarm.services["b"]
+    del daemon.orchestrator.services["b"]
     tick(daemon, qps=290)
-    assert [name for name, _ in daemon.swarm.applied] == ["a"]
+    assert [name for name, _ in daemon.orchestrator.applied] == ["a"]
 
 
 def test_refused_action_is_retried_and_starts_no_cooldown():
     daemon, _ = make(start=HIGH)
-    daemon.swarm.refuse.add("a")
+    daemon.orchestrator.refuse.add("a")
     for _ in range(7):
         tick(daemon, qps=50)
-    assert daemon.swarm.placement()["a"] == NEW1   # refused every time
+    assert daemon.orchestrator.placement()["a"] == NEW1   # refused every time
     assert "a" not in daemon.state.last_move_s
-    daemon.swarm.refuse.clear()
+    daemon.orchestrator.refuse.clear()
     tick(daemon, qps=50)
-    assert daemon.swarm.placement()["a"] == OLD1
+    assert daemon.orchestrator.placement()["a"] == OLD1
 
 
 def test_restart_with_saved_state_does_nothing_twice(tmp_path):
     daemon, _ = make(tmp_path=tmp_path)
     tick(daemon)
     tick(daemon, qps=290)
-    applied = list(daemon.swarm.applied)
-    again = Daemon(config=daemon.config, table=TABLE, swarm=daemon.swarm,
+    applied = list(daemon.orchestrator.applied)
+    again = Daemon(config=daemon.config, table=TABLE, orchestrator=daemon.orchestrator,
                    metrics=daemon.metrics, carbon=FixedCarbon(), clock=daemon.clock,
                    log=Log(io.StringIO()))
     assert again.state == daemon.state
     tick(again, qps=290)
-    assert daemon.swarm.applied == applied   # nothing repeated
+    assert daemon.orchestrator.applied == applied   # nothing repeated
     tick(again, qps=50)                      # cooldown from before the restart still holds
-    assert daemon.swarm.applied == applied
+    assert daemon.orchestrator.applied == applied
 
 
 def test_sigterm_finishes_the_action_in_flight_and_leaves_the_rest():
     daemon, _ = make()
     tick(daemon)
-    original = daemon.swarm.apply
+    original = daemon.orchestrator.apply
 
     def apply_then_stop(service, placed):
         original(service, placed)
         daemon.stop_requested = True
 
-    daemon.swarm.apply = apply_then_stop
+    daemon.orchestrator.apply = apply_then_stop
     report = tick(daemon, qps=290)
-    assert len(daemon.swarm.applied) == 1 and len([a for a in report.actions if a.applied]) == 1
-    assert daemon.state.last_move_s.keys() == {daemon.swarm.applied[0][0]}
+    assert len(daemon.orchestrator.applied) == 1
+    assert len([a for a in report.actions if a.applied]) == 1
+    assert daemon.state.last_move_s.keys() == {daemon.orchestrator.applied[0][0]}
 
 
 def test_run_forever_stops_cleanly(monkeypatch):
@@ -277,7 +278,8 @@ def test_live_carbon_accounting(social_model):
     table = toy_table(((3000.0, start),), app="socialNetwork", slo_ms=20.0, ranking=(),
                       non_critical={}, critical={}, hysteresis=Hysteresis())
     daemon = Daemon(config=DaemonConfig(app="socialNetwork", table="t.yaml"), table=table,
-                    swarm=RecordingSwarm.of(start), metrics=InMemoryMetrics(1000.0, 5.0),
+                    orchestrator=RecordingOrchestrator.of(start),
+                    metrics=InMemoryMetrics(1000.0, 5.0),
                     carbon=FixedCarbon(300.0), clock=FakeClock(), model=social_model,
                     log=Log(io.StringIO()))
     tick(daemon, advance=3600)
@@ -299,23 +301,24 @@ def test_live_carbon_accounting(social_model):
 
 def test_a_paused_update_is_resumed_by_a_forced_update_and_logged():
     daemon, log = make()
-    daemon.swarm.services["a"] = replace(daemon.swarm.services["a"],
+    daemon.orchestrator.services["a"] = replace(daemon.orchestrator.services["a"],
                                          update_paused="paused: task xyz failed")
     tick(daemon, qps=50)
-    assert daemon.swarm.resumed == ["a"] and not daemon.swarm.services["a"].update_paused
+    assert daemon.orchestrator.resumed == ["a"]
+    assert not daemon.orchestrator.services["a"].update_paused
     events = [json.loads(x) for x in log.getvalue().splitlines()]
     assert [e["service"] for e in events if e["event"] == "update_resumed"] == ["a"]
     assert daemon.telemetry.updates_resumed._value.get() == 1
     tick(daemon, qps=50)
-    assert daemon.swarm.resumed == ["a"]           # nothing paused any more
+    assert daemon.orchestrator.resumed == ["a"]           # nothing paused any more
 
 
 def test_dry_run_never_resumes_a_paused_update():
     daemon, _ = make(dry_run=True)
-    daemon.swarm.services["a"] = replace(daemon.swarm.services["a"],
+    daemon.orchestrator.services["a"] = replace(daemon.orchestrator.services["a"],
                                          update_paused="paused: task xyz failed")
     tick(daemon, qps=50)
-    assert daemon.swarm.resumed == []
+    assert daemon.orchestrator.resumed == []
 
 
 # ---- structured causes: metrics and log read them, not the reason text --------------------
@@ -349,10 +352,10 @@ def test_an_escalation_and_its_step_back_are_labelled_by_their_cause():
     daemon, log = make(start=LOW)
     for _ in range(2):
         tick(daemon, qps=50, p99=30)      # two misses: 'a' to new
-    assert daemon.swarm.placement()["a"] == NEW1
+    assert daemon.orchestrator.placement()["a"] == NEW1
     for _ in range(12):
         tick(daemon, qps=50, p99=5)       # SLO met for the hold: 'a' back to old
-    assert daemon.swarm.placement() == LOW
+    assert daemon.orchestrator.placement() == LOW
     # the step-back's text says "SLO met": the label comes from the cause, not the text
     assert actions_metric(daemon) == {("new", "slo", "false"): 1.0,
                                       ("old", "step-back", "false"): 1.0}

@@ -7,7 +7,6 @@ import pytest
 from ecoscale.lab import deploy, swarm
 from ecoscale.lab.apps import load_app
 from ecoscale.lab.config import LabConfig
-from ecoscale.lab.system import LabError
 
 
 @pytest.fixture
@@ -46,18 +45,6 @@ def test_gateway_and_prometheus_are_published_on_the_manager(config):
     assert prometheus["command"][0] == "/usr/bin/prometheus"
 
 
-def test_set_generation_replaces_only_the_generation_constraint():
-    spec = {"TaskTemplate": {"Placement": {"Constraints": [
-        "node.role==worker", "node.labels.ecoscale.generation == new"]}}}
-    swarm.set_generation(spec, "old")
-    assert spec["TaskTemplate"]["Placement"]["Constraints"] == [
-        "node.role==worker", "node.labels.ecoscale.generation==old"]
-    assert swarm.constraint_generation(spec) == "old"
-    swarm.set_replicas(spec, 3)
-    assert swarm.replicas_of(spec) == 3
-    assert swarm.constraint_generation({"TaskTemplate": {}}) is None
-
-
 def fake_service(tasks, replicas=1, generation="new", update=None):
     spec = {"Name": "svc", "Mode": {"Replicated": {"Replicas": replicas}},
             "TaskTemplate": {"Placement": {"Constraints": [
@@ -89,21 +76,21 @@ def test_convergence_names_what_is_missing(tasks, generation, expected):
     assert (expected in problem) if expected else problem == ""
 
 
-def test_a_paused_update_is_an_error_not_a_wait():
+def test_a_paused_update_of_an_unmanaged_service_is_named():
     service = fake_service([task("n1", "running")], update={"State": "paused",
                                                             "Message": "task failed"})
-    with pytest.raises(swarm.UpdatePaused, match="paused: task failed") as raised:
-        swarm.convergence_problem(service, NODES)
-    assert raised.value.service == "svc" and isinstance(raised.value, LabError)
-    assert swarm.paused_update(service) == "paused: task failed"
-    assert swarm.paused_update(fake_service([], update={"State": "completed"})) == ""
+    assert swarm.convergence_problem(service, NODES) == "svc: update paused: task failed"
+    assert swarm.convergence_problem(fake_service([task("n1", "running")],
+                                                  update={"State": "completed"}), NODES) == ""
 
 
-def test_a_forced_update_bumps_force_update_and_keeps_the_rest():
-    spec = {"TaskTemplate": {"ContainerSpec": {"Image": "img"}}}
-    swarm.force_update(spec)
-    swarm.force_update(spec)
-    assert spec["TaskTemplate"] == {"ContainerSpec": {"Image": "img"}, "ForceUpdate": 2}
+def test_a_spaced_constraint_and_a_global_service_are_read_as_the_adapter_reads_them():
+    spaced = fake_service([task("o1", "running")], generation="old")
+    spaced.attrs["Spec"]["TaskTemplate"]["Placement"]["Constraints"] = [
+        "node.labels.ecoscale.generation == old"]
+    assert swarm.convergence_problem(spaced, NODES) == ""
+    spaced.attrs["Spec"]["Mode"] = {"Global": {}}   # no replica count to compare
+    assert swarm.convergence_problem(spaced, NODES) == ""
 
 
 def test_task_view_names_nodes_and_addresses():

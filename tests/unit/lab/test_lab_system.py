@@ -10,6 +10,7 @@ from ecoscale.cli import build_parser
 from ecoscale.cli import lab as lab_cli
 from ecoscale.lab.lab import _only_empty_dirs
 from ecoscale.lab.system import LabError, NotYet, mounts_under, pid_alive, poll, read_pid
+from ecoscale.testing import FakeClock
 
 
 def test_poll_returns_the_first_real_answer():
@@ -21,15 +22,19 @@ def test_poll_returns_the_first_real_answer():
             raise NotYet("still starting")
         return value
 
-    assert poll(check, 5, "a thing", interval_s=0.001) == "done"
+    clock = FakeClock()
+    assert poll(check, 5, "a thing", interval_s=1.0, clock=clock) == "done"
+    assert clock.slept == [1.0, 1.5, 2.25]   # the interval grows, in virtual time
 
 
 def test_poll_times_out_with_the_last_reason():
     def check():
         raise NotYet("engine says no")
 
-    with pytest.raises(LabError, match="waiting for the engine: engine says no"):
-        poll(check, 0.05, "the engine", interval_s=0.01)
+    clock = FakeClock()
+    with pytest.raises(LabError, match="after 10 s waiting for the engine: engine says no"):
+        poll(check, 10, "the engine", interval_s=1.0, max_interval_s=3.0, clock=clock)
+    assert sum(clock.slept) == 10 and max(clock.slept) == 3.0
 
 
 def test_mounts_under_lists_deepest_first():

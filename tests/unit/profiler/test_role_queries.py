@@ -97,7 +97,7 @@ def runner(queries, prometheus, tmp_path):
     from ecoscale.adapters.files import load_topology
 
     pool = parse_pool({**POOL, "queries": queries}, "mine.yaml")
-    return Runner(pool, load_topology("socialNetwork"), swarm=None, prometheus=prometheus,
+    return Runner(pool, load_topology("socialNetwork"), orchestrator=None, prometheus=prometheus,
                   load=None, raw_csv=tmp_path / "raw.csv")
 
 
