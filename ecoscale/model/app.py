@@ -8,7 +8,7 @@ planner, the replay and the daemon's carbon accounting all call it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,11 +215,13 @@ class AppModel:
         frontend_qps: np.ndarray,
         ci_g_per_kwh: np.ndarray,
         step_h: float,
+        score: Score | None = None,
     ) -> tuple[np.ndarray, CarbonBreakdown]:
         """p99 (ms) and carbon per step when step i runs ``placements[i]``.
 
         Steps are grouped by placement so that each distinct placement is evaluated once,
-        vectorised over its steps.
+        vectorised over its steps. ``score`` (placement, loads, intensities, step h) -> (p99,
+        carbon) replaces the model's own (dedicated slots) for other accountings (packing).
         """
         qps = np.asarray(frontend_qps, dtype=float)
         ci = np.asarray(ci_g_per_kwh, dtype=float)
@@ -234,13 +236,22 @@ class AppModel:
         }
         for placement, indices in groups.items():
             idx = np.asarray(indices)
-            p99[idx] = self.e2e_p99(placement, qps[idx])
-            part = self.carbon(placement, qps[idx], ci[idx], step_h)
+            if score is None:
+                p99[idx] = self.e2e_p99(placement, qps[idx])
+                part = self.carbon(placement, qps[idx], ci[idx], step_h)
+            else:
+                p99[idx], part = score(placement, qps[idx], ci[idx], step_h)
             embodied[idx] = part.embodied_g
             operational[idx] = part.operational_g
             for generation, grams in part.by_generation_g.items():
                 by_generation[generation][idx] = grams
         return p99, CarbonBreakdown(embodied, operational, by_generation)
+
+
+
+Score = Callable[[Placement, np.ndarray, np.ndarray, float], tuple[np.ndarray, CarbonBreakdown]]
+"""How a placement scores over steps: (placement, loads req/s, intensities g/kWh, step h)
+-> (p99 ms, carbon)."""
 
 
 def default_slo(model: AppModel, slo_ms: float | None = None) -> tuple[float, float, str]:

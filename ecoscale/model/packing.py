@@ -269,27 +269,11 @@ def evaluate_packed_sequence(
     """p99 (ms) and carbon per step when step i runs ``placements[i]``, packed ones under
     the co-location model and plain ones as ``AppModel.evaluate_sequence`` scores them;
     grouped by placement, vectorised over each one's steps."""
-    qps = np.asarray(frontend_qps, dtype=float)
-    ci = np.asarray(ci_g_per_kwh, dtype=float)
-    groups: dict[Placement, list[int]] = {}
-    for index, placement in enumerate(placements):
-        groups.setdefault(placement, []).append(index)
-    p99 = np.empty_like(qps)
-    embodied = np.empty_like(qps)
-    operational = np.empty_like(qps)
-    by_generation: dict[str, np.ndarray] = {
-        g: np.zeros_like(qps) for g in model.hardware.generations
-    }
-    for placement, indices in groups.items():
-        idx = np.asarray(indices)
+    def score(placement: Placement, qps: np.ndarray, ci: np.ndarray, step_h: float
+              ) -> tuple[np.ndarray, CarbonBreakdown]:
         if isinstance(placement, PackedPlacement):
-            p99[idx] = packed_e2e_p99(model, placement, qps[idx])
-            part = packed_carbon(model, placement, qps[idx], ci[idx], step_h)
-        else:
-            p99[idx] = model.e2e_p99(placement, qps[idx])
-            part = model.carbon(placement, qps[idx], ci[idx], step_h)
-        embodied[idx] = part.embodied_g
-        operational[idx] = part.operational_g
-        for generation, grams in part.by_generation_g.items():
-            by_generation[generation][idx] = grams
-    return p99, CarbonBreakdown(embodied, operational, by_generation)
+            return (packed_e2e_p99(model, placement, qps),
+                    packed_carbon(model, placement, qps, ci, step_h))
+        return model.e2e_p99(placement, qps), model.carbon(placement, qps, ci, step_h)
+
+    return model.evaluate_sequence(placements, frontend_qps, ci_g_per_kwh, step_h, score)
