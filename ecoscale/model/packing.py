@@ -24,7 +24,7 @@ Pure and vectorised over time steps.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -33,6 +33,7 @@ import numpy as np
 from ecoscale.model.app import AppModel, CarbonBreakdown
 from ecoscale.model.carbon import carbon_of_slot_hours_g
 from ecoscale.model.colocation import shared_p99, shared_p99_at
+from ecoscale.model.latency import LatencyCurve
 from ecoscale.model.placement import Placement, ServicePlacement
 
 FIT_TOLERANCE = 1e-9
@@ -220,21 +221,29 @@ def packed_e2e_p99(
     return model.e2e.mix_p99(packed_service_p99(model, packed, frontend_qps))
 
 
-def packed_e2e_p99_at(model: AppModel, packed: PackedPlacement, frontend_qps: float) -> float:
-    """``packed_e2e_p99`` at one load (ms), without numpy overhead (the planners' loop)."""
+def shared_replica_p99s_at(model: AppModel, packed: PackedPlacement, frontend_qps: float
+                           ) -> Iterator[tuple[str, LatencyCurve, float, float]]:
+    """Per socket and service on it, at one front-end load: (service, its curve, load per
+    replica req/s, p99 ms under the co-location model), without numpy overhead."""
     util: dict[str, float] = {}
     per_replica: dict[str, float] = {}
     for service, placed in packed.items:
         per_replica[service] = model.visits[service] * frontend_qps / placed.replicas
         util[service] = model.profile.curve(service, placed.generation).util_at(
             per_replica[service])
-    service_p99: dict[str, float] = {}
     for socket in packed.sockets:
         total = sum(util[name] for name, _ in socket.replicas)
         for service in {name for name, _ in socket.replicas}:
             curve = model.profile.curve(service, packed[service].generation)
-            p99 = shared_p99_at(curve, per_replica[service], total - util[service])
-            service_p99[service] = max(service_p99.get(service, 0.0), p99)
+            yield (service, curve, per_replica[service],
+                   shared_p99_at(curve, per_replica[service], total - util[service]))
+
+
+def packed_e2e_p99_at(model: AppModel, packed: PackedPlacement, frontend_qps: float) -> float:
+    """``packed_e2e_p99`` at one load (ms), without numpy overhead (the planners' loop)."""
+    service_p99: dict[str, float] = {}
+    for service, _, _, p99 in shared_replica_p99s_at(model, packed, frontend_qps):
+        service_p99[service] = max(service_p99.get(service, 0.0), p99)
     model.evaluations += 1
     return float(model.e2e.mix_p99(service_p99))  # type: ignore[arg-type]
 

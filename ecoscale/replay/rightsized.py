@@ -28,13 +28,13 @@ import numpy as np
 
 from ecoscale.control.policy import Cause, Decision, Observation, changed_moves
 from ecoscale.model.app import AppModel, CarbonBreakdown
-from ecoscale.model.colocation import shared_p99_at
 from ecoscale.model.packing import (
     PackedPlacement,
     evaluate_packed_sequence,
     one_per_socket,
     pack,
     packed_e2e_p99_at,
+    shared_replica_p99s_at,
 )
 from ecoscale.model.placement import Placement, ServicePlacement
 
@@ -110,20 +110,11 @@ def _co_location_cost(model: AppModel, packed: PackedPlacement, load_qps: float
                       ) -> list[tuple[float, str]]:
     """(p99 rise in ms over the replica alone, service) for the services that sharing a
     socket slows, costliest first."""
-    util: dict[str, float] = {}
-    per_replica: dict[str, float] = {}
-    for service, placed in packed.items:
-        per_replica[service] = model.visits[service] * load_qps / placed.replicas
-        util[service] = model.profile.curve(service, placed.generation).util_at(
-            per_replica[service])
     rise: dict[str, float] = {}
-    for socket in packed.sockets:
-        total = sum(util[name] for name, _ in socket.replicas)
-        for service in {name for name, _ in socket.replicas}:
-            curve = model.profile.curve(service, packed[service].generation)
-            shared = shared_p99_at(curve, per_replica[service], total - util[service])
-            alone = curve.p99_at(per_replica[service])
-            rise[service] = max(rise.get(service, 0.0), shared - alone)
+    for service, curve, per_replica, shared in shared_replica_p99s_at(model, packed,
+                                                                      load_qps):
+        alone = curve.p99_at(per_replica)
+        rise[service] = max(rise.get(service, 0.0), shared - alone)
     return sorted(((r, s) for s, r in rise.items() if r > 0), reverse=True)
 
 
