@@ -49,3 +49,23 @@ def test_the_trend_off_is_the_measured_load(ramp):
     off = EcoscalePolicy("off", table, ControlSettings(trend_periods=0))
     a, b = replay(scenario, [plain, off]).runs
     assert a.placements == b.placements
+
+
+def test_the_replay_passes_its_control_settings_to_both_ecoscale_policies(ramp):
+    from ecoscale.replay.policies import all_policies
+
+    scenario, table = ramp
+    settings = ControlSettings(trend_periods=2)
+    policies = all_policies(scenario, table, names=("ecoscale", "ecoscale-ct"),
+                            ct_table=table, settings=settings)
+    assert [p.settings.trend_periods for p in policies] == [2, 2]
+    assert [p.settings for p in all_policies(scenario, table, names=("ecoscale",))] == [
+        ControlSettings()]
+
+
+@pytest.mark.parametrize("argv,expected", [([], 0), (["--trend-periods", "3"], 3)],
+                         ids=["default-off", "three"])
+def test_replay_flag_sets_the_trend_window(argv, expected):
+    from ecoscale.cli import build_parser
+
+    assert build_parser().parse_args(["replay", *argv]).trend_periods == expected
