@@ -24,7 +24,7 @@ from ecoscale.errors import (
     UsageError,
     exit_codes_help,
 )
-from ecoscale.values import BadNumber, flag, parse_number_text
+from ecoscale.values import BadNumber, flag, integer_flag, parse_number_text
 
 REPLAY_HELP = """\
 Replay a load trace and a grid carbon-intensity trace through each placement policy and
@@ -102,6 +102,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--slo-ms", type=flag("--slo-ms", above=0, maximum=MAX_SLO_MS),
                    help="end-to-end p99 SLO in ms (default: from the "
                                                 "profile, p99 of all-new at 75%% load)")
+    p.add_argument("--trend-periods",
+                   type=integer_flag("--trend-periods", minimum=0, maximum=100), default=0,
+                   help="ecoscale's trend-aware load estimate (control.trend_periods): its "
+                        "window in steps; 0: off (default: %(default)s)")
     p.add_argument("--policies", help="comma-separated subset of the policies listed above "
                                       "(default: all); all-new always runs too, as the "
                                       "reference for savings")
@@ -136,6 +140,7 @@ def _wanted_policies(text: str | None) -> tuple[list[str], list[str]]:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from ecoscale.adapters.outputs import check_out_dir, write_dir
+    from ecoscale.control.decide import ControlSettings
     from ecoscale.model.trace import parse_duration_s
     from ecoscale.replay.engine import replay
     from ecoscale.replay.policies import all_policies
@@ -179,7 +184,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                              "another table")
     references = ([] if RIGHT_SIZED_REFERENCE in wanted
                   else all_policies(scenario, names=(RIGHT_SIZED_REFERENCE,)))
-    result = replay(scenario, all_policies(scenario, table, names=tuple(wanted)), references)
+    settings = ControlSettings(trend_periods=args.trend_periods)
+    result = replay(scenario, all_policies(scenario, table, names=tuple(wanted),
+                                           settings=settings), references)
     out.text(f"ecoscale replay: {scenario.model.topology.app} ({scenario.model.profile.name} "
              f"profile), SLO {scenario.slo_ms:.2f} ms p99\n{scenario.steps} steps of "
              f"{scenario.step_s:g} s{_window_text(scenario)}\n")

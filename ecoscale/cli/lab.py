@@ -17,6 +17,7 @@ from typing import Any
 
 from ecoscale.cli.flags import duration_flag
 from ecoscale.errors import EcoscaleError, InputError, UsageError, exit_codes_help
+from ecoscale.evaluation.timescale import LAB_MOVE_TIME_S, LIVE_TREND_PERIODS
 from ecoscale.model.trace import check_window
 from ecoscale.values import BadNumber, flag, integer_flag, parse_number_text
 
@@ -190,9 +191,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           default=12.0,
                           help="wall-clock minutes per policy")
     evaluate.add_argument("--period-s", type=duration_flag("--period-s", minimum_s=1.0),
-                          default=5.0,
-                          help="wall time per trace step (and daemon interval), e.g. 10s; a "
-                               "bare number is in seconds")
+                          help="wall time per trace step (and daemon interval), e.g. 30s; a "
+                               "bare number is in seconds; at least 3 move times (default: "
+                               "%(default)s, i.e. 3 x --move-time rounded up to whole "
+                               "seconds)")
+    evaluate.add_argument("--move-time", type=duration_flag("--move-time", minimum_s=0.1),
+                          default=LAB_MOVE_TIME_S,
+                          help="how long a move takes on the lab, e.g. 8s; a bare number is "
+                               "in seconds (default: the lab's measured figure; a later lab "
+                               "measurement replaces it); the period is at least 3 of them, "
+                               "and the trace step per period must keep the load's rise "
+                               "between two decisions within 25 %% (else the run is refused "
+                               "with the fix)")
+    evaluate.add_argument("--trend-periods",
+                          type=integer_flag("--trend-periods", minimum=0, maximum=100),
+                          default=LIVE_TREND_PERIODS,
+                          help="the daemon's trend-aware load estimate: its window in periods, "
+                               "live and in the replay; 0: off")
+    evaluate.add_argument("--replay-only", action="store_true",
+                          help="print the time scale and the replay of the same compressed "
+                               "run, without the lab (seconds)")
     evaluate.add_argument("--policies", default="all-new,all-old,ecoscale,ecoscale-ct")
     evaluate.add_argument("--peak-qps", type=flag("--peak-qps", above=0, maximum=1e6),
                           help="trace peak, req/s (default: --peak-fraction x the profile's "
@@ -229,11 +247,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 duration=args.duration, minutes=args.minutes,
                                 period_s=args.period_s, policies=policies,
                                 peak_qps=args.peak_qps, peak_fraction=args.peak_fraction,
-                                headroom=args.headroom, profile_sweep=args.profile_sweep)
+                                headroom=args.headroom, profile_sweep=args.profile_sweep,
+                                move_time_s=args.move_time, trend_periods=args.trend_periods)
     if not 0.0 <= options.headroom < 1.0:
         raise EcoscaleError(f"--headroom must be in [0, 1), got {options.headroom:g}")
     if not 0.0 < options.peak_fraction <= 2.0:
         raise EcoscaleError(f"--peak-fraction must be in (0, 2], got {options.peak_fraction:g}")
+    if args.replay_only:
+        from ecoscale.evaluation.evaluate import simulate
+
+        scale, summary = simulate(options)
+        print(f"time scale: {scale.text()}")
+        print(f"trend estimate: {options.trend_periods or 'off'}"
+              + (" period(s)" if options.trend_periods else ""))
+        print(summary[["policy", "carbon_kg", "saving_vs_all_new_pct", "slo_violation_pct",
+                       "moves"]].round(3).to_string(index=False))
+        return 0
     from ecoscale.adapters.outputs import check_out_dir
 
     for note in check_out_dir(args.out, EVALUATION_OUTPUTS, EVALUATION_OUTPUTS).notes():

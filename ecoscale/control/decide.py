@@ -19,6 +19,10 @@ with modelled ones. The safety rules, in the order they apply:
    level that the highest load of that window needs. Both fractions keep a margin for load
    growth; it shrinks toward ``calm_up_fraction`` when the load seen lately rose less
    (``growth_margin``), and is the full ``up_fraction`` margin without that history.
+   With ``trend_periods`` set, the load projected one period ahead (``projected_load``: the
+   Theil-Sen slope of the last observations, clipped) also takes the level up as soon as
+   it passes the same threshold; going down stays on the measured load (and never below
+   the level the projection needs).
 4. Moves toward old respect a per-service cooldown and a per-decision rate limit; moves
    toward new do not wait.
 5. min/max replicas bound every service; paused services are never changed.
@@ -64,6 +68,13 @@ class ControlSettings:
     lost_task_grace_s: float = 60.0
     """Rule 6: a service with no running task on its generation for this long (s), and not
     moved within it, goes to the newest generation that has a ready node."""
+    trend_periods: int = 0
+    """Trend-aware load estimate (rule 3), the window in decision periods: the slope of the
+    load over the observations of the last ``trend_periods`` periods (``trend_periods`` + 1
+    observations) projects the load one period ahead, and a projection over a level's up
+    threshold goes up at once. 0: off (the measured load alone). Pays off where the load
+    changes by a large share between two decisions (a compressed live evaluation); see the
+    README's daemon section for the measured figures."""
 
     def problems(self) -> list[str]:
         out = []
@@ -79,6 +90,9 @@ class ControlSettings:
             out.append("need 1 <= min_replicas <= max_replicas")
         if not self.lost_task_grace_s >= 0:
             out.append("lost_task_grace_s must be >= 0")
+        if not 0 <= self.trend_periods <= MAX_TREND_PERIODS:
+            out.append(f"trend_periods must be in 0..{MAX_TREND_PERIODS} (decision periods; "
+                       f"0 turns the trend estimate off), got {self.trend_periods}")
         return out
 
 
@@ -102,10 +116,13 @@ class ControlState:
     recent_rises: tuple[tuple[float, float], ...] = ()
     """(time s, relative rise) of the load rises above the calm margin in the last growth
     window, oldest first."""
+    trend_loads: tuple[tuple[float, float], ...] = ()
+    """(time s, load req/s) of the last ``trend_periods`` + 1 observations with load, oldest
+    first (``remember_trend``); empty while the trend estimate is off."""
 
     def __post_init__(self) -> None:
         # a state read back from JSON (the daemon's state file) holds lists
-        for name in ("recent_loads", "recent_rises"):
+        for name in ("recent_loads", "recent_rises", "trend_loads"):
             pairs = getattr(self, name)
             if not isinstance(pairs, tuple) or (pairs and not isinstance(pairs[0], tuple)):
                 object.__setattr__(self, name, tuple((float(a), float(b)) for a, b in pairs))
@@ -175,22 +192,72 @@ def growth_margin(loads: Pairs, rises: Pairs, hysteresis: Hysteresis) -> float:
     return min(full, max(calm, max(rise for _, rise in rises)))
 
 
+MAX_TREND_PERIODS = 100
+"""Longest trend window (decision periods): a longer one is a slow average, not a trend."""
+
+
+def remember_trend(loads: Pairs, clock_s: float, qps: float, periods: int) -> Pairs:
+    """The last ``periods`` + 1 observations (time s, load req/s), this one included; a
+    clock that went back (a restart) forgets them. Empty when ``periods`` is 0 (off)."""
+    if periods <= 0:
+        return ()
+    if loads and loads[-1][0] >= clock_s:
+        loads = ()
+    return (*loads, (clock_s, qps))[-(periods + 1):]
+
+
+def theil_sen_slope(loads: Pairs) -> float:
+    """Median of the slopes between every two observations (req/s per s): one outlier in
+    the window moves it by at most one rank. 0 with fewer than two observations."""
+    slopes = sorted((q2 - q1) / (t2 - t1) for i, (t1, q1) in enumerate(loads)
+                    for t2, q2 in loads[i + 1:] if t2 > t1)
+    if not slopes:
+        return 0.0
+    middle = len(slopes) // 2
+    return slopes[middle] if len(slopes) % 2 else (slopes[middle - 1] + slopes[middle]) / 2
+
+
+def projected_load(loads: Pairs) -> float:
+    """The load (req/s) one period ahead of the last observation of ``loads`` (oldest
+    first; the period is the last gap between two observations): the last load plus the
+    Theil-Sen slope times the period, clipped so that noise cannot push it: never below the
+    last load (a projection only ever takes the level up), never more above it than the
+    largest rise between two consecutive observations of the window (a trend cannot climb
+    faster than the load did). NaN with fewer than two observations."""
+    if len(loads) < 2:
+        return math.nan
+    last_s, last_qps = loads[-1]
+    period_s = last_s - loads[-2][0]
+    rise = theil_sen_slope(loads) * period_s
+    steepest = max(q2 - q1 for (_, q1), (_, q2) in zip(loads, loads[1:], strict=False))
+    return last_qps + min(max(rise, 0.0), max(steepest, 0.0))
+
+
 def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
-                  missing_slo: bool) -> tuple[int, ControlState, str]:
+                  missing_slo: bool, settings: ControlSettings
+                  ) -> tuple[int, ControlState, str]:
     """Table level for the load, with hysteresis (rule 3). Latency misses block going down."""
     hyst = table.hysteresis
     loads, rises = remember_load(state.recent_loads, state.recent_rises, obs.clock_s, obs.qps,
                                  hyst)
     margin = growth_margin(loads, rises, hyst)
+    trend = remember_trend(state.trend_loads, obs.clock_s, obs.qps, settings.trend_periods)
+    projected = projected_load(trend)
 
     def at(level: int, since: float | None = None, target: int | None = None) -> ControlState:
-        return replace(state, recent_loads=loads, recent_rises=rises, level=level,
-                       below_since_s=since, down_target=target)
+        return replace(state, recent_loads=loads, recent_rises=rises, trend_loads=trend,
+                       level=level, below_since_s=since, down_target=target)
 
     # down_fraction below up_fraction widens the margin a lower level must leave
     down_margin = (1.0 + margin) * hyst.up_fraction / hyst.down_fraction - 1.0
     band = table.band_of(obs.ci_g_per_kwh)
     want = table.serving_index(obs.qps, band, margin)
+    seen = f"{obs.qps:.0f} req/s"
+    if projected > obs.qps:
+        ahead = table.serving_index(projected, band, margin)
+        if table.levels[ahead].capacity > table.levels[want].capacity:
+            want = ahead
+            seen = f"{obs.qps:.0f} req/s (projected {projected:.0f} req/s one period ahead)"
     if state.level is None:
         running = next((i for i in table.ladder(band)
                         if table.levels[i].placement == obs.current), None)
@@ -206,9 +273,11 @@ def _select_level(obs: Observation, state: ControlState, table: PolicyTable,
     current_level = table.levels[current]
     if table.levels[want].capacity > current_level.capacity:
         return want, at(want), \
-            f"load {obs.qps:.0f} req/s above {1 / (1 + margin):.0%} of level capacity " \
+            f"load {seen} above {1 / (1 + margin):.0%} of level capacity " \
             f"{current_level.capacity:.0f}: up to level {want + 1}"
     lower = table.serving_index(obs.qps, band, down_margin)
+    if table.levels[want].capacity > table.levels[lower].capacity:
+        lower = want   # never down below the level the projected load needs
     if missing_slo or table.levels[lower].capacity >= current_level.capacity:
         return current, at(current), ""
     since = state.below_since_s if state.below_since_s is not None else obs.clock_s
@@ -369,7 +438,7 @@ def decide(obs: Observation, state: ControlState, table: PolicyTable,
     state = replace(state, no_data_streak=0)
     escalation_before = state.escalation
     state, missing, latency_why = _track_latency(obs, state, table, settings)
-    level, state, level_why = _select_level(obs, state, table, missing)
+    level, state, level_why = _select_level(obs, state, table, missing, settings)
     target, capped = _target(table, level, state.escalation, settings)
     why = "; ".join(w for w in (latency_why, level_why) if w) or (
         f"table level {level + 1} (<= {table.levels[level].max_load_qps:.0f} req/s) at "

@@ -31,16 +31,26 @@ from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.adapters.files import load_profile, write_table
 from ecoscale.adapters.placing import place as apply_and_wait
 from ecoscale.adapters.prometheus import PrometheusClient
+from ecoscale.adapters.tracefiles import load_load_trace
 from ecoscale.control.decide import ControlSettings
-from ecoscale.errors import EcoscaleError
+from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.evaluation.launcher import daemon_config, start_process
+from ecoscale.evaluation.timescale import (
+    LAB_MOVE_TIME_S,
+    LIVE_TREND_PERIODS,
+    MAX_LOAD_RISE,
+    TimeScale,
+    choose_period,
+    choose_time_scale,
+    largest_rise,
+)
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.pool import NAMED_POOLS
 from ecoscale.lab.queries import LAB_QUERIES
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.app import UTILISATION_RULE, UTILISATION_SOURCES
 from ecoscale.model.placement import ServicePlacement
-from ecoscale.model.trace import parse_duration_s
+from ecoscale.model.trace import Trace, parse_duration_s
 from ecoscale.planner.table import PolicyTable, build_table
 from ecoscale.profiler.main import run_profile
 from ecoscale.replay.engine import Scenario, replay
@@ -48,8 +58,6 @@ from ecoscale.replay.policies import EcoscalePolicy, all_policies, ci_bands
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
 POLICIES = ("all-new", "all-old", "ecoscale", "ecoscale-ct")
-
-
 @dataclass(frozen=True)
 class EvaluationOptions:
     app: str = "socialNetwork"
@@ -60,7 +68,14 @@ class EvaluationOptions:
     duration: str = "1d"
     minutes: float = 12.0
     """Wall-clock minutes each policy runs: the trace window compressed into them."""
-    period_s: float = 5.0
+    period_s: float | None = None
+    """Wall time per decision period and trace step (s); None: MOVE_TIMES_PER_PERIOD move
+    times (``time_scale`` refuses a shorter one)."""
+    move_time_s: float = LAB_MOVE_TIME_S
+    """How long a move takes on the lab (s): the measured figure, for the period."""
+    trend_periods: int = LIVE_TREND_PERIODS
+    """The daemon's trend estimate window (``ControlSettings.trend_periods``), live and in
+    the replay; 0: off."""
     policies: tuple[str, ...] = POLICIES
     peak_qps: float | None = None
     """Trace peak, req/s. Default: ``peak_fraction`` x the profile's SLO load (75 % of the
@@ -89,15 +104,42 @@ class PolicyTrace:
     client_p99_ms: float = math.nan
 
 
-def compressed_scenario(options: EvaluationOptions) -> Scenario:
-    """The replay scenario whose steps are the lab's periods (trace compressed in time)."""
-    duration_s = _seconds(options.duration)
-    periods = max(2, int(round(options.minutes * 60 / options.period_s)))
-    step_s = duration_s / periods
-    replay_options = ReplayOptions(
+def _period(options: EvaluationOptions) -> float:
+    """The options' period (s), unchecked (``time_scale`` checks it): the default when
+    None."""
+    return float(options.period_s) if options.period_s is not None else choose_period(
+        options.move_time_s)
+
+
+def _replay_options(options: EvaluationOptions, step_s: float) -> ReplayOptions:
+    return ReplayOptions(
         app=options.app, profile=options.profile, load_trace=options.load_trace,
         carbon_trace=options.carbon_trace, start=options.start, duration=options.duration,
         step=f"{step_s:g}s", peak_qps=options.peak_qps)
+
+
+def time_scale(options: EvaluationOptions) -> TimeScale:
+    """``choose_time_scale`` for the options' trace window: rises computed from the window
+    at the load trace's own step, resampled as the replay resamples it (the peak's scale
+    does not change a rise); a UsageError when the period or the step does not fit."""
+    raw_step_s = load_load_trace(options.load_trace).step_s
+    fine = build_scenario(_replay_options(options, raw_step_s))
+    window = Trace("window", fine.load_qps, fine.step_s, "req/s")
+
+    def rise_at(step_s: float) -> tuple[float, int]:
+        return largest_rise(window.resample(step_s, "linear").values)
+
+    return choose_time_scale(_seconds(options.duration), options.minutes, options.move_time_s,
+                             rise_at, options.period_s, finest_step_s=raw_step_s)
+
+
+def compressed_scenario(options: EvaluationOptions) -> Scenario:
+    """The replay scenario whose steps are the lab's periods (trace compressed in time)."""
+    duration_s = _seconds(options.duration)
+    period_s = _period(options)
+    periods = max(2, int(round(options.minutes * 60 / period_s)))
+    step_s = duration_s / periods
+    replay_options = _replay_options(options, step_s)
     scenario = build_scenario(replay_options)
     if options.peak_qps is not None or options.peak_fraction == 1.0:
         return scenario
@@ -181,12 +223,14 @@ class Sampler:
         return row
 
 
-def live_control(period_s: float) -> dict[str, float]:
+def live_control(period_s: float, trend_periods: int = LIVE_TREND_PERIODS
+                 ) -> dict[str, float]:
     """The daemon's control settings on the lab, wall-clock seconds: what the physical lab
-    needs (a move settles, and the one-period query window refills, within 3 periods)."""
+    needs (a move settles, and the one-period query window refills, within 3 periods), and
+    the trend estimate's window (periods)."""
     return {"slo_miss_periods": 2, "escalation_hold_s": 6 * period_s, "cooldown_s": 6 * period_s,
             "settle_s": 3 * period_s, "max_old_moves_per_decision": 3,
-            "no_data_fallback_periods": 6}
+            "no_data_fallback_periods": 6, "trend_periods": trend_periods}
 
 
 def in_trace_time(control: dict[str, float], speedup: float) -> ControlSettings:
@@ -224,7 +268,7 @@ def run_policy_live(lab: Lab, policy: str, scenario: Scenario, options: Evaluati
             window_s=max(int(round(options.period_s)), 6),
             carbon={"trace": options.carbon_trace, "start": "0h",
                     "speedup": trace_s_per_period / options.period_s},
-            control=live_control(options.period_s))
+            control=live_control(options.period_s, options.trend_periods))
         daemon = start_process(config, daemon_log)
     sampler = Sampler(lab, topology.frontend, options.period_s)
     trace = PolicyTrace(policy)
@@ -333,6 +377,9 @@ def summarise(frame: pd.DataFrame, trace: PolicyTrace) -> dict[str, Any]:
 
 def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.DataFrame:
     """Run every policy on the lab and the replay on the same traces; write the report."""
+    scale = time_scale(options)   # before the lab is touched: a refusal costs nothing
+    options = replace(options, period_s=scale.period_s)
+    log(f"time scale: {scale.text()}")
     out.mkdir(parents=True, exist_ok=True)
     lab = Lab.attach(log=None)
     if not lab.healthy():
@@ -342,36 +389,15 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
         lab.deploy(options.app)
         options = profile_lab(options, out, log)
     scenario = compressed_scenario(options)
+    scale = replayed_scale(scale, scenario)
     profile = load_profile(options.app, options.profile)
     if profile.kind != "measured":
         log(f"note: profile '{profile.name}' is {profile.kind}, not measured on the lab")
-    model = scenario.model
-    peak = float(np.max(scenario.load_qps))
-    planned: dict[str, PolicyTable] = {}
-    simulated_tables: dict[str, PolicyTable] = {}
+    planned, live_tables, simulated_tables = plan_tables(options, scenario)
     tables: dict[str, Path] = {}
-    speedup = scenario.step_s / options.period_s
-    bands = {"ecoscale": None, "ecoscale-ct": ci_bands(scenario)}   # the policies with tables
-    for name in options.policies:
-        if name not in bands:
-            continue
-        planned[name] = build_table(model, scenario.slo_ms, peak, ci_bands=bands[name],
-                                    headroom=options.headroom)
-        # the daemon runs in wall time: its table's windows are compressed too, but the
-        # stabilisation never below the few periods that a move takes to settle on the lab,
-        # and the growth horizon (observation to running placement) never below one period
-        hysteresis = planned[name].hysteresis
-        live = replace(planned[name], hysteresis=replace(
-            hysteresis, down_stabilisation_s=max(hysteresis.down_stabilisation_s / speedup,
-                                                 4 * options.period_s),
-            growth_horizon_s=max(hysteresis.growth_horizon_s / speedup, options.period_s),
-            growth_window_s=max(hysteresis.growth_window_s / speedup, options.period_s)))
+    for name, live in live_tables.items():
         tables[name] = out / f"table-{name}.yaml"
         write_table(tables[name], live)
-        simulated_tables[name] = replace(live, hysteresis=replace(
-            live.hysteresis, down_stabilisation_s=live.hysteresis.down_stabilisation_s * speedup,
-            growth_horizon_s=live.hysteresis.growth_horizon_s * speedup,
-            growth_window_s=live.hysteresis.growth_window_s * speedup))
     emulation = lab.config.emulation(os.cpu_count() or 1)
     slot_cpus = {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()}
     frames, rows = [], []
@@ -391,17 +417,84 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     measured = pd.DataFrame(rows)
     steps = pd.concat(frames, ignore_index=True)
     steps.to_csv(out / "measured_steps.csv", index=False, float_format="%.4f")
-    # the replay runs the daemon's decision function with the live run's tables and
-    # control settings, in trace time
-    settings = in_trace_time(live_control(options.period_s), speedup)
-    policies = all_policies(scenario, names=tuple(p for p in options.policies
-                                                  if p not in planned))
-    policies += [EcoscalePolicy(name, simulated_tables[name], settings) for name in planned]
-    simulated = replay(scenario, policies).summary()
+    simulated = simulated_summary(options, scenario, simulated_tables)
     table = compare(measured, simulated)
     table.to_csv(out / "comparison.csv", index=False, float_format="%.4f")
-    write_report(out, options, scenario, table, steps, emulation, profile)
+    write_report(out, options, scenario, table, steps, emulation, profile, scale)
     return table
+
+
+def replayed_scale(scale: TimeScale, scenario: Scenario) -> TimeScale:
+    """``scale`` with the largest rise of the loads the scenario actually replays (one per
+    period), refused like ``choose_time_scale`` when it is over MAX_LOAD_RISE."""
+    rise, at = largest_rise(scenario.load_qps)
+    if rise > MAX_LOAD_RISE + 1e-12:
+        raise UsageError(f"the replayed window's load rises {100 * rise:.0f} % into period "
+                         f"{at + 1}, more than {100 * MAX_LOAD_RISE:g} %; give more --minutes "
+                         "or a shorter --duration")
+    return replace(scale, step_s=scenario.step_s, periods=scenario.steps, largest_rise=rise,
+                   rise_period=at)
+
+
+def plan_tables(options: EvaluationOptions, scenario: Scenario
+                ) -> tuple[dict[str, PolicyTable], dict[str, PolicyTable],
+                           dict[str, PolicyTable]]:
+    """Per policy with a table (ecoscale, ecoscale-ct): the table planned for the scenario's
+    peak, the live daemon's (windows in wall time) and the replay's (the live one's windows
+    back in trace time)."""
+    model = scenario.model
+    peak = float(np.max(scenario.load_qps))
+    period_s = _period(options)
+    speedup = scenario.step_s / period_s
+    planned: dict[str, PolicyTable] = {}
+    live_tables: dict[str, PolicyTable] = {}
+    simulated_tables: dict[str, PolicyTable] = {}
+    bands = {"ecoscale": None, "ecoscale-ct": ci_bands(scenario)}   # the policies with tables
+    for name in options.policies:
+        if name not in bands:
+            continue
+        planned[name] = build_table(model, scenario.slo_ms, peak, ci_bands=bands[name],
+                                    headroom=options.headroom)
+        # the daemon runs in wall time: its table's windows are compressed too, but the
+        # stabilisation never below the few periods that a move takes to settle on the lab,
+        # and the growth horizon (observation to running placement) never below one period
+        hysteresis = planned[name].hysteresis
+        live = replace(planned[name], hysteresis=replace(
+            hysteresis, down_stabilisation_s=max(hysteresis.down_stabilisation_s / speedup,
+                                                 4 * period_s),
+            growth_horizon_s=max(hysteresis.growth_horizon_s / speedup, period_s),
+            growth_window_s=max(hysteresis.growth_window_s / speedup, period_s)))
+        live_tables[name] = live
+        simulated_tables[name] = replace(live, hysteresis=replace(
+            live.hysteresis, down_stabilisation_s=live.hysteresis.down_stabilisation_s * speedup,
+            growth_horizon_s=live.hysteresis.growth_horizon_s * speedup,
+            growth_window_s=live.hysteresis.growth_window_s * speedup))
+    return planned, live_tables, simulated_tables
+
+
+def simulated_summary(options: EvaluationOptions, scenario: Scenario,
+                      simulated_tables: dict[str, PolicyTable]) -> pd.DataFrame:
+    """The replay's summary of the evaluation's policies: the daemon's decision function with
+    the live run's tables and control settings, in trace time."""
+    period_s = _period(options)
+    settings = in_trace_time(live_control(period_s, options.trend_periods),
+                             scenario.step_s / period_s)
+    policies = all_policies(scenario, names=tuple(p for p in options.policies
+                                                  if p not in simulated_tables))
+    policies += [EcoscalePolicy(name, simulated_tables[name], settings)
+                 for name in options.policies if name in simulated_tables]
+    return replay(scenario, policies).summary()
+
+
+def simulate(options: EvaluationOptions) -> tuple[TimeScale, pd.DataFrame]:
+    """The evaluation's replay alone (`lab evaluate --replay-only`; no lab): its time scale
+    and the summary of the same compressed traces, tables and control settings."""
+    scale = time_scale(options)
+    options = replace(options, period_s=scale.period_s)
+    scenario = compressed_scenario(options)
+    scale = replayed_scale(scale, scenario)
+    _, _, simulated_tables = plan_tables(options, scenario)
+    return scale, simulated_summary(options, scenario, simulated_tables)
 
 
 def compare(measured: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
@@ -435,7 +528,7 @@ def compare(measured: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(out: Path, options: EvaluationOptions, scenario: Scenario,
                  table: pd.DataFrame, steps: pd.DataFrame, emulation: dict[str, Any],
-                 profile: Any) -> None:
+                 profile: Any, scale: TimeScale | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -482,6 +575,9 @@ def write_report(out: Path, options: EvaluationOptions, scenario: Scenario,
         f"(one period = {scenario.step_s / 60:g} trace minutes); peak "
         f"{float(np.max(scenario.load_qps)):.0f} req/s; SLO {scenario.slo_ms:.1f} ms "
         "end-to-end p99 (server side, the front end's histogram).",
+        *(["", f"Time scale: {scale.text()}; the daemon's trend estimate: "
+               + (f"{options.trend_periods} period(s)" if options.trend_periods else "off")
+               + "."] if scale is not None else []),
         "",
         "| policy | carbon kg measured | simulated | gap % | SLO viol. % measured | "
         "simulated | gap pp | moves measured | simulated |",

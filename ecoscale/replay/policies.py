@@ -146,9 +146,11 @@ def ci_bands(scenario: Scenario, width: float = CI_BAND_WIDTH_G_PER_KWH) -> list
 
 def all_policies(scenario: Scenario, table: PolicyTable | None = None,
                  names: tuple[str, ...] = POLICY_NAMES,
-                 ct_table: PolicyTable | None = None) -> list[Any]:
+                 ct_table: PolicyTable | None = None,
+                 settings: ControlSettings | None = None) -> list[Any]:
     """The policies named in ``names``, in report order; ``table`` and ``ct_table`` are
-    the policy tables of ecoscale and ecoscale-ct (default: planned for the scenario)."""
+    the policy tables of ecoscale and ecoscale-ct (default: planned for the scenario),
+    ``settings`` their control settings (default: ControlSettings())."""
     model = scenario.model
     wanted = set(names)
     policies: list[Any] = [
@@ -165,11 +167,13 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
     if wanted & {"ecoscale", "ecoscale-packed"}:
         table = table or build_table(model, scenario.slo_ms, peak)
     if "ecoscale" in wanted:
-        policies.append(EcoscalePolicy("ecoscale", for_period(table, scenario.step_s)))
+        policies.append(EcoscalePolicy("ecoscale", for_period(table, scenario.step_s),
+                                       settings or ControlSettings()))
     if "ecoscale-ct" in wanted:
         ct_table = ct_table or build_table(model, scenario.slo_ms, peak,
                                            ci_bands=ci_bands(scenario))
-        policies.append(EcoscalePolicy("ecoscale-ct", for_period(ct_table, scenario.step_s)))
+        policies.append(EcoscalePolicy("ecoscale-ct", for_period(ct_table, scenario.step_s),
+                                       settings or ControlSettings()))
     if "ecoscale-packed" in wanted:
         inner = EcoscalePolicy("ecoscale", for_period(table, scenario.step_s))
         policies.append(PackedPolicy("ecoscale-packed", inner, model, scenario.slo_ms, peak))

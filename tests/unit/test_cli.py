@@ -338,6 +338,8 @@ def test_durations_accept_units(text, seconds):
                  "trace_start", 21600, id="lab-load-trace-start"),
     pytest.param(["lab", "evaluate", "--period-s", "10s"], "period_s", 10,
                  id="lab-evaluate-period"),
+    pytest.param(["lab", "evaluate", "--move-time", "8s"], "move_time", 8,
+                 id="lab-evaluate-move-time"),
     pytest.param(["profile", "--pool", "lab", "--warmup-s", "1m"], "warmup_s", 60,
                  id="profile-warmup"),
     pytest.param(["profile", "--pool", "lab", "--measure-s", "45"], "measure_s", 45,

@@ -351,7 +351,8 @@ LAB_FLAGS = [("up", "--new-nodes"), ("up", "--old-nodes"), ("up", "--old-cpu-fac
              ("up", "--old-node-cpus"), ("load", "--rate"), ("load", "--duration"),
              ("load", "--steps"), ("load", "--step-s"), ("load", "--seed"),
              ("load", "--timeout"), ("evaluate", "--minutes"), ("evaluate", "--period-s"),
-             ("evaluate", "--peak-fraction"), ("evaluate", "--headroom")]
+             ("evaluate", "--peak-fraction"), ("evaluate", "--headroom"),
+             ("evaluate", "--move-time"), ("evaluate", "--trend-periods")]
 
 
 @FAST

@@ -10,7 +10,10 @@ from ecoscale.control.decide import (
     ControlState,
     decide,
     growth_margin,
+    projected_load,
     remember_load,
+    remember_trend,
+    theil_sen_slope,
     toward_new,
 )
 from ecoscale.control.policy import Cause, Observation
@@ -228,6 +231,16 @@ def test_settings_validation():
     assert len(bad.problems()) == 2
 
 
+@pytest.mark.parametrize("periods,ok", [(0, True), (3, True), (100, True), (-1, False),
+                                        (101, False)],
+                         ids=["off", "three", "longest", "negative", "too-long"])
+def test_trend_periods_validation(periods, ok):
+    problems = ControlSettings(trend_periods=periods).problems()
+    assert (not problems) == ok
+    if not ok:
+        assert "trend_periods" in problems[0] and "0 turns the trend estimate off" in problems[0]
+
+
 # ---- the growth margin and capacities (rule 3) -----------------------------------------------
 CALM = Hysteresis(0.95, 0.95, 300.0, calm_up_fraction=0.99, growth_horizon_s=60.0,
                   growth_window_s=1800.0)
@@ -325,3 +338,96 @@ def test_a_jump_restores_the_full_margin_at_once():
     calm = [(i * 60, 100.0) for i in range(10)]
     trail = run_on(CAPACITY_TABLE, calm + [(600, 115.0)], LOW)
     assert trail[-1] == MID   # 115 is 15 % above 100: 115 x 1.053 > 120
+
+
+# ---- the trend-aware load estimate (rule 3) --------------------------------------------------
+def trend_of(loads, every_s=60.0):
+    return tuple((i * every_s, float(q)) for i, q in enumerate(loads))
+
+
+@pytest.mark.parametrize("loads,expected", [
+    ([100, 110, 120, 130], 140.0),               # a ramp: one more period of its slope
+    ([100, 100, 100, 100], 100.0),               # flat: no rise
+    ([130, 120, 110, 100], 100.0),               # falling: never below the last load
+    ([100, 100, 160, 100, 100], 100.0),          # one spike: the median slope ignores it
+    ([100, 101, 102, 140], 140 + (1 + 40 / 3) / 2),   # a late jump moves the median a rank
+    ([100, 150], 150.0 + 50.0),                  # two observations: the last difference
+    ([100], math.nan),                           # too short to project
+], ids=["ramp", "flat", "falling", "spike", "jump-at-end", "two-points", "one-point"])
+def test_projected_load_is_a_robust_slope_one_period_ahead(loads, expected):
+    got = projected_load(trend_of(loads))
+    assert got == pytest.approx(expected, nan_ok=True)
+
+
+def test_the_projection_never_climbs_faster_than_the_load_did_in_one_period():
+    # uneven periods (a 600-s gap without load data before the last observation): the
+    # median slope, (30/720 + 10/60) / 2 req/s per s, times the 600-s last period would add
+    # 62.5 req/s; the steepest rise between two observations (10 req/s) bounds it
+    loads = ((0.0, 100.0), (60.0, 110.0), (120.0, 120.0), (720.0, 130.0))
+    assert theil_sen_slope(loads) == pytest.approx((30 / 720 + 10 / 60) / 2)
+    assert projected_load(loads) == pytest.approx(140.0)
+
+
+@pytest.mark.parametrize("periods,expected", [
+    (0, ()),
+    (1, ((120.0, 3.0), (180.0, 4.0))),
+    (3, ((0.0, 1.0), (60.0, 2.0), (120.0, 3.0), (180.0, 4.0))),
+], ids=["off-keeps-nothing", "one-period", "window-longer-than-history"])
+def test_trend_memory_keeps_the_last_periods_plus_one_observations(periods, expected):
+    loads: tuple = ()
+    for i, qps in enumerate((1.0, 2.0, 3.0, 4.0)):
+        loads = remember_trend(loads, i * 60.0, qps, periods)
+    assert loads == expected
+
+
+def test_trend_memory_forgets_a_clock_that_went_back_and_reads_json_lists():
+    assert remember_trend(trend_of([1, 2, 3]), 30.0, 9.0, 3) == ((30.0, 9.0),)
+    assert ControlState(trend_loads=[[0, 1]]).trend_loads == ((0.0, 1.0),)
+
+
+TREND = replace(SETTINGS, trend_periods=3)
+RAMP = [(i * 60, 88 + 6 * i) for i in range(6)]   # 88, 94, ... 118 req/s; LOW serves 120
+
+
+@pytest.mark.parametrize("settings,first_up", [(SETTINGS, 5), (TREND, 4)],
+                         ids=["measured-load", "trend-one-period-earlier"])
+def test_a_ramp_goes_up_one_period_earlier_with_the_trend(settings, first_up):
+    # a 7 % rise a period keeps the full margin (LOW up to 120 x 0.95 = 114 req/s): the
+    # measured load passes it at 118 (period 5); at period 4 the measured 112 stays, but
+    # the projected 112 + 6 = 118 goes up
+    state, current, trail, reasons = ControlState(), LOW, [], []
+    for now, qps in RAMP:
+        decision, state = decide(obs(now, qps, 5.0, current), state, CAPACITY_TABLE, settings)
+        current = decision.placement
+        trail.append(current)
+        reasons.append(" ".join(decision.reasons.values()))
+    assert trail.index(MID) == first_up
+    assert ("projected 118 req/s one period ahead" in reasons[first_up]) == (
+        settings.trend_periods > 0)
+
+
+def test_a_falling_load_goes_down_on_the_measured_load_only():
+    # falling 10 req/s a period to 116 (LOW's band ends at 114): the projection (clipped at
+    # the last load) never takes the level down, with or without the trend
+    falling = [(i * 60, 176 - 10 * i) for i in range(7)]
+    for settings in (SETTINGS, TREND):
+        assert run_on_with(settings, falling, MID) == [MID] * len(falling)
+
+
+def test_a_rising_projection_holds_the_level_that_the_measured_load_would_leave():
+    # from MID: the measured load (85 .. 110 req/s) stays under LOW's 114 (120 with the
+    # full margin) for the 300-s stabilisation, so the measured load takes the level down
+    # at 110 req/s, a period before it needs MID again; the projected 110 + 5 = 115 is past
+    # 114, and the trend keeps MID
+    rising = [(i * 60, 85 + 5 * i) for i in range(6)]
+    for settings, expected in ((SETTINGS, LOW), (TREND, MID)):
+        assert run_on_with(settings, rising, MID)[-1] == expected
+
+
+def run_on_with(settings, steps, current):
+    state, trail = ControlState(), []
+    for now, qps in steps:
+        decision, state = decide(obs(now, qps, 5.0, current), state, CAPACITY_TABLE, settings)
+        current = decision.placement
+        trail.append(current)
+    return trail

@@ -25,6 +25,20 @@ def test_defaults():
     assert config.labels.managed == "ecoscale.managed" and not config.dry_run
 
 
+@pytest.mark.parametrize("value,expected", [(None, 0), (3, 3), (101, "control.trend_periods "
+                                                                  "must be in 0..100"),
+                                           (1.5, "control.trend_periods must be a whole number")],
+                         ids=["default-off", "three-periods", "too-long", "not-whole"])
+def test_the_trend_estimate_is_a_control_setting_off_by_default(value, expected):
+    raw = dict(GOOD, control={} if value is None else {"trend_periods": value})
+    if isinstance(expected, int):
+        assert parse_config(raw, "c.yaml").control.trend_periods == expected
+        return
+    with pytest.raises(InputError) as info:
+        parse_config(raw, "c.yaml")
+    assert expected in str(info.value)
+
+
 def test_every_problem_is_reported_at_once():
     bad = {
         "app": "", "intervall_s": 5, "interval_s": -1, "dry_run": "yes",

@@ -87,7 +87,8 @@ def test_a_corrupt_state_file_is_moved_aside_and_logged(tmp_path, content):
 
 def test_a_good_state_file_is_read_back(tmp_path):
     path = tmp_path / "state.json"
-    state = ControlState(level=0, last_move_s={"a": 5.0}, not_running_since={"b": 3.0})
+    state = ControlState(level=0, last_move_s={"a": 5.0}, not_running_since={"b": 3.0},
+                         trend_loads=((1.0, 50.0), (16.0, 60.0)))
     save_state(str(path), state, "d")
     assert load_state(str(path), "d") == state
     assert not list(tmp_path.glob("*.corrupt-*"))

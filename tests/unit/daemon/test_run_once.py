@@ -424,3 +424,21 @@ def test_healthz_ages_the_last_loop_on_the_given_clock():
         assert info.value.code == 503 and "no loop for 61 s" in info.value.read().decode()
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("trend_periods,first_up", [(0, 5), (2, 4)],
+                         ids=["measured-load", "trend-one-period-earlier"])
+def test_the_daemon_feeds_the_trend_estimate_the_observations_the_replay_does(trend_periods,
+                                                                               first_up):
+    # LOW serves 100 req/s (95 with the full margin): the measured ramp 70, 76, ... 100
+    # passes it at 100; its projection (94 + 6) a period earlier
+    daemon, _ = make(qps=70.0, control=replace(CONTROL, trend_periods=trend_periods))
+    ramp = [70.0 + 6 * i for i in range(6)]
+    placed = []
+    for qps in ramp:
+        tick(daemon, qps=qps)
+        placed.append(daemon.orchestrator.placement())
+    assert placed.index(MID) == first_up
+    # the state holds (clock s, req/s) of the last trend_periods + 1 observations
+    kept = tuple(ramp[-(trend_periods + 1):]) if trend_periods else ()
+    assert tuple(q for _, q in daemon.state.trend_loads) == kept
