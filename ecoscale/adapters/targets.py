@@ -176,13 +176,14 @@ def adoption(services: Sequence[str], state: ClusterState, target: TargetConfig,
     wanted = set(services)
     mapped = []
     unmapped = []
-    unnamed = sorted(m.target_name for name, m in state.services.items() if name not in wanted)
+    others = {name: m.target_name for name, m in state.services.items() if name not in wanted}
+    unnamed = sorted(others.values())
     for service in services:
         found = state.services.get(service)
-        if found is None:
-            wanted = target.target_name(service)
-            close = difflib.get_close_matches(wanted, unnamed, n=1, cutoff=0.6)
-            unmapped.append((service, wanted, close[0] if close else ""))
+        if found is None:   # a close match by name (without the stack prefix), each once
+            close = difflib.get_close_matches(service, list(others), n=1, cutoff=0.6)
+            unmapped.append((service, target.target_name(service),
+                             others.pop(close[0]) if close else ""))
             continue
         placed = found.placement
         mapped.append(AdoptedService(

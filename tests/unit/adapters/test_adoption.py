@@ -126,3 +126,32 @@ def test_adopt_of_a_bad_mapping_names_the_file_and_field(tmp_path, capsys):
     assert main(["adopt", "--config", str(path)]) == 1
     err = capsys.readouterr().err
     assert str(path) in err and "target.services: expected a mapping" in err
+
+
+def test_adopt_reads_a_pool_files_target(tmp_path, capsys, monkeypatch):
+    import ecoscale.adapters.targets as targets
+    from ecoscale.adapters.files import load_topology
+
+    services = list(load_topology("socialNetwork").service_names)
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("frontend_url: http://f:8080\nprometheus_url: http://p:9090\n"
+                    "target: {stack: sn, docker_host: 'tcp://m:2375'}\n")
+    built = []
+
+    def build(target, labels=None, source=""):
+        built.append((target, source))
+        return orchestrator_running(services)
+
+    monkeypatch.setattr(targets, "build_target", build)
+    assert main(["adopt", "--pool", str(pool), "--json"]) == 0
+    assert built == [(TargetConfig(docker_host="tcp://m:2375", stack="sn"), str(pool))]
+    document = json.loads(capsys.readouterr().out)
+    assert document["target"] == "tcp://m:2375" and document["ok"]
+
+
+def test_a_close_match_is_by_the_name_without_the_stack_prefix_and_used_once():
+    state = ClusterState(True, {"jaeger-agent": managed("jaeger-agent", "socialnetwork_jaeger-"
+                                                        "agent", None, {})}, ())
+    report = adoption(["compose-post-service", "jaeger-agents", "jaeger-agent2"], state,
+                      TargetConfig(stack="socialnetwork"))
+    assert [close for _, _, close in report.unmapped] == ["", "socialnetwork_jaeger-agent", ""]
