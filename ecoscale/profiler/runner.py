@@ -116,6 +116,8 @@ class Runner:
     unconstrained: set[str] = field(default_factory=set)
     """Services of ``original`` that had no generation constraint (placed where their
     tasks ran): restored without one."""
+    pinned: set[str] = field(default_factory=set)
+    """Services of ``unconstrained`` that this run constrained to a generation."""
     replies_checked: bool = False
     """Whether a measured point's replies were checked against the role queries."""
     clock: Clock = SYSTEM_CLOCK
@@ -151,9 +153,18 @@ class Runner:
 
     def place(self, wanted: Mapping[str, ServicePlacement]) -> int:
         """Apply the placement and wait until every task runs where it should (at most the
-        pool's settle_timeout_s); moves made."""
-        return len(place(self.orchestrator, wanted, self.clock, self.pool.settle_timeout_s,
-                         log=self.log))
+        pool's settle_timeout_s); moves made. A service without a generation constraint
+        is pinned at its first placement even where its tasks already run (else Swarm may
+        place them anywhere, and tasks on two generations never converge)."""
+        pins = [s for s in wanted if s in self.unconstrained and s not in self.pinned]
+        if pins:
+            state = self.orchestrator.read()
+            for name in pins:
+                self.orchestrator.apply(state.services[name], wanted[name])
+                self.pinned.add(name)
+        moved = place(self.orchestrator, wanted, self.clock, self.pool.settle_timeout_s,
+                      log=self.log)
+        return len(set(moved) | set(pins))
 
     def restore(self) -> None:
         """Put every service back as it was: its generation constraint and replicas; a
@@ -163,12 +174,15 @@ class Runner:
             return
         self.log("restoring the services' placements from before the run")
         releaser = self.orchestrator if isinstance(self.orchestrator, Releasing) else None
-        released = self.unconstrained if releaser is not None else set()
-        self.place({s: p for s, p in self.original.items() if s not in released})
-        if releaser is not None and released:
+        if releaser is None:   # the unconstrained ones stay on the generation they ran on
+            self.place(dict(self.original))
+            return
+        self.place({s: p for s, p in self.original.items() if s not in self.unconstrained})
+        if self.pinned:
             state = self.orchestrator.read()
-            for name in sorted(released):
+            for name in sorted(self.pinned):
                 releaser.release(state.services[name], self.original[name].replicas)
+            self.pinned.clear()
 
     def placement_for(self, experiment: Experiment) -> dict[str, ServicePlacement]:
         return {s: ServicePlacement(self.pool.oldest if s in experiment.on_old

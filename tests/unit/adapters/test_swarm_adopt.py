@@ -304,8 +304,12 @@ def test_the_profiler_moves_adopted_services_and_gives_them_back_as_they_were(tm
                                "nginx-thrift": ServicePlacement("old", 1),
                                "jaeger-agent": ServicePlacement("new", 1)}
     assert runner.unconstrained == {"nginx-thrift", "jaeger-agent"}
-    # nginx-thrift already runs its one task on old: it is not updated
-    assert runner.place(dict.fromkeys(names, ServicePlacement("old", 1))) == 2
+    # nginx-thrift already runs its one task on old, unconstrained: it is pinned there
+    assert runner.place(dict.fromkeys(names, ServicePlacement("old", 1))) == 3
+    pinned = api.recorded["socialnetwork_nginx-thrift"]["Spec"]["TaskTemplate"]["Placement"]
+    assert pinned["Constraints"] == ["node.hostname != build-host",
+                                     "node.labels.ecoscale.generation==old"]
+    assert runner.place(dict.fromkeys(names, ServicePlacement("old", 1))) == 0
     moved = api.recorded["socialnetwork_jaeger-agent"]["Spec"]["TaskTemplate"]["Placement"]
     assert moved["Constraints"] == ["node.role == manager", "node.labels.ecoscale.generation==old"]
     runner.restore()
