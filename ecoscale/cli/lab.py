@@ -12,6 +12,7 @@ import math
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,13 @@ lasts --step-s seconds).
 
 class _RawWithDefaults(argparse.RawDescriptionHelpFormatter,
                        argparse.ArgumentDefaultsHelpFormatter):
-    """Description and epilog as written, and every flag's default in its help."""
+    """Description and epilog as written, and every flag's default in its help (a flag
+    whose default is None says in its own words what it falls back to)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -183,7 +190,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--load-trace", default="worldcup98")
     evaluate.add_argument("--carbon-trace", default="CISO")
     evaluate.add_argument("--start", help="where the trace window starts: an offset such as "
-                                          "6h (a bare number is in seconds) or an ISO time")
+                                          "6h (a bare number is in seconds) or an ISO time "
+                                          "(default: the trace's default window, e.g. "
+                                          "WorldCup98's 1998-07-01)")
     evaluate.add_argument("--duration", default="1d",
                           help="trace window to compress, e.g. 6h, 1d (a bare number is in "
                                "seconds)")
@@ -192,13 +201,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="wall-clock minutes per policy")
     evaluate.add_argument("--period-s", type=duration_flag("--period-s", minimum_s=1.0),
                           help="wall time per trace step (and daemon interval), e.g. 30s; a "
-                               "bare number is in seconds; at least 3 move times (default: "
-                               "%(default)s, i.e. 3 x --move-time rounded up to whole "
-                               "seconds)")
+                               "bare number is in seconds; at least 3 move times (default: 3 x "
+                               "--move-time rounded up to whole seconds)")
     evaluate.add_argument("--move-time", type=duration_flag("--move-time", minimum_s=0.1),
                           default=LAB_MOVE_TIME_S,
                           help="how long a move takes on the lab, e.g. 8s; a bare number is "
-                               "in seconds (default: the lab's measured figure; a later lab "
+                               "in seconds (the lab's measured figure by default; a later lab "
                                "measurement replaces it); the period is at least 3 of them, "
                                "and the trace step per period must keep the load's rise "
                                "between two decisions within 25 %% (else the run is refused "
@@ -256,12 +264,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.replay_only:
         from ecoscale.evaluation.evaluate import simulate
 
+        if "all-new" not in options.policies:   # a replay costs seconds: never a nan saving
+            print("note: --policies: all-new runs too, as the reference for savings",
+                  file=sys.stderr)
+            options = replace(options, policies=("all-new", *options.policies))
         scale, summary = simulate(options)
         print(f"time scale: {scale.text()}")
         print(f"trend estimate: {options.trend_periods or 'off'}"
               + (" period(s)" if options.trend_periods else ""))
-        print(summary[["policy", "carbon_kg", "saving_vs_all_new_pct", "slo_violation_pct",
-                       "moves"]].round(3).to_string(index=False))
+        columns = ["carbon_kg", "saving_vs_all_new_pct", "slo_violation_pct", "moves"]
+        summary[columns] = summary[columns].round(3) + 0.0   # + 0.0: no "-0.000"
+        print(summary[["policy", *columns]].to_string(index=False))
         return 0
     from ecoscale.adapters.outputs import check_out_dir
 

@@ -174,3 +174,13 @@ def test_the_replay_only_run_uses_the_trend_and_the_chosen_time_scale():
     # the trend changes what the daemon does on this compressed day (README's figures)
     assert (on.loc["ecoscale", "carbon_kg"], on.loc["ecoscale", "moves"]) != (
         off.loc["ecoscale", "carbon_kg"], off.loc["ecoscale", "moves"])
+
+
+def test_replay_only_without_all_new_still_reports_savings(capsys):
+    from ecoscale.cli import main
+
+    assert main(["lab", "evaluate", "--replay-only", "--policies", "ecoscale"]) == 0
+    captured = capsys.readouterr()
+    assert "all-new runs too, as the reference for savings" in captured.err
+    row = next(line for line in captured.out.splitlines() if line.lstrip().startswith("ecoscale"))
+    assert "nan" not in row.lower() and "-0.000" not in captured.out
