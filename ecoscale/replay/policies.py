@@ -22,7 +22,7 @@ from ecoscale.control.policy import Cause, Decision, Observation, changed_moves
 from ecoscale.model.placement import Placement
 from ecoscale.planner.oracle import optimal_placement
 from ecoscale.planner.search import carbon_terms, minnew, noscale, prune, rank
-from ecoscale.planner.table import PolicyTable, build_table
+from ecoscale.planner.table import PolicyTable, build_table, right_size_table, unpacked_view
 from ecoscale.replay.baselines import StaticPolicy, baseline_policies
 from ecoscale.replay.engine import Scenario
 from ecoscale.replay.rightsized import PackedPolicy, RightSizedNewPolicy
@@ -171,8 +171,10 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
                                            ci_bands=ci_bands(scenario))
         policies.append(EcoscalePolicy("ecoscale-ct", for_period(ct_table, scenario.step_s)))
     if "ecoscale-packed" in wanted:
-        inner = EcoscalePolicy("ecoscale", for_period(table, scenario.step_s))
-        policies.append(PackedPolicy("ecoscale-packed", inner, model, scenario.slo_ms, peak))
+        sized = right_size_table(model, table)
+        inner = EcoscalePolicy("ecoscale", for_period(unpacked_view(sized), scenario.step_s))
+        policies.append(PackedPolicy("ecoscale-packed", inner, model, scenario.slo_ms, peak,
+                                     levels=tuple(level.placement for level in sized.levels)))
     if "oracle" in wanted:
         policies.append(OraclePolicy(scenario))
     order = {name: i for i, name in enumerate(POLICY_NAMES)}
