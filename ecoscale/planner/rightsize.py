@@ -37,7 +37,7 @@ from ecoscale.model.packing import (
     PackedPlacement,
     one_per_socket,
     pack,
-    packed_carbon,
+    packed_carbon_at,
     packed_e2e_p99,
     packed_e2e_p99_at,
     shared_replica_p99s_at,
@@ -146,16 +146,18 @@ def _candidates(model: AppModel, packed: PackedPlacement, current: Placement,
 
 
 def pack_for_slo(model: AppModel, placement: Placement, load_qps: float, slo_ms: float,
-                 capacity: float = TARGET_SOCKET_UTILISATION) -> PackingPlan:
+                 capacity: float = TARGET_SOCKET_UTILISATION,
+                 max_rounds: int = MAX_REPAIR_ROUNDS) -> PackingPlan:
     """``placement`` right-sized for front-end load ``load_qps`` (req/s) and packed per
     generation at ``capacity``, repaired until its end-to-end p99 under the co-location
     model is within ``slo_ms``: each round tries the candidate steps (``_candidates``) and
-    keeps the one with the lowest p99 (then the fewest sockets)."""
+    keeps the one with the lowest p99 (then the fewest sockets). ``max_rounds`` checks (the
+    packing, then after each step but the last) before one socket per replica."""
     current = placement
     isolated: frozenset[str] = frozenset()
     packed = pack(current, replica_shares(model, current, load_qps), capacity, isolated)
     p99 = packed_e2e_p99_at(model, packed, load_qps)
-    for _ in range(MAX_REPAIR_ROUNDS):
+    for _ in range(max_rounds):
         if p99 <= slo_ms:
             added = tuple((s, p.replicas - placement[s].replicas) for s, p in current.items
                           if p.replicas > placement[s].replicas)
@@ -183,17 +185,22 @@ a tight packing needs fewer sockets, a loose one leaves latency slack for fewer 
 LARGE_APP_SERVICES = 200
 """Above this many services the pass packs only the level's own plan at
 TARGET_SOCKET_UTILISATION (each packing and repair costs O(services) per evaluation)."""
+LARGE_APP_PROBES = 2
+"""Packings ``pack_by_sensitivity`` tries per level above LARGE_APP_SERVICES (each one
+packs and scores every service: 0.15 s at 10,000 services)."""
 CAPACITY_BISECTIONS = 30
-"""Bisection steps of ``packed_capacity_qps`` (the range over 2^30: exact to the printed
-digit)."""
+"""Bisection steps of ``packed_capacity_qps`` after its 65-point grid (the range over 2^36:
+exact to the printed digit); LARGE_APP_BISECTIONS above LARGE_APP_SERVICES."""
+LARGE_APP_BISECTIONS = 4
+"""Above LARGE_APP_SERVICES: the capacity from one grid of 2^this + 1 loads between the
+planned load and the level's capacity on dedicated slots (an upper bound): 1/16 of it."""
 
 
 def packed_rate_g_per_h(model: AppModel, packed: PackedPlacement, load_qps: float,
                         ci_g_per_kwh: float) -> float:
     """Carbon rate (gCO2e/h) of ``packed`` at front-end load ``load_qps`` (req/s) and grid
     intensity ``ci_g_per_kwh`` (gCO2e/kWh): per socket in use, as ``packed_carbon``."""
-    carbon = packed_carbon(model, packed, np.array([load_qps]), np.array([ci_g_per_kwh]), 1.0)
-    return float(carbon.embodied_g[0] + carbon.operational_g[0])
+    return packed_carbon_at(model, packed, load_qps, ci_g_per_kwh)
 
 
 @dataclass(frozen=True)
@@ -213,7 +220,7 @@ class RightSized:
 
 def rightsize(model: AppModel, load_qps: float, slo_ms: float, bases: Sequence[Placement],
               ci_g_per_kwh: float, capacities: Sequence[float] = SOCKET_CAPACITIES,
-              ) -> RightSized | None:
+              max_rounds: int = MAX_REPAIR_ROUNDS) -> RightSized | None:
     """The least-carbon right-sized packing at front-end load ``load_qps`` (req/s) that keeps
     ``slo_ms`` (ms) under the co-location model: every placement of ``bases`` packed at every
     socket capacity of ``capacities`` and repaired (``pack_for_slo``), scored at the load and
@@ -224,7 +231,7 @@ def rightsize(model: AppModel, load_qps: float, slo_ms: float, bases: Sequence[P
     for base in dict.fromkeys(bases):
         for capacity in capacities:
             tried += 1
-            plan = pack_for_slo(model, base, load_qps, slo_ms, capacity)
+            plan = pack_for_slo(model, base, load_qps, slo_ms, capacity, max_rounds)
             if plan.fallback or not plan.p99_ms <= slo_ms:
                 continue
             grams = packed_rate_g_per_h(model, plan.packed, load_qps, ci_g_per_kwh)
@@ -235,15 +242,70 @@ def rightsize(model: AppModel, load_qps: float, slo_ms: float, bases: Sequence[P
     return RightSized(best.plan, best.capacity, best.base, best.carbon_g_per_h, tried)
 
 
+def pack_by_sensitivity(model: AppModel, placement: Placement, load_qps: float, slo_ms: float,
+                        ci_g_per_kwh: float, capacity: float = TARGET_SOCKET_UTILISATION,
+                        probes: int = LARGE_APP_PROBES, start_fraction: float = 0.5,
+                        ) -> tuple[RightSized | None, float]:
+    """The right-sizing pass for large apps, in ``probes`` packings: services are ranked by
+    their co-location sensitivity (the rise of their own p99 on a socket the others fill to
+    ``capacity``), the least sensitive k are packed (first-fit decreasing at ``capacity``)
+    and the others keep sockets of their own; k is searched for the largest that keeps
+    ``slo_ms`` (ms) at ``load_qps`` (req/s): the first probe at ``start_fraction`` of the
+    services (the level below's), then halfway up after a hit, a quarter of the way down
+    after a miss. Like the papers' pruner, but for
+    sharing a socket rather than for old servers. Returns the best packing (None when no
+    probe with a packed service keeps the SLO) and its fraction of packed services."""
+    services = list(placement)
+    shares = replica_shares(model, placement, load_qps)
+    rise: dict[str, float] = {}
+    for service, placed in placement.items:
+        curve = model.profile.curve(service, placed.generation)
+        own = model.visits[service] * load_qps / placed.replicas
+        others = max(capacity - curve.util_at(own), 0.0)
+        rise[service] = (curve.p99_at(own + others * curve.saturation_qps)
+                         - curve.p99_at(own))
+    order = sorted(services, key=lambda name: rise[name])
+    best: tuple[int, PackedPlacement, float] | None = None
+    low, high = 0, len(order) + 1      # k = low keeps the SLO (none packed); high does not
+    k = max(1, min(len(order), round(start_fraction * len(order))))
+    for _ in range(probes):
+        packed = pack(placement, shares, capacity, frozenset(order[k:]))
+        p99 = packed_e2e_p99_at(model, packed, load_qps)
+        if p99 <= slo_ms:
+            low = k
+            best = (k, packed, p99)
+            k = (low + high) // 2 if high <= len(order) else min(len(order), 2 * k)
+        else:
+            high = k
+            k = low + max((high - low) // 4, 1)   # a miss: try well below it
+        if high - low <= 1:
+            break
+    if best is None:
+        return None, 0.0
+    k, packed, p99 = best
+    dedicated = tuple(sorted(order[k:]))
+    plan = PackingPlan(packed, p99, dedicated)
+    grams = packed_rate_g_per_h(model, packed, load_qps, ci_g_per_kwh)
+    return RightSized(plan, capacity, placement, grams, probes), k / max(len(order), 1)
+
+
 def packed_capacity_qps(model: AppModel, packed: PackedPlacement, slo_ms: float,
-                        from_qps: float) -> float:
+                        from_qps: float, bisections: int = CAPACITY_BISECTIONS,
+                        below_qps: float | None = None) -> float:
     """Highest front-end load (req/s) at which ``packed`` (its shares and sockets fixed)
     keeps the p99 within ``slo_ms`` (ms) under the co-location model, searched by bisection
     from ``from_qps`` up to the saturation of the same placement on dedicated sockets (an
-    upper bound: sharing only adds latency); ``from_qps`` when the SLO misses there."""
+    upper bound: sharing only adds latency); ``from_qps`` when the SLO misses there. With
+    ``below_qps`` (a known upper bound, e.g. the capacity on dedicated slots) one
+    vectorised evaluation on 2^``bisections`` + 1 loads between the two, rounded down."""
     limit = slo_ms * (1 + 1e-9)
     if not packed_e2e_p99_at(model, packed, from_qps) <= limit:
         return float(from_qps)
+    if below_qps is not None and math.isfinite(below_qps) and below_qps > from_qps:
+        grid = np.linspace(from_qps, below_qps, 2 ** bisections + 1)
+        held = packed_e2e_p99(model, packed, grid) <= limit
+        last = int(np.argmin(held)) - 1 if not held.all() else len(grid) - 1
+        return float(grid[max(last, 0)])
     high = model.saturation_qps(packed)
     if not math.isfinite(high):
         high = max(from_qps, 1.0) * 1e3
@@ -254,7 +316,7 @@ def packed_capacity_qps(model: AppModel, packed: PackedPlacement, slo_ms: float,
     held = packed_e2e_p99(model, packed, grid) <= limit
     last = int(np.argmin(held)) - 1
     low, high = float(grid[max(last, 0)]), float(grid[last + 1])
-    for _ in range(CAPACITY_BISECTIONS):
+    for _ in range(bisections):
         middle = 0.5 * (low + high)
         if packed_e2e_p99_at(model, packed, middle) <= limit:
             low = middle

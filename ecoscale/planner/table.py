@@ -22,9 +22,12 @@ from ecoscale.model.app import AppModel
 from ecoscale.model.packing import PackedPlacement, Socket, pack, packed_e2e_p99_at
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.rightsize import (
+    LARGE_APP_BISECTIONS,
+    LARGE_APP_PROBES,
     LARGE_APP_SERVICES,
     SOCKET_CAPACITIES,
     TARGET_SOCKET_UTILISATION,
+    pack_by_sensitivity,
     packed_capacity_qps,
     packed_rate_g_per_h,
     rightsize,
@@ -325,6 +328,17 @@ def right_size_table(model: AppModel, table: PolicyTable) -> PolicyTable:
     return replace(table, levels=tuple(levels), search=search)
 
 
+def _kept(model: AppModel, below: TableLevel, load_qps: float, ci: float) -> TableLevel:
+    """A level at ``load_qps`` that keeps the right-sized level ``below`` as it is."""
+    return TableLevel(
+        load_qps, below.max_ci_g_per_kwh, below.placement,
+        {s: f"{why} (packing of the level below: serves up to {below.capacity:.0f} req/s)"
+         for s, why in below.reasons.items()},
+        packed_e2e_p99_at(model, below.placement, load_qps),
+        packed_rate_g_per_h(model, below.placement, load_qps, ci), True, 0,
+        below.capacity_qps, below.socket_capacity)
+
+
 def unpacked_view(table: PolicyTable) -> PolicyTable:
     """``table`` with every level's placement as generation and replicas only (what the
     decision function compares and moves); the shares and sockets stay in ``table``."""
@@ -338,11 +352,13 @@ def _right_size_levels(model: AppModel, levels: Sequence[TableLevel], plan_slo_m
     its own plan, the plans of the levels above it in its band (more replicas: slack a
     packing can spend), and every service on the cheapest generation; the packing of the
     level below is kept as it is when it still keeps the SLO here at no more carbon (no
-    move). A level no packing serves keeps its dedicated slots. Returns the levels and the
-    packings tried."""
+    move). A level no packing serves keeps its dedicated slots. Above LARGE_APP_SERVICES
+    only the level's own plan is packed, by co-location sensitivity
+    (``pack_by_sensitivity``, LARGE_APP_PROBES packings per level). Returns the levels and
+    the packings tried."""
     large = len(model.services) > LARGE_APP_SERVICES
     cheapest = carbon_terms(model).cheapest
-    capacities = (TARGET_SOCKET_UTILISATION,) if large else SOCKET_CAPACITIES
+    fraction = 0.5    # of the services a large app packs (pack_by_sensitivity)
     limit = plan_slo_ms * (1 + SLO_TOLERANCE)
     out: list[TableLevel] = []
     tried = 0
@@ -359,24 +375,34 @@ def _right_size_levels(model: AppModel, levels: Sequence[TableLevel], plan_slo_m
             bases += [above.placement for above in levels[index + 1:]
                       if above.feasible and above.max_ci_g_per_kwh == band]
             bases.append(Placement.uniform(model.services, cheapest))
-        chosen = rightsize(model, load, plan_slo_ms, bases, ci, capacities)
-        tried += chosen.tried if chosen is not None else len(bases) * len(capacities)
         below = previous.get(band)
-        if below is not None and packed_e2e_p99_at(model, below.placement, load) <= limit:
-            kept = packed_rate_g_per_h(model, below.placement, load, ci)
-            if chosen is None or kept <= chosen.carbon_g_per_h + 1e-9:
-                out.append(TableLevel(
-                    load, band, below.placement,
-                    {s: f"{why} (packing of the level below: serves up to "
-                        f"{below.capacity:.0f} req/s)" for s, why in below.reasons.items()},
-                    packed_e2e_p99_at(model, below.placement, load), kept, True, 0,
-                    below.capacity_qps, below.socket_capacity))
+        if large and below is not None and load <= below.capacity:
+            # the packing below serves this load (its capacity, under the co-location
+            # model): kept without a search, as build_table keeps a placement that serves
+            out.append(_kept(model, below, load, ci))
+            continue
+        if large:
+            chosen, found = pack_by_sensitivity(model, level.placement, load, plan_slo_ms,
+                                                ci, start_fraction=fraction)
+            fraction = found or fraction / 4
+            tried += LARGE_APP_PROBES
+        else:
+            chosen = rightsize(model, load, plan_slo_ms, bases, ci, SOCKET_CAPACITIES)
+            tried += chosen.tried if chosen is not None else len(bases) * len(
+                SOCKET_CAPACITIES)
+        if (not large and below is not None
+                and packed_e2e_p99_at(model, below.placement, load) <= limit):
+            kept = _kept(model, below, load, ci)
+            if chosen is None or kept.carbon_g_per_h <= chosen.carbon_g_per_h + 1e-9:
+                out.append(kept)
                 continue
         if chosen is None:
             out.append(level)
             continue
         packed = chosen.plan.packed
-        capacity = packed_capacity_qps(model, packed, plan_slo_ms, load)
+        capacity = (packed_capacity_qps(model, packed, plan_slo_ms, load, LARGE_APP_BISECTIONS,
+                                        below_qps=level.capacity) if large
+                    else packed_capacity_qps(model, packed, plan_slo_ms, load))
         reasons = {}
         for service, placed in packed.items:
             origin = (level.reasons.get(service, "") if chosen.base == level.placement
