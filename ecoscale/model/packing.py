@@ -52,11 +52,13 @@ def first_fit_decreasing(
     spread both Swarm and Kubernetes' default topology spread give a service's replicas.
     Ties keep the input order, so the result is deterministic.
 
-    O(n log n): a max-tree over the bins' free room finds the first bin with room (the
-    exact test, total + size <= capacity + FIT_TOLERANCE, is made on that bin, and the search
-    goes on past it when it fails or holds the key), so 10,000 replicas pack in well under a
-    second; the result is that of the plain first-fit scan."""
+    Above SCAN_ITEMS items, O(n log n): a max-tree over the bins' free room finds the first
+    bin with room (the exact test, total + size <= capacity + FIT_TOLERANCE, is made on that
+    bin, and the search goes on past it when it fails or holds the key), so 10,000 replicas
+    pack in well under a second; the result is that of the plain first-fit scan."""
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i][1])
+    if len(sizes) <= SCAN_ITEMS:
+        return _first_fit_scan(sizes, order, capacity, apart)
     width = 1 << max(len(sizes) - 1, 0).bit_length()
     room = [math.inf] * (2 * width)      # free room per bin; unopened bins: unbounded
     limit = capacity + FIT_TOLERANCE
@@ -101,6 +103,32 @@ def first_fit_decreasing(
                 set_room(b, limit - totals[b])
                 break
             start = b + 1
+    return bins
+
+
+SCAN_ITEMS = 256
+"""Up to this many items ``first_fit_decreasing`` scans the bins in order (faster than its
+tree for an app's few dozen replicas; the same bins)."""
+
+
+def _first_fit_scan(sizes: Sequence[tuple[K, float]], order: Sequence[int], capacity: float,
+                    apart: bool) -> list[list[tuple[K, float]]]:
+    """``first_fit_decreasing`` by scanning every open bin for each item, in ``order``."""
+    bins: list[list[tuple[K, float]]] = []
+    totals: list[float] = []
+    keys: list[set[K]] = []
+    for i in order:
+        key, size = sizes[i]
+        for b, total in enumerate(totals):
+            if total + size <= capacity + FIT_TOLERANCE and not (apart and key in keys[b]):
+                bins[b].append((key, size))
+                totals[b] = total + size
+                keys[b].add(key)
+                break
+        else:
+            bins.append([(key, size)])
+            totals.append(size)
+            keys.append({key})
     return bins
 
 

@@ -188,6 +188,18 @@ TARGET_SOCKET_UTILISATION (each packing and repair costs O(services) per evaluat
 LARGE_APP_PROBES = 2
 """Packings ``pack_by_sensitivity`` tries per level above LARGE_APP_SERVICES (each one
 packs and scores every service: 0.15 s at 10,000 services)."""
+PASS_REPAIR_ROUNDS = 15
+"""Repair rounds per candidate packing in the right-sizing pass (pack_for_slo's default,
+MAX_REPAIR_ROUNDS, is for one placement alone): a candidate that needs more is beaten by
+another candidate with the slack built in."""
+ABOVE_CANDIDATES = 4
+"""Plans of higher levels the pass packs besides a level's own (the nearest distinct ones:
+further up they carry slack the level does not need, at more replicas)."""
+SPREAD_REPLICAS = 3
+"""Candidates with every service on the cheapest generation with 1 .. this many replicas
+(the profile's ``replica_limits`` permitting): spreading each service over several tightly
+packed sockets lowers every replica's own load, so the shared sockets queue less. At low
+load that is the packed oracle's optimum (300 req/s on socialNetwork: 2 old sockets)."""
 CAPACITY_BISECTIONS = 30
 """Bisection steps of ``packed_capacity_qps`` after its 65-point grid (the range over 2^36:
 exact to the printed digit); LARGE_APP_BISECTIONS above LARGE_APP_SERVICES."""
@@ -220,7 +232,7 @@ class RightSized:
 
 def rightsize(model: AppModel, load_qps: float, slo_ms: float, bases: Sequence[Placement],
               ci_g_per_kwh: float, capacities: Sequence[float] = SOCKET_CAPACITIES,
-              max_rounds: int = MAX_REPAIR_ROUNDS) -> RightSized | None:
+              max_rounds: int = PASS_REPAIR_ROUNDS) -> RightSized | None:
     """The least-carbon right-sized packing at front-end load ``load_qps`` (req/s) that keeps
     ``slo_ms`` (ms) under the co-location model: every placement of ``bases`` packed at every
     socket capacity of ``capacities`` and repaired (``pack_for_slo``), scored at the load and

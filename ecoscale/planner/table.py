@@ -22,14 +22,17 @@ from ecoscale.model.app import AppModel
 from ecoscale.model.packing import PackedPlacement, Socket, pack, packed_e2e_p99_at
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.rightsize import (
+    ABOVE_CANDIDATES,
     LARGE_APP_BISECTIONS,
     LARGE_APP_PROBES,
     LARGE_APP_SERVICES,
     SOCKET_CAPACITIES,
+    SPREAD_REPLICAS,
     TARGET_SOCKET_UTILISATION,
     pack_by_sensitivity,
     packed_capacity_qps,
     packed_rate_g_per_h,
+    replica_limit,
     rightsize,
 )
 from ecoscale.planner.search import (
@@ -349,8 +352,9 @@ def unpacked_view(table: PolicyTable) -> PolicyTable:
 def _right_size_levels(model: AppModel, levels: Sequence[TableLevel], plan_slo_ms: float,
                        ) -> tuple[list[TableLevel], int]:
     """Every feasible level right-sized (``planner.rightsize.rightsize``): candidates are
-    its own plan, the plans of the levels above it in its band (more replicas: slack a
-    packing can spend), and every service on the cheapest generation; the packing of the
+    its own plan, the next ABOVE_CANDIDATES distinct plans of the levels above it in its
+    band (more replicas: slack a packing can spend), and every service on the cheapest
+    generation with 1 .. SPREAD_REPLICAS replicas (each spread over shared sockets); the
     level below is kept as it is when it still keeps the SLO here at no more carbon (no
     move). A level no packing serves keeps its dedicated slots. Above LARGE_APP_SERVICES
     only the level's own plan is packed, by co-location sensitivity
@@ -358,6 +362,7 @@ def _right_size_levels(model: AppModel, levels: Sequence[TableLevel], plan_slo_m
     the packings tried."""
     large = len(model.services) > LARGE_APP_SERVICES
     cheapest = carbon_terms(model).cheapest
+    spread = min(SPREAD_REPLICAS, replica_limit(model, cheapest))
     fraction = 0.5    # of the services a large app packs (pack_by_sensitivity)
     limit = plan_slo_ms * (1 + SLO_TOLERANCE)
     out: list[TableLevel] = []
@@ -372,9 +377,11 @@ def _right_size_levels(model: AppModel, levels: Sequence[TableLevel], plan_slo_m
         load = level.max_load_qps
         bases = [level.placement]
         if not large:
-            bases += [above.placement for above in levels[index + 1:]
-                      if above.feasible and above.max_ci_g_per_kwh == band]
-            bases.append(Placement.uniform(model.services, cheapest))
+            above = dict.fromkeys(lv.placement for lv in levels[index + 1:]
+                                  if lv.feasible and lv.max_ci_g_per_kwh == band)
+            bases += [p for p in above if p != level.placement][:ABOVE_CANDIDATES]
+            bases += [Placement.uniform(model.services, cheapest, replicas)
+                      for replicas in range(1, spread + 1)]
         below = previous.get(band)
         if large and below is not None and load <= below.capacity:
             # the packing below serves this load (its capacity, under the co-location
