@@ -156,7 +156,8 @@ class OraclePackedPolicy:
                                    if math.isfinite(upper) else "")
                     + f"); it finished {len(self.solved)} of {len(keys)} buckets"
                     + (f", every bucket up to {done:.0f} req/s: a trace scaled to that "
-                       "peak (--peak-qps) shows the row" if done > 0 else ""))
+                       "peak (--peak-qps) shows the row" if self.solved and done > 0
+                       else ""))
                 break
             self.solved[key] = result.placement
             self.gaps[key] = result.gap
