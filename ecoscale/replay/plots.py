@@ -37,7 +37,7 @@ STYLES = {
     "ecoscale": {"color": "#2ca02c", "ls": "-", "lw": 2.6, "marker": "o"},
     "ecoscale-ct": {"color": "#bcbd22", "ls": "--", "lw": 1.8, "marker": "P"},
     "oracle": {"color": "#d62728", "ls": ":", "lw": 2.0, "marker": "X"},
-    "ecoscale-packed": {"color": "#00695c", "ls": "-.", "lw": 2.4, "marker": "*"},
+    "ecoscale-packed": {"color": "#00695c", "ls": "-.", "lw": 2.4, "marker": "h"},
     "oracle-packed": {"color": "#7f0000", "ls": ":", "lw": 2.0, "marker": "x"},
 }
 _SPARE = ["#e377c2", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a"]
