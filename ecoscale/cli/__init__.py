@@ -52,6 +52,8 @@ POLICY_HELP = {
     "ecoscale-ct": "the same with a C(t)-aware table (one ladder per carbon band)",
     "ecoscale-packed": "ecoscale's placements right-sized and packed per generation",
     "oracle": "the exact least-carbon placement per step (MILP): a bound",
+    "oracle-packed": "the exact least-carbon right-sized packing per step (MILP; only when "
+                     "named: minutes), shown where it finishes",
 }
 REFERENCE_POLICY = "all-new"
 RIGHT_SIZED_REFERENCE = "right-sized-new"
@@ -119,10 +121,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 
 def _wanted_policies(text: str | None) -> tuple[list[str], list[str]]:
     """(policies to run, notes) from --policies; UsageError naming unknown ones."""
-    from ecoscale.replay.policies import POLICY_NAMES
+    from ecoscale.replay.policies import DEFAULT_POLICY_NAMES, POLICY_NAMES
 
     if not text:
-        return list(POLICY_NAMES), []
+        return list(DEFAULT_POLICY_NAMES), []
     wanted = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     unknown = [name for name in wanted if name not in POLICY_NAMES]
     if unknown or not wanted:
@@ -185,8 +187,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     references = ([] if RIGHT_SIZED_REFERENCE in wanted
                   else all_policies(scenario, names=(RIGHT_SIZED_REFERENCE,)))
     settings = ControlSettings(trend_periods=args.trend_periods)
-    result = replay(scenario, all_policies(scenario, table, names=tuple(wanted),
-                                           settings=settings), references)
+    policy_notes: list[str] = []
+    policies = all_policies(scenario, table, names=tuple(wanted), settings=settings,
+                            notes=policy_notes)
+    for note in policy_notes:
+        out.note(note)
+    result = replay(scenario, policies, references)
     out.text(f"ecoscale replay: {scenario.model.topology.app} ({scenario.model.profile.name} "
              f"profile), SLO {scenario.slo_ms:.2f} ms p99\n{scenario.steps} steps of "
              f"{scenario.step_s:g} s{_window_text(scenario)}\n")

@@ -12,14 +12,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 
 from ecoscale.errors import InputError
 from ecoscale.model.app import AppModel
+from ecoscale.model.packing import PackedPlacement, Socket, pack, packed_e2e_p99_at
 from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.planner.rightsize import (
+    ABOVE_CANDIDATES,
+    LARGE_APP_BISECTIONS,
+    LARGE_APP_PROBES,
+    LARGE_APP_SERVICES,
+    SOCKET_CAPACITIES,
+    SPREAD_REPLICAS,
+    TARGET_SOCKET_UTILISATION,
+    pack_by_sensitivity,
+    packed_capacity_qps,
+    packed_rate_g_per_h,
+    replica_limit,
+    rightsize,
+)
 from ecoscale.planner.search import (
     SLO_TOLERANCE,
     CarbonTerms,
@@ -97,6 +112,14 @@ class TableLevel:
     capacity_qps: float = math.nan
     """Highest front-end load (req/s) at which the placement keeps the planning SLO
     (>= max_load_qps); NaN when unknown (tables written before it, infeasible levels)."""
+    socket_capacity: float = math.nan
+    """A right-sized level (``placement`` a ``PackedPlacement``): the reserved share packed
+    onto one socket at most (sockets); NaN for a level of dedicated slots."""
+
+    @property
+    def right_sized(self) -> bool:
+        """True when the level's replicas hold shares and share sockets."""
+        return isinstance(self.placement, PackedPlacement)
 
     @property
     def capacity(self) -> float:
@@ -198,8 +221,14 @@ def build_table(
     hysteresis: Hysteresis | None = None,
     provenance: Mapping[str, object] | None = None,
     headroom: float = 0.0,
+    right_size: bool = False,
 ) -> PolicyTable:
     """Plan every level: prune and rank once at peak, then MinNew at each level's load.
+
+    With ``right_size``, a last pass (``_right_size_levels``) gives every feasible level a
+    right-sized packing: generation, replicas and each replica's share chosen together with
+    the packing per generation, the SLO (less ``headroom``) kept at the level's load under
+    the co-location model, and the capacity measured under it.
 
     ``headroom`` (0..1) is the share of the SLO kept free: levels are planned so that the
     modelled p99 stays under ``slo_ms * (1 - headroom)``, a margin for the gap between the
@@ -251,6 +280,9 @@ def build_table(
         capacity = max(capacities[plan.placement], plan.load_qps, *same_loads)
         levels.append(_level(plan, band, capacity))
         levels.extend(_same_as(model, plan, band, capacity, same_loads, same_p99s))
+    packings_tried = 0
+    if right_size:
+        levels, packings_tried = _right_size_levels(model, levels, plan_slo_ms)
     n, k = pruning.search_space
     search = {
         "services": n,
@@ -261,6 +293,9 @@ def build_table(
         "levels": len(levels),
         "prune_threshold_ms": round(pruning.threshold_ms, 4),
     }
+    if right_size:
+        search["right_sized_levels"] = sum(level.right_sized for level in levels)
+        search["packings_tried"] = packings_tried
     if headroom:
         search["headroom"] = headroom
         search["planned_to_p99_ms"] = round(plan_slo_ms, 4)
@@ -284,6 +319,113 @@ def build_table(
 def _level(plan: Plan, band: float, capacity: float) -> TableLevel:
     return TableLevel(plan.load_qps, band, plan.placement, dict(plan.reasons), plan.p99_ms,
                       plan.carbon_g_per_h, plan.feasible, plan.evaluations, capacity)
+
+
+def right_size_table(model: AppModel, table: PolicyTable) -> PolicyTable:
+    """``table`` with the right-sizing pass run over its levels (as ``build_table`` with
+    ``right_size``), planned to the SLO the table was planned to (its headroom kept)."""
+    plan_slo_ms = float(table.search.get("planned_to_p99_ms", table.slo_ms))  # type: ignore[arg-type]
+    levels, tried = _right_size_levels(model, table.levels, plan_slo_ms)
+    search = {**table.search, "right_sized_levels": sum(lv.right_sized for lv in levels),
+              "packings_tried": tried}
+    return replace(table, levels=tuple(levels), search=search)
+
+
+def _kept(model: AppModel, below: TableLevel, load_qps: float, ci: float) -> TableLevel:
+    """A level at ``load_qps`` that keeps the right-sized level ``below`` as it is."""
+    return TableLevel(
+        load_qps, below.max_ci_g_per_kwh, below.placement,
+        {s: f"{why} (packing of the level below: serves up to {below.capacity:.0f} req/s)"
+         for s, why in below.reasons.items()},
+        packed_e2e_p99_at(model, below.placement, load_qps),
+        packed_rate_g_per_h(model, below.placement, load_qps, ci), True, 0,
+        below.capacity_qps, below.socket_capacity)
+
+
+def unpacked_view(table: PolicyTable) -> PolicyTable:
+    """``table`` with every level's placement as generation and replicas only (what the
+    decision function compares and moves); the shares and sockets stay in ``table``."""
+    return replace(table, levels=tuple(replace(level, placement=Placement(level.placement.items))
+                                       for level in table.levels))
+
+
+def _right_size_levels(model: AppModel, levels: Sequence[TableLevel], plan_slo_ms: float,
+                       ) -> tuple[list[TableLevel], int]:
+    """Every feasible level right-sized (``planner.rightsize.rightsize``): candidates are
+    its own plan, the next ABOVE_CANDIDATES distinct plans of the levels above it in its
+    band (more replicas: slack a packing can spend), and every service on the cheapest
+    generation with 1 .. SPREAD_REPLICAS replicas (each spread over shared sockets); the
+    level below is kept as it is when it still keeps the SLO here at no more carbon (no
+    move). A level no packing serves keeps its dedicated slots. Above LARGE_APP_SERVICES
+    only the level's own plan is packed, by co-location sensitivity
+    (``pack_by_sensitivity``, LARGE_APP_PROBES packings per level). Returns the levels and
+    the packings tried."""
+    large = len(model.services) > LARGE_APP_SERVICES
+    cheapest = carbon_terms(model).cheapest
+    spread = min(SPREAD_REPLICAS, replica_limit(model, cheapest))
+    fraction = 0.5    # of the services a large app packs (pack_by_sensitivity)
+    limit = plan_slo_ms * (1 + SLO_TOLERANCE)
+    out: list[TableLevel] = []
+    tried = 0
+    previous: dict[float, TableLevel] = {}
+    for index, level in enumerate(levels):
+        if not level.feasible:
+            out.append(level)
+            continue
+        band = level.max_ci_g_per_kwh
+        ci = terms_for_band(model, band).ci_g_per_kwh
+        load = level.max_load_qps
+        bases = [level.placement]
+        if not large:
+            above = dict.fromkeys(lv.placement for lv in levels[index + 1:]
+                                  if lv.feasible and lv.max_ci_g_per_kwh == band)
+            bases += [p for p in above if p != level.placement][:ABOVE_CANDIDATES]
+            bases += [Placement.uniform(model.services, cheapest, replicas)
+                      for replicas in range(1, spread + 1)]
+        below = previous.get(band)
+        if large and below is not None and load <= below.capacity:
+            # the packing below serves this load (its capacity, under the co-location
+            # model): kept without a search, as build_table keeps a placement that serves
+            out.append(_kept(model, below, load, ci))
+            continue
+        if large:
+            chosen, found = pack_by_sensitivity(model, level.placement, load, plan_slo_ms,
+                                                ci, start_fraction=fraction)
+            fraction = found or fraction / 4
+            tried += LARGE_APP_PROBES
+        else:
+            chosen = rightsize(model, load, plan_slo_ms, bases, ci, SOCKET_CAPACITIES)
+            tried += chosen.tried if chosen is not None else len(bases) * len(
+                SOCKET_CAPACITIES)
+        if (not large and below is not None
+                and packed_e2e_p99_at(model, below.placement, load) <= limit):
+            kept = _kept(model, below, load, ci)
+            if chosen is None or kept.carbon_g_per_h <= chosen.carbon_g_per_h + 1e-9:
+                out.append(kept)
+                continue
+        if chosen is None:
+            out.append(level)
+            continue
+        packed = chosen.plan.packed
+        capacity = (packed_capacity_qps(model, packed, plan_slo_ms, load, LARGE_APP_BISECTIONS,
+                                        below_qps=level.capacity) if large
+                    else packed_capacity_qps(model, packed, plan_slo_ms, load))
+        reasons = {}
+        for service, placed in packed.items:
+            origin = (level.reasons.get(service, "") if chosen.base == level.placement
+                      else f"{placed}: as planned for a higher load (slack for packing)")
+            reasons[service] = (f"{origin}; right-sized: share {packed.share(service):.3f} "
+                                f"of a socket, packed at {chosen.capacity:.0%}")
+        for service, added in chosen.plan.added:
+            reasons[service] += f", +{added} replicas (co-location repair)"
+        for service in chosen.plan.isolated:
+            reasons[service] += ", sockets of its own (co-location repair)"
+        right = TableLevel(load, band, packed, reasons, chosen.plan.p99_ms,
+                           chosen.carbon_g_per_h, True, level.evaluations, capacity,
+                           chosen.capacity)
+        previous[band] = right
+        out.append(right)
+    return out, tried
 
 
 def _same_as(model: AppModel, plan: Plan, band: float, capacity: float,
@@ -409,13 +551,31 @@ def table_to_data(table: PolicyTable) -> dict[str, object]:
                 "carbon_g_per_h_at_max_load": round(level.carbon_g_per_h, 3),
                 "placement": {
                     s: {"generation": p.generation, "replicas": p.replicas,
+                        **({"share": round(level.placement.share(s), SHARE_DIGITS)}
+                           if isinstance(level.placement, PackedPlacement) else {}),
                         "reason": level.reasons.get(s, "")}
                     for s, p in level.placement.items
                 },
+                **_packing_data(level),
             }
             for level in table.levels
         ],
     }
+
+
+SHARE_DIGITS = 6
+"""Decimals of a share in the table file (a millionth of a socket)."""
+
+
+def _packing_data(level: TableLevel) -> dict[str, object]:
+    """A right-sized level's packing: the socket capacity it was packed at and its sockets,
+    each the list of the replicas on it (one service name per replica)."""
+    if not isinstance(level.placement, PackedPlacement):
+        return {}
+    return {"socket_capacity": round(level.socket_capacity, 4)
+            if math.isfinite(level.socket_capacity) else TARGET_SOCKET_UTILISATION,
+            "sockets": [[name for name, _ in socket.replicas]
+                        for socket in level.placement.sockets]}
 
 
 MAX_REPLICAS = 10_000
@@ -549,6 +709,7 @@ def _level_from_data(raw: object, where: str, problems: list[str]) -> TableLevel
         problems.append(f"{where}feasible must be true or false, got {feasible!r}")
     items = []
     reasons = {}
+    shares: dict[str, float] = {}
     for service, spec in raw["placement"].items():
         at = f"{where}placement.{service}."
         if not isinstance(spec, Mapping) or not isinstance(spec.get("generation"), str) or (
@@ -560,10 +721,72 @@ def _level_from_data(raw: object, where: str, problems: list[str]) -> TableLevel
                              minimum=1, maximum=MAX_REPLICAS)
         items.append((str(service), ServicePlacement(spec["generation"], int(replicas))))
         reasons[str(service)] = str(spec.get("reason", ""))
+        if "share" in spec:
+            shares[str(service)] = number_at(spec, "share", problems, where=at, above=0,
+                                             maximum=1, fallback=1.0)
     if len(problems) > before:
         return None
-    return TableLevel(max_load, max_ci, Placement(tuple(items)), reasons, p99, carbon,
-                      bool(feasible), capacity_qps=capacity)
+    placement = Placement(tuple(items))
+    socket_capacity = math.nan
+    if shares or "sockets" in raw:
+        packed = _packed_from_data(raw, placement, shares, where, problems)
+        if packed is None:
+            return None
+        placement, socket_capacity = packed
+    return TableLevel(max_load, max_ci, placement, reasons, p99, carbon,
+                      bool(feasible), capacity_qps=capacity, socket_capacity=socket_capacity)
+
+
+def _packed_from_data(raw: Mapping, placement: Placement, shares: Mapping[str, float],
+                      where: str, problems: list[str]) -> tuple[PackedPlacement, float] | None:
+    """The right-sized placement of a level (every service with a ``share``): its
+    ``sockets`` as written (each a list of replicas, one service name each, of one
+    generation; every replica on one socket), or, without them, packed first-fit decreasing
+    at ``socket_capacity`` (default TARGET_SOCKET_UTILISATION). None with the problems
+    appended."""
+    before = len(problems)
+    missing = [s for s in placement if s not in shares]
+    if missing:
+        problems.append(f"{where}a right-sized level gives every service a share; missing "
+                        f"for {', '.join(missing)}: add placement.<service>.share (sockets, "
+                        "0..1) or remove the shares and sockets")
+        return None
+    socket_capacity = number_at(raw, "socket_capacity", problems, where=where,
+                                default=TARGET_SOCKET_UTILISATION, above=0, maximum=1,
+                                fallback=TARGET_SOCKET_UTILISATION)
+    raw_sockets = raw.get("sockets")
+    if raw_sockets is None:
+        if len(problems) > before:
+            return None
+        return pack(placement, shares, socket_capacity), socket_capacity
+    sockets = []
+    counts: dict[str, int] = {}
+    if not isinstance(raw_sockets, list):
+        raw_sockets = [raw_sockets]
+    for number, names in enumerate(raw_sockets, start=1):
+        if not isinstance(names, list) or not names or not all(
+                isinstance(n, str) and n in placement._index for n in names):
+            problems.append(f"{where}sockets {number}: expected a list of the services of "
+                            f"its replicas (names the level places), got {names!r}")
+            continue
+        generations = {placement[n].generation for n in names}
+        if len(generations) > 1:
+            problems.append(f"{where}sockets {number}: replicas of one generation share a "
+                            f"socket, this one mixes {', '.join(sorted(generations))}")
+            continue
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        sockets.append(Socket(generations.pop(), tuple((n, shares[n]) for n in names)))
+    wrong = [f"{s} ({counts.get(s, 0)} on sockets, {p.replicas} replicas)"
+             for s, p in placement.items if counts.get(s, 0) != p.replicas]
+    if wrong:
+        problems.append(f"{where}sockets: every replica is on one socket; these differ: "
+                        f"{', '.join(wrong)}; fix the sockets or the replicas")
+    if len(problems) > before:
+        return None
+    return (PackedPlacement(placement.items, sockets=tuple(sockets),
+                            shares=tuple((s, shares[s]) for s, _ in placement.items)),
+            socket_capacity)
 
 
 def _number_map(raw: object, name: str, problems: list[str], **bounds: object) -> dict[str, float]:

@@ -37,6 +37,8 @@ STYLES = {
     "ecoscale": {"color": "#2ca02c", "ls": "-", "lw": 2.6, "marker": "o"},
     "ecoscale-ct": {"color": "#bcbd22", "ls": "--", "lw": 1.8, "marker": "P"},
     "oracle": {"color": "#d62728", "ls": ":", "lw": 2.0, "marker": "X"},
+    "ecoscale-packed": {"color": "#00695c", "ls": "-.", "lw": 2.4, "marker": "h"},
+    "oracle-packed": {"color": "#7f0000", "ls": ":", "lw": 2.0, "marker": "x"},
 }
 _SPARE = ["#e377c2", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a"]
 GENERATION_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
@@ -403,7 +405,8 @@ def placement_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]
              for group in run_groups}
     top = max(float(sum(s[g] for g in generations).max()) for s in slots.values())
     fig, axes = _multiples(plt, scenario, len(run_groups),
-                           "Placement: slots (replicas) per generation, stacked, per policy")
+                           "Placement: slots (replicas; right-sized rows: sockets in use) per "
+                           "generation, stacked, per policy")
     for ax, group in zip(axes, run_groups, strict=True):
         run = group[0]
         base = np.zeros(scenario.steps)
@@ -421,7 +424,7 @@ def placement_figure(plt, result: ReplayResult, run_groups: list[list[PolicyRun]
                 transform=ax.transAxes, fontsize=7, va="center")
         ax.grid(True, alpha=0.3, axis="x")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[g]) for g in generations]
-    axes[0].legend(handles, [f"slots on {g}" for g in generations], fontsize=7.5,
+    axes[0].legend(handles, [f"slots or sockets on {g}" for g in generations], fontsize=7.5,
                    ncol=len(generations), loc="lower right", bbox_to_anchor=(1.0, 1.0),
                    frameon=False)
     return fig

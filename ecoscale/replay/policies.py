@@ -19,16 +19,24 @@ import numpy as np
 
 from ecoscale.control.decide import ControlSettings, ControlState, decide
 from ecoscale.control.policy import Cause, Decision, Observation, changed_moves
+from ecoscale.model.app import CarbonBreakdown
+from ecoscale.model.packing import evaluate_packed_sequence
 from ecoscale.model.placement import Placement
-from ecoscale.planner.oracle import optimal_placement
+from ecoscale.planner.oracle import optimal_placement, packed_optimum
+from ecoscale.planner.rightsize import rightsize
 from ecoscale.planner.search import carbon_terms, minnew, noscale, prune, rank
-from ecoscale.planner.table import PolicyTable, build_table
+from ecoscale.planner.table import PolicyTable, build_table, right_size_table, unpacked_view
 from ecoscale.replay.baselines import StaticPolicy, baseline_policies
 from ecoscale.replay.engine import Scenario
 from ecoscale.replay.rightsized import PackedPolicy, RightSizedNewPolicy
 
 POLICY_NAMES = ("all-new", "all-old", "hpa-cpu", "carbon-ceiling", "right-sized-new", "noscale",
-                "minnew", "ecoscale", "ecoscale-ct", "ecoscale-packed", "oracle")
+                "minnew", "ecoscale", "ecoscale-ct", "ecoscale-packed", "oracle", "oracle-packed")
+DEFAULT_POLICY_NAMES = tuple(name for name in POLICY_NAMES if name != "oracle-packed")
+"""What a replay runs without --policies: oracle-packed solves a MILP per load bucket (up
+to ORACLE_PACKED_TIME_LIMIT_S each), minutes rather than seconds, so it runs when named."""
+ORACLE_PACKED_TIME_LIMIT_S = 30.0
+"""Time limit (s) of one packed-oracle MILP (one load and intensity bucket)."""
 CI_BAND_WIDTH_G_PER_KWH = 50.0
 
 
@@ -99,6 +107,83 @@ class OraclePolicy:
                                                  "exact optimum for this step")), state
 
 
+class OraclePackedPolicy:
+    """``oracle-packed``: the least-carbon right-sized placement (generation, replicas,
+    shares and packing) that keeps the SLO under the co-location model at each step's true
+    load (``planner.oracle.packed_optimum``), bucketed as ``OraclePolicy`` is.
+
+    Every bucket the trace visits is solved up front, by ascending load, each within
+    ``time_limit_s``; the first bucket not proven optimal stops the solving (higher loads
+    only get harder) and ``finished`` is False: the row is then not shown, and ``note``
+    says how far it got (the replay never shows a row that is not the optimum)."""
+
+    feedback: frozenset[str] = frozenset()
+
+    def __init__(self, scenario: Scenario, table: PolicyTable, name: str = "oracle-packed",
+                 load_quantum: float = 0.02, ci_quantum_g_per_kwh: float = 50.0,
+                 time_limit_s: float = ORACLE_PACKED_TIME_LIMIT_S):
+        self.name = name
+        self.scenario = scenario
+        peak = float(np.max(scenario.load_qps))
+        self.load_step = max(peak * load_quantum, 1e-9)
+        self.ci_step = ci_quantum_g_per_kwh
+        self.solved: dict[tuple[int, int], Placement] = {}
+        self.gaps: dict[tuple[int, int], float] = {}
+        model = scenario.model
+        keys = sorted({self.key(float(q), float(c)) for q, c in
+                       zip(scenario.load_qps, scenario.ci_g_per_kwh, strict=True)})
+        bases = [level.placement for level in table.levels if level.feasible]
+        bases.append(Placement.uniform(model.services, carbon_terms(model).cheapest))
+        self.finished = True
+        self.note = ""
+        for key in keys:
+            load, ci = key[0] * self.load_step, key[1] * self.ci_step
+            terms = carbon_terms(model, ci)
+            known = rightsize(model, load, scenario.slo_ms,
+                              [b for b in bases if model.saturation_qps(b) > load], ci)
+            upper = known.carbon_g_per_h if known is not None else math.inf
+            result = packed_optimum(model, load, scenario.slo_ms, terms, upper, time_limit_s)
+            if result.status != "optimal" or result.placement is None:
+                self.finished = False
+                done = (key[0] - 1) * self.load_step
+                self.note = (
+                    f"oracle-packed: not shown: the MILP did not prove the optimum at "
+                    f"{load:.0f} req/s, {ci:.0f} g/kWh within {time_limit_s:g} s "
+                    f"({result.status}; {result.binaries} binaries"
+                    + (f"; best found {result.carbon_g_per_h:.1f} gCO2e/h, lower bound "
+                       f"{result.bound_g_per_h:.1f}" if math.isfinite(result.carbon_g_per_h)
+                       else "") + (f"; the right-sizing pass {upper:.1f}"
+                                   if math.isfinite(upper) else "")
+                    + f"); it finished {len(self.solved)} of {len(keys)} buckets"
+                    + (f", every bucket up to {done:.0f} req/s: a trace scaled to that "
+                       "peak (--peak-qps) shows the row" if self.solved and done > 0
+                       else ""))
+                break
+            self.solved[key] = result.placement
+            self.gaps[key] = result.gap
+
+    def key(self, load_qps: float, ci: float) -> tuple[int, int]:
+        return (max(1, math.ceil(load_qps / self.load_step - 1e-9)), round(ci / self.ci_step))
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
+        step = int(round(observation.clock_s / self.scenario.step_s))
+        key = self.key(float(self.scenario.load_qps[step]),
+                       float(self.scenario.ci_g_per_kwh[step]))
+        placement = self.solved[key]
+        return Decision(placement, changed_moves(observation.current, placement, Cause.OPTIMUM,
+                                                 "exact packed optimum for this step")), state
+
+    def evaluate_sequence(self, placements: list[Placement], frontend_qps: np.ndarray,
+                          ci_g_per_kwh: np.ndarray, step_h: float
+                          ) -> tuple[np.ndarray, CarbonBreakdown]:
+        """Scores steps under the co-location model (the replay calls this)."""
+        return evaluate_packed_sequence(self.scenario.model, placements, frontend_qps,
+                                        ci_g_per_kwh, step_h)
+
+
 def for_period(table: PolicyTable, period_s: float) -> PolicyTable:
     """``table`` for a daemon deciding every ``period_s``: load growth is measured over at
     least one period (a growth horizon shorter than the period would see no history)."""
@@ -145,12 +230,15 @@ def ci_bands(scenario: Scenario, width: float = CI_BAND_WIDTH_G_PER_KWH) -> list
 
 
 def all_policies(scenario: Scenario, table: PolicyTable | None = None,
-                 names: tuple[str, ...] = POLICY_NAMES,
+                 names: tuple[str, ...] = DEFAULT_POLICY_NAMES,
                  ct_table: PolicyTable | None = None,
-                 settings: ControlSettings | None = None) -> list[Any]:
+                 settings: ControlSettings | None = None,
+                 notes: list[str] | None = None) -> list[Any]:
     """The policies named in ``names``, in report order; ``table`` and ``ct_table`` are
     the policy tables of ecoscale and ecoscale-ct (default: planned for the scenario),
-    ``settings`` their control settings (default: ControlSettings())."""
+    ``settings`` their control settings (default: ControlSettings()). A policy that cannot
+    run (oracle-packed where its MILP does not finish) is left out, with the reason appended
+    to ``notes``."""
     model = scenario.model
     wanted = set(names)
     policies: list[Any] = [
@@ -164,7 +252,7 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
     if "right-sized-new" in wanted and model.hardware.newest in model.profile.generations:
         policies.append(RightSizedNewPolicy("right-sized-new", model, scenario.slo_ms, peak,
                                             model.hardware.newest))
-    if wanted & {"ecoscale", "ecoscale-packed"}:
+    if wanted & {"ecoscale", "ecoscale-packed", "oracle-packed"}:
         table = table or build_table(model, scenario.slo_ms, peak)
     if "ecoscale" in wanted:
         policies.append(EcoscalePolicy("ecoscale", for_period(table, scenario.step_s),
@@ -175,9 +263,18 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
         policies.append(EcoscalePolicy("ecoscale-ct", for_period(ct_table, scenario.step_s),
                                        settings or ControlSettings()))
     if "ecoscale-packed" in wanted:
-        inner = EcoscalePolicy("ecoscale", for_period(table, scenario.step_s))
-        policies.append(PackedPolicy("ecoscale-packed", inner, model, scenario.slo_ms, peak))
+        sized = right_size_table(model, table)
+        inner = EcoscalePolicy("ecoscale", for_period(unpacked_view(sized), scenario.step_s),
+                               settings or ControlSettings())
+        policies.append(PackedPolicy("ecoscale-packed", inner, model, scenario.slo_ms, peak,
+                                     levels=tuple(level.placement for level in sized.levels)))
     if "oracle" in wanted:
         policies.append(OraclePolicy(scenario))
+    if "oracle-packed" in wanted:
+        packed_oracle = OraclePackedPolicy(scenario, table)
+        if packed_oracle.finished:
+            policies.append(packed_oracle)
+        elif notes is not None:
+            notes.append(packed_oracle.note)
     order = {name: i for i, name in enumerate(POLICY_NAMES)}
     return sorted(policies, key=lambda p: order.get(p.name, len(order)))

@@ -6,16 +6,19 @@
   utilisation at the planned load, packed first-fit decreasing onto the fewest sockets at
   TARGET_SOCKET_UTILISATION (the way Kubernetes' scheduler with VPA requests and the cluster
   autoscaler end up), and the SLO kept under the co-location model (``model.colocation``).
-- ``ecoscale-packed``: ecoscale's own decisions (generation and replicas per service, from
-  its policy table and closed loop), each packed the same way per generation, old sockets
-  too.
+  It plans for the load it observed plus PLAN_MARGIN, rounded up to a LOAD_QUANTUM of the
+  trace's peak (one plan per bucket, cached), and keeps a plan for scale-down only as HPA
+  does: the highest bucket of the last SCALE_DOWN_WINDOW_S.
+- ``ecoscale-packed``: ecoscale's decision function over a right-sized policy table
+  (``planner.table.right_size_table``: per level, generation, replicas and shares chosen
+  together with the packing per generation, old sockets too). A decision that is not a
+  level's placement (the closed loop's escalation, moves held back) is packed for its bucket
+  as right-sized-new's plans are.
 
-Both plan for the load they observed plus PLAN_MARGIN, rounded up to a LOAD_QUANTUM of the
-trace's peak (one plan per bucket, cached), and keep a plan for scale-down only as HPA does:
-the highest bucket of the last SCALE_DOWN_WINDOW_S. When a packing misses the SLO at the
-planned load, the service whose co-location costs it most gets sockets of its own (its
-replicas share only with each other), then one more replica, and so on; when nothing is left
-to try, every replica gets a socket of its own (the papers' slots).
+The packing and its repair (``planner.rightsize.pack_for_slo``): when a packing misses the
+SLO at the planned load, the service whose co-location costs it most gets sockets of its own
+(its replicas share only with each other), then one more replica, and so on; when nothing is
+left to try, every replica gets a socket of its own (the papers' slots).
 """
 
 from __future__ import annotations
@@ -31,23 +34,23 @@ from ecoscale.model.app import AppModel, CarbonBreakdown
 from ecoscale.model.packing import (
     PackedPlacement,
     evaluate_packed_sequence,
-    one_per_socket,
-    pack,
     packed_e2e_p99_at,
-    shared_replica_p99s_at,
 )
 from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.planner.rightsize import (
+    MIN_SHARE,
+    REPLICA_TARGET_LOAD,
+    TARGET_SOCKET_UTILISATION,
+    PackingPlan,
+    hpa_replicas,
+    pack_for_slo,
+    replica_shares,
+)
 
-TARGET_SOCKET_UTILISATION = 0.7
-"""Reserved share packed onto one socket at most (sockets). 70 %: the headroom operators
-leave on a node for bursts between scaling decisions, and where the calibrated p99 curves
-turn steep (queueing grows as 1 / (1 - rho)); the issue's rough check used the same."""
-REPLICA_TARGET_LOAD = 0.6
-"""HPA-like replica count: each replica at most this fraction of its saturation throughput
-(hpa-cpu's 60 % CPU target, expressed on the replica's own capacity)."""
-MIN_SHARE = 0.01
-"""Smallest share a replica reserves (sockets): an idle service still holds a little CPU
-(VPA's minimum request; 0.01 of a 16-core socket is 0.16 core)."""
+__all__ = ["MIN_SHARE", "REPLICA_TARGET_LOAD", "TARGET_SOCKET_UTILISATION", "PackedPolicy",
+           "PackingPlan", "RightSizedNewPolicy", "hpa_replicas", "pack_for_slo",
+           "replica_shares", "right_sized_new"]
+
 PLAN_MARGIN = 0.10
 """Load above the observed one that a plan must serve (fraction): the load a minute later
 is within 10 % of the last minute's at 99 % of the default day's steps."""
@@ -55,123 +58,6 @@ LOAD_QUANTUM = 0.02
 """Plans are made for loads rounded up to this fraction of the trace's peak."""
 SCALE_DOWN_WINDOW_S = 300.0
 """HPA's default stabilisation window: scale down only to the highest plan of this span."""
-MAX_REPAIR_ROUNDS = 200
-"""Most repair steps (isolate a service, add a replica) before one socket per replica."""
-REPAIR_CHOICES = 3
-"""Repair steps tried per round (each costs one packing and one p99 evaluation)."""
-MAX_REPLICAS = 10
-"""Most replicas of one service (hpa-cpu's maximum)."""
-
-
-def replica_limit(model: AppModel, generation: str) -> int:
-    """Most replicas of one service on ``generation``: MAX_REPLICAS, or fewer where the
-    profile says more add no capacity (its ``replica_limits``)."""
-    return min(MAX_REPLICAS, model.profile.replica_limits.get(generation, MAX_REPLICAS))
-
-
-def hpa_replicas(model: AppModel, service: str, generation: str, load_qps: float,
-                 target: float = REPLICA_TARGET_LOAD) -> int:
-    """Replicas of ``service`` on ``generation`` so that each carries at most ``target`` of
-    its saturation throughput at front-end load ``load_qps`` (req/s); at least one, at most
-    ``replica_limit`` (HPA's maxReplicas)."""
-    curve = model.profile.curve(service, generation)
-    demand = model.visits[service] * load_qps / (target * curve.saturation_qps)
-    if not math.isfinite(demand):
-        return replica_limit(model, generation)
-    return min(max(1, math.ceil(demand - 1e-9)), replica_limit(model, generation))
-
-
-def replica_shares(model: AppModel, placement: Placement, load_qps: float) -> dict[str, float]:
-    """Share of one replica of each service (sockets): its utilisation at front-end load
-    ``load_qps`` (req/s), at least MIN_SHARE."""
-    shares = {}
-    for service, placed in placement.items:
-        per_replica = model.visits[service] * load_qps / placed.replicas
-        util = model.profile.curve(service, placed.generation).util_at(per_replica)
-        shares[service] = max(util, MIN_SHARE)
-    return shares
-
-
-@dataclass(frozen=True)
-class PackingPlan:
-    """A packed placement for one load, and how it was reached."""
-
-    packed: PackedPlacement
-    p99_ms: float
-    """End-to-end p99 at the planned load under the co-location model (ms)."""
-    isolated: tuple[str, ...] = ()
-    added: tuple[tuple[str, int], ...] = ()
-    """Replicas added by the repair, per service."""
-    fallback: bool = False
-    """True when no packing kept the SLO: one replica per socket."""
-
-
-def _co_location_cost(model: AppModel, packed: PackedPlacement, load_qps: float
-                      ) -> list[tuple[float, str]]:
-    """(p99 rise in ms over the replica alone, service) for the services that sharing a
-    socket slows, costliest first."""
-    rise: dict[str, float] = {}
-    for service, curve, per_replica, shared in shared_replica_p99s_at(model, packed,
-                                                                      load_qps):
-        alone = curve.p99_at(per_replica)
-        rise[service] = max(rise.get(service, 0.0), shared - alone)
-    return sorted(((r, s) for s, r in rise.items() if r > 0), reverse=True)
-
-
-def _candidates(model: AppModel, packed: PackedPlacement, current: Placement,
-                load_qps: float, isolated: frozenset[str]
-                ) -> list[tuple[Placement, frozenset[str]]]:
-    """Repair steps to try: each of the REPAIR_CHOICES services whose co-location costs most
-    gets sockets of its own (or, isolated already, one more replica); with no such service,
-    the REPAIR_CHOICES busiest services (per-replica load over saturation) get a replica."""
-    out: list[tuple[Placement, frozenset[str]]] = []
-
-    def more(service: str) -> None:
-        placed = current[service]
-        if placed.replicas < replica_limit(model, placed.generation):
-            out.append((current.with_service(
-                service, ServicePlacement(placed.generation, placed.replicas + 1)), isolated))
-
-    for _, service in _co_location_cost(model, packed, load_qps)[:REPAIR_CHOICES]:
-        if service not in isolated:
-            out.append((current, isolated | {service}))
-        else:
-            more(service)
-    if not out:
-        busy = sorted(((model.visits[s] * load_qps / p.replicas
-                        / model.profile.curve(s, p.generation).saturation_qps, s)
-                       for s, p in current.items if model.visits[s] > 0), reverse=True)
-        for _, service in busy[:REPAIR_CHOICES]:
-            more(service)
-    return out
-
-
-def pack_for_slo(model: AppModel, placement: Placement, load_qps: float, slo_ms: float,
-                 capacity: float = TARGET_SOCKET_UTILISATION) -> PackingPlan:
-    """``placement`` right-sized for front-end load ``load_qps`` (req/s) and packed per
-    generation at ``capacity``, repaired until its end-to-end p99 under the co-location
-    model is within ``slo_ms``: each round tries the candidate steps (``_candidates``) and
-    keeps the one with the lowest p99 (then the fewest sockets)."""
-    current = placement
-    isolated: frozenset[str] = frozenset()
-    packed = pack(current, replica_shares(model, current, load_qps), capacity, isolated)
-    p99 = packed_e2e_p99_at(model, packed, load_qps)
-    for _ in range(MAX_REPAIR_ROUNDS):
-        if p99 <= slo_ms:
-            added = tuple((s, p.replicas - placement[s].replicas) for s, p in current.items
-                          if p.replicas > placement[s].replicas)
-            return PackingPlan(packed, p99, tuple(sorted(isolated)), added)
-        best = None
-        for option, alone in _candidates(model, packed, current, load_qps, isolated):
-            trial = pack(option, replica_shares(model, option, load_qps), capacity, alone)
-            score = (packed_e2e_p99_at(model, trial, load_qps), len(trial.sockets))
-            if best is None or score < best[0]:
-                best = (score, option, alone, trial)
-        if best is None:
-            break
-        (p99, _), current, isolated, packed = best
-    packed = one_per_socket(placement, replica_shares(model, placement, load_qps))
-    return PackingPlan(packed, packed_e2e_p99_at(model, packed, load_qps), fallback=True)
 
 
 def right_sized_new(model: AppModel, load_qps: float, slo_ms: float, generation: str = "new",
@@ -274,8 +160,14 @@ class RightSizedNewPolicy:
 
 @dataclass
 class PackedPolicy:
-    """``ecoscale-packed``: a policy's placements (ecoscale's), right-sized and packed per
-    generation for the observed load's bucket, the SLO kept under the co-location model."""
+    """``ecoscale-packed``: ecoscale's decision function over a right-sized policy table
+    (``planner.table.right_size_table``: generation, replicas and shares chosen with the
+    packing per level). The decision function sees the table's placements without shares
+    (the same ladder, hysteresis on the capacities measured under the co-location model)
+    and the packed p99; a decision that is a level's placement runs that level's packing.
+    Any other placement (the closed loop's escalation, moves held back by cooldowns) is
+    right-sized and packed for the observed load's bucket, the SLO kept under the
+    co-location model, as a daemon would have to."""
 
     name: str
     inner: Any
@@ -283,6 +175,9 @@ class PackedPolicy:
     slo_ms: float
     peak_qps: float
     capacity: float = TARGET_SOCKET_UTILISATION
+    levels: tuple[Placement, ...] = ()
+    """The right-sized table's placement per level (PackedPlacement where right-sized), in
+    the order of the inner policy's table."""
     plans: dict[tuple[Placement, int], PackingPlan] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -296,6 +191,15 @@ class PackedPolicy:
                                            self.slo_ms, self.capacity)
         return self.plans[key]
 
+    def _packed(self, placement: Placement, level: int | None, bucket: int) -> Placement:
+        """The level's packing when ``placement`` is the level's placement, else
+        ``placement`` packed for ``bucket``."""
+        if level is not None and level < len(self.levels):
+            packed = self.levels[level]
+            if packed.items == placement.items:
+                return packed
+        return self.plan(placement, bucket).packed
+
     def initial_state(self) -> _Planned:
         return _Planned(inner=self.inner.initial_state())
 
@@ -303,7 +207,9 @@ class PackedPolicy:
         start = getattr(self.inner, "initial_placement", None)
         unpacked = (start(load_qps, ci_g_per_kwh) if start is not None
                     else Placement.uniform(self.model.services, self.model.hardware.newest))
-        return self.plan(unpacked, self.buckets.of(load_qps)).packed
+        level = next((i for i, p in enumerate(self.levels) if p.items == unpacked.items),
+                     None)
+        return self._packed(unpacked, level, self.buckets.of(load_qps))
 
     def decide(self, observation: Observation, state: _Planned) -> tuple[Decision, Any]:
         unpacked = state.unpacked or Placement(observation.current.items)
@@ -316,10 +222,10 @@ class PackedPolicy:
         inner_decision, inner_state = self.inner.decide(seen, state.inner)
         bucket, recent = self.buckets.stabilised(observation.clock_s,
                                                  self.buckets.of(observation.qps), state.recent)
-        placement = self.plan(inner_decision.placement, bucket).packed
+        placement = self._packed(inner_decision.placement,
+                                 getattr(inner_state, "level", None), bucket)
         moves = changed_moves(observation.current, placement, Cause.PACKING,
-                              f"{self.inner.name}'s placement, right-sized for "
-                              f"{self.buckets.load_of(bucket):.0f} req/s and packed")
+                              f"{self.inner.name}'s placement, right-sized and packed")
         for service, inner_move in inner_decision.moves.items():   # ecoscale's own cause
             if service in moves:
                 moves[service] = replace(moves[service], cause=inner_move.cause)

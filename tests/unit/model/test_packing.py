@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ecoscale.model.packing import (
+    FIT_TOLERANCE,
     PackedPlacement,
     Socket,
     evaluate_packed_sequence,
@@ -126,3 +127,34 @@ def test_evaluate_packed_sequence_mixes_plain_and_packed(social_model):
     assert carbon.total_g[3] == pytest.approx(
         float(packed_carbon(model, packed, qps[3:], ci[3:], 0.1).total_g[0]))
     assert carbon.by_generation_g["new"] == pytest.approx(carbon.total_g)
+
+
+def _first_fit_scan(sizes, capacity, apart=True):
+    """The plain first-fit-decreasing scan (the reference for the fast one)."""
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i][1])
+    bins, totals, keys = [], [], []
+    for i in order:
+        key, size = sizes[i]
+        for b, total in enumerate(totals):
+            if total + size <= capacity + FIT_TOLERANCE and not (apart and key in keys[b]):
+                bins[b].append((key, size))
+                totals[b] = total + size
+                keys[b].add(key)
+                break
+        else:
+            bins.append([(key, size)])
+            totals.append(size)
+            keys.append({key})
+    return bins
+
+
+@pytest.mark.parametrize("seed,items,capacity,apart", [
+    (1, 0, 0.7, True), (2, 1, 0.7, True), (3, 40, 0.7, True), (4, 300, 0.5, True),
+    (5, 300, 1.0, False), (6, 300, 0.3, True), (7, 2000, 0.7, True),
+], ids=["empty", "one", "forty", "300-at-50%", "300-not-apart", "oversized", "2000"])
+def test_first_fit_decreasing_equals_the_plain_scan(seed, items, capacity, apart):
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, max(items // 3, 1), size=items)
+    sizes = [(f"s{k}", float(round(v, 3))) for k, v in
+             zip(keys, rng.uniform(0.005, 0.6, size=items), strict=True)]
+    assert first_fit_decreasing(sizes, capacity, apart) == _first_fit_scan(sizes, capacity, apart)

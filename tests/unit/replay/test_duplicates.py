@@ -7,11 +7,11 @@ from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.replay.baselines import StaticPolicy, baseline_policies
 from ecoscale.replay.duplicates import likenesses
 from ecoscale.replay.engine import Scenario, replay
-from ecoscale.replay.policies import POLICY_NAMES, all_policies
+from ecoscale.replay.policies import DEFAULT_POLICY_NAMES, all_policies
 from ecoscale.replay.report import summary_table
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
-NO_ORACLE = tuple(name for name in POLICY_NAMES if name != "oracle")
+NO_ORACLE = tuple(name for name in DEFAULT_POLICY_NAMES if name != "oracle")
 
 
 @pytest.fixture(scope="module")

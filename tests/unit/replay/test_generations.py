@@ -15,7 +15,7 @@ from ecoscale.model.placement import Placement
 from ecoscale.paths import profiles_dir
 from ecoscale.replay.baselines import baseline_policies
 from ecoscale.replay.engine import replay, run_policy
-from ecoscale.replay.policies import POLICY_NAMES, all_policies
+from ecoscale.replay.policies import DEFAULT_POLICY_NAMES, all_policies
 from ecoscale.replay.scenario import ReplayOptions, build_scenario
 
 RENAMED = {"new": "gen3", "old": "gen1"}
@@ -97,7 +97,7 @@ def test_the_baselines_run_on_the_hardware_s_generations(scenario, policy, expec
 def test_every_policy_replays_without_a_generation_called_new(scenario):
     result = replay(scenario, all_policies(scenario))
     rows = result.summary().set_index("policy")
-    assert list(rows.index) == list(POLICY_NAMES)
+    assert list(rows.index) == list(DEFAULT_POLICY_NAMES)
     assert rows.loc["all-new", "saving_vs_all_new_pct"] == 0.0
     assert rows.loc["all-old", "saving_vs_all_new_pct"] > 0.0
     assert rows.loc["all-old", "embodied_kg"] == 0.0          # second-life servers

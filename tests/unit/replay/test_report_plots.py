@@ -10,7 +10,7 @@ import pytest
 from ecoscale.replay import plots
 from ecoscale.replay.duplicates import likenesses
 from ecoscale.replay.engine import replay
-from ecoscale.replay.policies import POLICY_NAMES, all_policies
+from ecoscale.replay.policies import DEFAULT_POLICY_NAMES, all_policies
 from ecoscale.replay.report import (
     OUTPUT_NAMES,
     RIGHT_SIZED_POLICIES,
@@ -22,7 +22,7 @@ from ecoscale.replay.scenario import ReplayOptions, build_scenario
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-NO_ORACLE = tuple(name for name in POLICY_NAMES if name != "oracle"
+NO_ORACLE = tuple(name for name in DEFAULT_POLICY_NAMES if name != "oracle"
                   and name not in RIGHT_SIZED_POLICIES)   # those: test_rightsized.py
 
 

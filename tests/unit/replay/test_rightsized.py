@@ -164,3 +164,31 @@ def test_ecoscale_packed_packs_the_inner_placement_and_feeds_back_its_packed_p99
     packed = run.placements[4]
     assert later.p99_ms == pytest.approx(packed_e2e_p99_at(model, packed, later.qps))
     assert later.p99_ms != pytest.approx(float(model.e2e_p99(wanted, later.qps)))
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A small instance the packed oracle proves: an hour, the trace scaled to 200 req/s."""
+    return build_scenario(ReplayOptions(duration="1h", start="12h", peak_qps=200.0))
+
+
+def test_oracle_packed_is_shown_where_it_finishes_and_no_policy_beats_it(small):
+    from ecoscale.replay.policies import OraclePackedPolicy
+    notes = []
+    policies = all_policies(small, names=("all-new", "ecoscale-packed", "oracle-packed"),
+                            notes=notes)
+    assert notes == []
+    oracle = next(p for p in policies if p.name == "oracle-packed")
+    assert isinstance(oracle, OraclePackedPolicy) and oracle.finished
+    rows = replay(small, policies).summary().set_index("policy")
+    assert rows.loc["oracle-packed", "slo_violation_pct"] == 0.0
+    assert rows.loc["oracle-packed", "carbon_kg"] <= rows.loc["ecoscale-packed", "carbon_kg"]
+
+
+def test_oracle_packed_that_does_not_finish_is_left_out_with_a_note(small):
+    from ecoscale.planner.table import build_table
+    from ecoscale.replay.policies import OraclePackedPolicy
+    table = build_table(small.model, small.slo_ms, float(np.max(small.load_qps)))
+    oracle = OraclePackedPolicy(small, table, time_limit_s=1e-3)
+    assert not oracle.finished
+    assert "oracle-packed: not shown" in oracle.note and "within 0.001 s" in oracle.note
