@@ -1,0 +1,277 @@
+"""Bring your own app, end to end on the real lab: a stack that ecoscale did not deploy.
+
+socialNetwork is deployed with the real `docker stack deploy -c
+deploy/examples/socialnetwork-swarm.yml socialnetwork` (a compose file shaped like
+DeathStarBench's docker-compose-swarm.yml, no ecoscale labels in it) on the lab's manager.
+Its metrics are the operator's kind, not the emulator's: the lab's Prometheus re-exposes the
+tasks' series as OpenTelemetry spanmetrics and cAdvisor CPU (ecoscale/lab/spanmetrics.py),
+and the shipped pool and daemon configs (deploy/examples/) query only those. Then, as the
+README's "Bring your own app" path goes: `ecoscale adopt`, `ecoscale profile --pool` (a
+short sweep), `ecoscale plan`, and `ecoscale run` through a load step (low, then high). Every
+service's spec before and after differs only in the generation constraint, the replica count
+and (where it was stop-first) the update order. A config whose query returns nothing fails
+`run --check`, naming the query.
+
+The whole module adds about 8-10 minutes to `./test.sh` on a busy 2-core machine (figures
+below, from runs here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from conftest import REPORT
+from waiting import Load, free_port, wait_for
+
+from ecoscale.adapters.files import load_table, read_yaml
+from ecoscale.lab import Lab
+from ecoscale.lab.stacks import ServedStack, swarm_name, unexpected_changes
+from ecoscale.lab.swarm import node_names, task_view
+from ecoscale.paths import deploy_dir, project_root
+
+APP = "socialNetwork"
+STACK = "socialnetwork"
+EXAMPLES = deploy_dir() / "examples"
+COMPOSE = EXAMPLES / "socialnetwork-swarm.yml"
+POOL = EXAMPLES / "socialnetwork-pool.yaml"
+DAEMON = EXAMPLES / "socialnetwork-daemon.yaml"
+UNMAPPED = "jaeger-agent"
+"""A service of the stack that is not in the topology: listed unmapped, never touched."""
+SWEEP = ["--loads", "20,45,70", "--warmup-s", "3", "--measure-s", "15",
+         "--prune-threshold", "0.3"]
+"""A short sweep: 3 loads, 15-s windows (the 5-s-sliced p99 needs three slices); the high
+prune threshold keeps the criticality experiments few on a noisy 2-core machine."""
+INTERVAL_S = 4.0
+CONTROL = {"slo_miss_periods": 3, "escalation_hold_s": 60, "cooldown_s": 10,
+           "no_data_fallback_periods": 1000, "settle_s": 8}
+LOW_FRACTION, HIGH_FRACTION = 0.15, 1.0
+"""The load step, as fractions of the profile's SLO load."""
+
+
+def ecoscale(*args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ecoscale", *args], capture_output=True,
+                          text=True, timeout=timeout_s, cwd=project_root())
+
+
+def docker_cli(lab: Lab, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DOCKER_HOST": lab.docker_host, **(env or {})})
+
+
+def specs(client: docker.DockerClient) -> dict[str, dict[str, Any]]:
+    """Swarm service name -> spec of every service of the stack."""
+    return {s.name: s.attrs["Spec"] for s in client.services.list(
+        filters={"label": f"com.docker.stack.namespace={STACK}"})}
+
+
+def running(lab: Lab, topology_services) -> dict[str, dict[str, int]]:
+    """Topology name -> {generation: running tasks}, read from Swarm itself."""
+    client = lab.client()
+    nodes = node_names(client)
+    found = {}
+    for name in topology_services:
+        tasks = task_view(client.services.get(swarm_name(STACK, name)), nodes)
+        counts: dict[str, int] = {}
+        for task in tasks:
+            if task["desired"] == "running" and task["state"] == "running":
+                counts[task["generation"]] = counts.get(task["generation"], 0) + 1
+        found[name] = counts
+    return found
+
+
+def actions(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "action" and record.get("applied", True):
+            out.append(record)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack(lab: Lab) -> Iterator[ServedStack]:
+    """The stack deployed by `docker stack deploy` from the shipped compose file."""
+    lab.up()                                   # a no-op on a running lab (clears old stacks)
+    lab.remove_stack(STACK)                    # an interrupted run's, if any
+    served = lab.serve_stack(STACK, APP, frontend_port=free_port())
+    began = time.monotonic()
+    done = docker_cli(lab, "stack", "deploy", "-c", str(COMPOSE), STACK, env=served.env)
+    assert done.returncode == 0, done.stderr
+    lab.wait_stack(STACK)
+    REPORT["stack deploy until ready (s)"] = round(time.monotonic() - began, 1)
+    yield served
+    began = time.monotonic()
+    done = docker_cli(lab, "stack", "rm", STACK)
+    assert done.returncode == 0, done.stderr
+    lab.remove_stack(STACK)                    # waits for the tasks; entry point, scrape job
+    REPORT["stack rm (s)"] = round(time.monotonic() - began, 1)
+    assert not specs(lab.client())
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("adopt-stack")
+
+
+def pool_file(lab: Lab, folder: Path) -> Path:
+    """The shipped pool file; it already points at this lab (asserted)."""
+    raw = read_yaml(POOL)
+    assert (raw["frontend_url"], raw["prometheus_url"], raw["docker_host"]) == (
+        lab.stack_url, lab.prometheus_url, lab.docker_host)
+    path = folder / "pool.yaml"
+    path.write_text(POOL.read_text())
+    return path
+
+
+def daemon_file(lab: Lab, folder: Path, table: Path, profile: Path, port: int,
+                **changes: Any) -> Path:
+    """The shipped daemon config, with this run's table, profile, state and a short loop."""
+    raw = read_yaml(DAEMON)
+    assert raw["target"]["docker_host"] == lab.docker_host
+    assert raw["prometheus"]["url"] == lab.prometheus_url
+    raw.update({"table": str(table), "profile": str(profile), "interval_s": INTERVAL_S,
+                "state_file": str(folder / "state.json"), "pause_file": str(folder / "pause"),
+                "listen_port": port, "control": CONTROL})
+    raw["prometheus"] = {**raw["prometheus"], "stale_after_s": 30,
+                         **{k: raw["prometheus"][k].replace("[30s]", "[10s]")
+                            for k in ("qps", "p99_ms")}}
+    raw.update(changes)
+    path = folder / f"daemon-{port}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_the_stack_runs_the_operators_metrics(stack: ServedStack, lab: Lab):
+    """The README's worked query set answers on the lab, per topology service."""
+    load = Load(stack.url, 30.0)
+    try:
+        queries = read_yaml(POOL)["queries"]
+        prometheus = lab.prometheus
+
+        def answered() -> dict[str, Any] | None:
+            found = {}
+            for role in ("qps", "p99_ms", "service_p99_ms", "service_cpu_cores"):
+                promql = (queries[role].replace("{frontend}", "nginx-thrift")
+                          .replace("{window}", "10s").replace("{quantile}", "0.99"))
+                found[role] = prometheus.query(promql)
+            per_service = {s[0].get("service_name") for s in found["service_p99_ms"]}
+            per_cpu = {s[0].get("service") for s in found["service_cpu_cores"]}
+            ok = (found["qps"] and found["p99_ms"] and set(stack.services) <= per_service
+                  and set(stack.services) <= per_cpu)
+            return found if ok else None
+
+        found = wait_for("the spanmetrics and cAdvisor series of every service", answered, 60)
+    finally:
+        load.close()
+    qps = found["qps"][0][2]
+    assert 15 < qps < 45, qps            # 30 req/s offered
+    assert all(math.isfinite(s[2]) and s[2] > 0 for s in found["service_p99_ms"])
+    REPORT["stack: spanmetrics QPS at 30 req/s offered"] = round(qps, 1)
+
+
+def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, lab: Lab,
+                                                          work: Path):
+    client = lab.client()
+    before = specs(client)
+    assert set(before) == {*stack.swarm_services, swarm_name(STACK, UNMAPPED)}
+    for spec in before.values():             # nothing of ecoscale in what the operator wrote
+        assert not [k for k in spec.get("Labels") or {} if k.startswith("ecoscale.")]
+
+    # the profile, from the operator's metrics
+    pool = pool_file(lab, work)
+    profile = work / "stack.yaml"
+    began = time.monotonic()
+    done = ecoscale("profile", "--pool", str(pool), "--out", str(profile), *SWEEP)
+    REPORT["stack: profile (s)"] = round(time.monotonic() - began, 1)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    measured = read_yaml(profile)["measured"]
+    slo_load = float(measured["slo_load_qps"])
+    REPORT["stack: SLO load (req/s), SLO (ms)"] = (round(slo_load, 1),
+                                                  round(float(measured["slo_ms"]), 1))
+
+    # the table
+    table = work / "table.yaml"
+    done = ecoscale("plan", "--profile", str(profile), "--out", str(table))
+    assert done.returncode == 0, done.stderr[-3000:]
+    policy = load_table(table)
+    assert policy.levels
+
+    # the daemon through a load step
+    port = free_port()
+    config = daemon_file(lab, work, table, profile, port)
+    log = work / "daemon.log"
+    load = Load(stack.url, LOW_FRACTION * slo_load)
+    handle = log.open("ab")
+    daemon = subprocess.Popen([sys.executable, "-m", "ecoscale", "run", "--config",
+                               str(config)], stdout=handle, stderr=subprocess.STDOUT,
+                              cwd=project_root())
+    try:
+        wait_for("a move to old at low load",
+                 lambda: any(r["change"].endswith("old") for r in actions(log)), 300, 2)
+        low = wait_for("the low-load placement running", lambda: (
+            now := running(lab, stack.services)) and all(now.values()) and
+            any("old" in c for c in now.values()) and now, 300, 2)
+        load.rate = HIGH_FRACTION * slo_load
+        stepped = time.monotonic()
+        moved = wait_for("a service moved from old to new after the step up", lambda: [
+            s for s, counts in running(lab, stack.services).items()
+            if "old" in low[s] and set(counts) == {"new"}], 600, 2)
+        REPORT["stack: old -> new after the step up (s)"] = round(time.monotonic() - stepped)
+        REPORT["stack: moved to new"] = len(moved)
+    finally:
+        load.close()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=120)
+    assert code == 0, log.read_text()[-3000:]
+
+    # every spec changed only where a move may change it
+    wait_for("no rolling update in progress", lambda: all(
+        (s.attrs.get("UpdateStatus") or {}).get("State") in (None, "completed")
+        for s in docker.DockerClient(base_url=lab.docker_host).services.list(
+            filters={"label": f"com.docker.stack.namespace={STACK}"})), 300, 2)
+    after = specs(docker.DockerClient(base_url=lab.docker_host))
+    assert set(after) == set(before)
+    problems = {name: unexpected_changes(before[name], after[name]) for name in before}
+    assert not any(problems.values()), {k: v for k, v in problems.items() if v}
+    assert after[swarm_name(STACK, UNMAPPED)] == before[swarm_name(STACK, UNMAPPED)]
+    order = {name: (before[name]["UpdateConfig"]["Order"], after[name]["UpdateConfig"]["Order"])
+             for name in before if name != swarm_name(STACK, UNMAPPED)}
+    touched = {r["service"] for r in actions(log)}
+    assert touched <= set(stack.services), touched
+    assert all(order[swarm_name(STACK, s)][1] == "start-first" for s in touched), order
+    assert any(order[swarm_name(STACK, s)][0] == "stop-first" for s in touched), order
+
+
+def test_run_check_fails_on_a_query_that_returns_nothing(stack: ServedStack, lab: Lab,
+                                                         work: Path):
+    table, profile = work / "table.yaml", work / "stack.yaml"
+    assert table.exists() and profile.exists(), "the profiling test writes them first"
+    good = daemon_file(lab, work, table, profile, free_port())
+    done = ecoscale("run", "--config", str(good), "--check", timeout_s=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = 'traces_span_metrics_calls_total{service_name="nginx-thrift-typo"'
+    raw = read_yaml(good)
+    raw["prometheus"]["qps"] = raw["prometheus"]["qps"].replace(
+        'traces_span_metrics_calls_total{service_name="nginx-thrift"', wrong)
+    bad = work / "daemon-bad.yaml"
+    bad.write_text(yaml.safe_dump(raw, sort_keys=False))
+    done = ecoscale("run", "--config", str(bad), "--check", timeout_s=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL prometheus" in done.stdout and "nginx-thrift-typo" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
