@@ -15,8 +15,9 @@ Example (deploy/daemon/ecoscale.yaml has a complete, commented one):
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from ecoscale.control.decide import ControlSettings
@@ -105,6 +106,65 @@ def parse_role_queries(raw: Any, where: str, problems: list[str]) -> RoleQueries
     return queries if len(problems) == before else None
 
 
+Series = tuple[Mapping[str, str], float, float]
+"""(labels, sample time s, value): one series of an instant query's reply."""
+
+
+def label_values(services: Iterable[str], target: TargetConfig | None = None
+                 ) -> dict[str, str]:
+    """Label value -> topology service: a per-service series may carry the topology's name
+    or the orchestrator's name it maps to (cAdvisor's
+    ``container_label_com_docker_swarm_service_name``: ``socialnetwork_user-service``)."""
+    names = list(services)
+    values = {s: s for s in names}
+    for service in names:
+        if target is not None:
+            values.setdefault(target.target_name(service), service)
+    return values
+
+
+def series_problem(field_name: str, query: str, samples: Sequence[Series],
+                   label: str | None, values: Mapping[str, str] | None = None,
+                   consumer: str = "daemon") -> tuple[str, str]:
+    """Check one reply of a role query: (problem, note), each '' when there is none.
+
+    ``label`` None: the role needs exactly one series. Else one series per service: every
+    series carries ``label`` and some of its values name a topology service (``values``:
+    label value -> service, ``label_values``); the note says how many services have a series
+    and which values name none. Messages name the field, the query and the label."""
+    where = f"{field_name} {query!r}"
+    if not samples:
+        return (f"{where} returned nothing: is the metric name right and is its target "
+                "scraped?"), ""
+    if label is None:
+        if len(samples) > 1:
+            return (f"{where}: {len(samples)} series, the {consumer} needs one; aggregate "
+                    "them (sum, max) in the query"), ""
+        return "", ""
+    unlabelled = [dict(labels) for labels, _, _ in samples if not labels.get(label)]
+    if unlabelled:
+        return (f"{where}: {len(unlabelled)} of {len(samples)} series have no label "
+                f"'{label}' (e.g. {unlabelled[0]}); aggregate with `sum by ({label})`, or "
+                f"name the label that carries the service"), ""
+    seen = sorted({str(labels[label]) for labels, _, _ in samples})
+    if values is None:
+        return "", f"{len(seen)} services"
+    named = {values[v] for v in seen if v in values}
+    stray = [v for v in seen if v not in values]
+    if not named:
+        expected = ", ".join(f"'{v}'" for v in list(values)[:3])
+        return (f"{where}: no value of label '{label}' names a topology service (it saw "
+                f"{', '.join(repr(v) for v in seen[:8])}{' ...' if len(seen) > 8 else ''}; "
+                f"expected e.g. {expected}); relabel with label_replace, or set the label "
+                "that carries the service name"), ""
+    services = set(values.values())
+    note = f"{len(named)} services of {len(services)}"
+    if stray:
+        note += (f"; label '{label}' values that name no service (ignored): "
+                 f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}")
+    return "", note
+
+
 @dataclass(frozen=True)
 class CarbonConfig:
     trace: str = "CISO"
@@ -129,14 +189,58 @@ class LabelConfig:
     paused: str = "ecoscale.paused"
 
 
+TARGET_KINDS = ("swarm",)
+"""The orchestrator kinds a ``target.kind`` may name (the keys of
+ecoscale.adapters.targets.KINDS, which builds them; a unit test keeps the two equal)."""
+
+
 @dataclass(frozen=True)
 class TargetConfig:
-    """The orchestrator ecoscale acts on (adapters/targets.py builds it)."""
+    """The orchestrator ecoscale acts on (adapters/targets.py builds it) and how topology
+    service names map to the orchestrator's service names.
+
+    With neither ``stack`` nor ``services``, ecoscale manages the services labelled
+    ``ecoscale.managed=true`` (named by ``ecoscale.service``, else their own name); labels
+    keep working beside a mapping."""
 
     kind: str = "swarm"
-    """Which orchestrator adapter: one of ecoscale.adapters.targets.KINDS."""
+    """Which orchestrator adapter: one of TARGET_KINDS."""
     docker_host: str = ""
     """swarm: the Docker API of a Swarm manager; empty: DOCKER_HOST or the local socket."""
+    stack: str = ""
+    """Adopt a stack deployed with ``docker stack deploy ... STACK``: the Swarm service of
+    topology service ``x`` is ``STACK_x``; empty: no stack rule."""
+    services: Mapping[str, str] = field(default_factory=dict)
+    """Explicit topology name -> Swarm service name; overrides the stack rule for the
+    topology names it lists."""
+
+    @property
+    def adopts(self) -> bool:
+        """Whether a name mapping is configured (else only labelled services are managed)."""
+        return bool(self.stack or self.services)
+
+    def target_name(self, service: str) -> str:
+        """The orchestrator's name that topology service ``service`` maps to (its own name
+        without a mapping)."""
+        if service in self.services:
+            return self.services[service]
+        return f"{self.stack}_{service}" if self.stack else service
+
+    def service_name(self, target_name: str) -> str | None:
+        """The topology name that the orchestrator's service ``target_name`` maps to by
+        ``services`` or ``stack``; None when the mapping names it not."""
+        for service, name in self.services.items():
+            if name == target_name:
+                return service
+        prefix = f"{self.stack}_"
+        if self.stack and target_name.startswith(prefix) and len(target_name) > len(prefix):
+            service = target_name[len(prefix):]
+            return None if service in self.services else service
+        return None
+
+    def in_stack(self, target_name: str) -> bool:
+        """Whether the orchestrator's service ``target_name`` belongs to ``stack``."""
+        return bool(self.stack) and target_name.startswith(f"{self.stack}_")
 
 
 @dataclass(frozen=True)
@@ -224,21 +328,68 @@ def _build(cls: type, raw: Mapping[str, Any], where: str, problems: list[str]) -
         return None
 
 
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""What ``docker stack deploy`` accepts as a stack name (and a Swarm service name)."""
+
+
 def parse_target(raw: Mapping[str, Any], problems: list[str],
-                 docker_host: Any = None) -> TargetConfig | None:
+                 docker_host: Any = None, where: str = "target") -> TargetConfig | None:
     """The ``target:`` section; ``docker_host`` is the old top-level setting (configs written
-    before the section existed), used when the section sets none."""
-    target = _build(TargetConfig, raw, "target.", problems)
-    if target is None or docker_host is None:
-        return target
-    if not isinstance(docker_host, str):
-        problems.append(f"docker_host: expected a string, got {docker_host!r}")
-        return target
-    if "docker_host" in raw and raw["docker_host"] != docker_host:
-        problems.append(f"docker_host: '{docker_host}' differs from target.docker_host "
-                        f"'{raw['docker_host']}'; keep only target.docker_host")
-        return target
-    return TargetConfig(target.kind, docker_host)
+    before the section existed), used when the section sets none. Problems (unknown keys and
+    kinds, a ``services:`` that is not a mapping of names) are appended, each naming its
+    field."""
+    raw = dict(raw)
+    services_raw = raw.pop("services", None)
+    target = _build(TargetConfig, raw, f"{where}.", problems)
+    if target is None:
+        return None
+    before = len(problems)
+    if target.kind not in TARGET_KINDS:
+        problems.append(f"{where}.kind: unknown orchestrator '{target.kind}'; known kinds: "
+                        f"{', '.join(TARGET_KINDS)}")
+    if target.stack and not STACK_NAME.match(target.stack):
+        problems.append(f"{where}.stack: '{target.stack}' is not a stack name (letters, "
+                        "digits, '_', '.', '-'; the STACK of `docker stack deploy -c FILE "
+                        "STACK`)")
+    services = _service_map(services_raw, f"{where}.services", problems)
+    if docker_host is not None:
+        if not isinstance(docker_host, str):
+            problems.append(f"docker_host: expected a string, got {docker_host!r}")
+        elif "docker_host" in raw and raw["docker_host"] != docker_host:
+            problems.append(f"docker_host: '{docker_host}' differs from {where}.docker_host "
+                            f"'{raw['docker_host']}'; keep only {where}.docker_host")
+        else:
+            target = replace(target, docker_host=docker_host)
+    if len(problems) > before:
+        return None
+    return replace(target, services=services)
+
+
+def _service_map(raw: Any, where: str, problems: list[str]) -> dict[str, str]:
+    """``target.services``: topology name -> Swarm service name, both non-empty strings, no
+    Swarm service named twice."""
+    if raw is None:
+        return {}
+    example = "e.g. {nginx-thrift: socialnetwork_nginx-web-server}"
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: expected a mapping of topology service names to Swarm "
+                        f"service names ({example}), got {raw!r}")
+        return {}
+    services: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key or not isinstance(value, str) \
+                or not STACK_NAME.match(value):
+            problems.append(f"{where}.{key}: expected a Swarm service name (a string), got "
+                            f"{value!r} ({example})")
+            continue
+        if value in owner:
+            problems.append(f"{where}.{key}: '{value}' is already the Swarm service of "
+                            f"'{owner[value]}'; one Swarm service per topology service")
+            continue
+        owner[value] = key
+        services[key] = value
+    return services
 
 
 def parse_config(raw: Any, source: str) -> DaemonConfig:

@@ -57,10 +57,12 @@ class CarbonSource(Protocol):
 
 @dataclass(frozen=True)
 class ManagedService:
-    """A service of the orchestrator labelled as managed by ecoscale, as read from it."""
+    """A service of the orchestrator that ecoscale manages (mapped by the target's
+    ``stack``/``services``, or labelled managed), as read from it."""
 
     name: str
-    """The microservice name (label ecoscale.service, else the orchestrator's name)."""
+    """The topology's service name (by the mapping, else label ecoscale.service, else the
+    orchestrator's name)."""
     target_id: str
     """The orchestrator's id of the service (a Swarm service id)."""
     target_name: str
@@ -74,6 +76,12 @@ class ManagedService:
     update_paused: str = ""
     """The orchestrator's message when it paused the service's last rolling update (a new
     task failed or ended early; the tasks it was replacing keep running), else ''."""
+    update_order: str = ""
+    """The service's own update order (``start-first``/``stop-first``); '' when unknown.
+    ecoscale's moves run start-first whatever it is."""
+    placement_source: str = ""
+    """Where ``placement.generation`` comes from: ``constraint`` (the generation
+    constraint), ``tasks`` (unconstrained: where most tasks run), '' (unknown)."""
 
 
 @dataclass(frozen=True)

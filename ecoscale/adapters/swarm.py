@@ -2,16 +2,24 @@
 
 The daemon, the profiler, the lab and the live evaluation all go through it: constraint
 parsing (``generation_of``: spaces around ``==`` allowed), spec editing (``updated_spec``,
-``forced_spec``: copies that change only the generation constraint and the replica count,
-or only ``ForceUpdate``) and the retrying update (``update_service``).
+``forced_spec``: copies that change only the generation constraint, the replica count and
+the update order, or only ``ForceUpdate``), the names (``topology_name``: the target's
+mapping, then ecoscale's labels) and the retrying update (``update_service``).
 
-A move rewrites only the generation constraint (``node.labels.<generation label>==<gen>``)
-and the replica count; every other part of the service spec is kept as it is (docker-py
-replaces the whole Placement when constraints are passed, so the other constraints,
-preferences and platforms are carried over explicitly). Updates are start-first, so a new
-task runs before an old one stops, and each update re-reads the service first and retries
-on "update out of sequence". A rolling update that Swarm paused is started again by
+A move rewrites only the generation constraint (``node.labels.<generation label>==<gen>``),
+the replica count and, where it is stop-first or absent, ``UpdateConfig.Order``; every
+other part of the service spec is written back as it was read (the other constraints,
+preferences, platforms, the other ``Mode`` and ``UpdateConfig`` fields, and whatever a
+``docker stack deploy`` left out stays out). Updates are start-first, so a new task runs
+before an old one stops, and each update re-reads the service first and retries on "update
+out of sequence". A rolling update that Swarm paused is started again by
 ``DockerSwarm.resume`` (a forced update of the same spec).
+
+The spec is written whole, from ecoscale's own read, with docker-py's
+``fetch_current_spec=False``: with ``True``, docker-py inspects the service again *with the
+engine's defaults inserted* and fills every part the spec lacks from that (a
+``RollbackConfig``, ``ContainerSpec.StopGracePeriod``, ``Resources``...), so a spec
+written once would no longer be the user's.
 
 The spec transformations are pure functions, tested against recorded API replies.
 """
@@ -24,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ecoscale.config import LabelConfig
+from ecoscale.config import LabelConfig, TargetConfig
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.ports import ActionFailed, ClusterState, ManagedService, SourceUnavailable
 
@@ -64,11 +72,33 @@ def replicas_of(spec: Mapping[str, Any]) -> int | None:
     return int(replicated.get("Replicas", 1))
 
 
+SWARM_UPDATE_DEFAULTS: Mapping[str, Any] = {
+    "Parallelism": 1, "FailureAction": "pause", "Monitor": 5_000_000_000,
+    "MaxFailureRatio": 0, "Order": "stop-first"}
+"""The update config Swarm applies to a service whose spec has none (swarmkit's
+api/defaults; Monitor in ns). A move writes it, start-first, where the spec had none: an
+``UpdateConfig`` of only ``Order`` would mean Parallelism 0, every task at once."""
+START_FIRST = "start-first"
+
+
+def update_order(spec: Mapping[str, Any]) -> str:
+    """The spec's update order: ``start-first`` or ``stop-first`` (Swarm's default when the
+    spec says none)."""
+    return str((spec.get("UpdateConfig") or {}).get("Order") or "stop-first")
+
+
 def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
                  label: str = GENERATION_LABEL) -> dict[str, Any]:
     """The service spec with the generation constraint and replicas of ``placed``, a
-    start-first update order, and everything else unchanged."""
+    start-first update order, and everything else unchanged (no field added but those:
+    an absent ``UpdateConfig`` becomes Swarm's defaults, start-first). ActionFailed for a
+    global service (it has no replica count)."""
     new = copy.deepcopy(dict(spec))
+    mode = new.get("Mode") or {"Replicated": {}}
+    if "Replicated" not in mode:
+        raise ActionFailed(f"{spec.get('Name', 'the service')} is not a replicated service "
+                           f"(mode {', '.join(mode) or 'none'}): ecoscale moves and scales "
+                           "replicated services only")
     template = new.setdefault("TaskTemplate", {})
     placement = dict(template.get("Placement") or {})
     pattern = _constraint_pattern(label)
@@ -76,10 +106,11 @@ def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
     constraints.append(f"node.labels.{label}=={placed.generation}")
     placement["Constraints"] = constraints
     template["Placement"] = placement
-    new["Mode"] = {"Replicated": {"Replicas": int(placed.replicas)}}
-    update = dict(new.get("UpdateConfig") or {})
-    update["Order"] = "start-first"
-    update.setdefault("Parallelism", 1)
+    replicated = dict(mode["Replicated"] or {})
+    replicated["Replicas"] = int(placed.replicas)
+    new["Mode"] = {**mode, "Replicated": replicated}
+    update = dict(new.get("UpdateConfig") or SWARM_UPDATE_DEFAULTS)
+    update["Order"] = START_FIRST
     new["UpdateConfig"] = update
     return new
 
@@ -124,38 +155,45 @@ def read_api(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise
 
 
+SpecCheck = Callable[[Mapping[str, Any]], str]
+"""A service spec just read -> '' when it may be updated, else why not (one line)."""
+
+
+def update_arguments(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """docker-py ``APIClient.update_service`` keyword arguments that write ``spec`` as it is:
+    each part passed, absent parts as None (docker-py then sends them absent), and
+    ``fetch_current_spec=False`` (with True it would fill them from a read with the
+    engine's defaults inserted). A spec's deprecated top-level ``Networks`` is passed as
+    ``networks`` (docker-py moves it into the task template, as the engine does)."""
+    template = spec.get("TaskTemplate")
+    old_networks = spec.get("Networks") if not (template or {}).get("Networks") else None
+    return dict(task_template=template, name=spec.get("Name"), labels=spec.get("Labels"),
+                mode=spec.get("Mode"), update_config=spec.get("UpdateConfig"),
+                rollback_config=spec.get("RollbackConfig"), networks=old_networks,
+                endpoint_spec=spec.get("EndpointSpec"), fetch_current_spec=False)
+
+
 def update_service(api: Any, service: str, change: SpecChange, *,
-                   managed_label: str | None = None, attempts: int = MAX_ATTEMPTS,
+                   check: SpecCheck | None = None, attempts: int = MAX_ATTEMPTS,
                    sleep: Callable[[float], None] = time.sleep) -> None:
     """Re-read ``service`` (id or name) through docker-py's low-level ``api``, write back
     ``change(spec)`` in whole, and retry "update out of sequence" (someone else updated in
     between) on a fresh read, up to ``attempts`` times.
 
-    With ``managed_label``, a service no longer labelled ``<managed_label>=true`` is not
-    touched. Raises SourceUnavailable (the engine does not answer) or ActionFailed (it
-    refused)."""
+    With ``check``, a service whose fresh spec it refuses (no longer the service ecoscale
+    mapped) is not touched. Raises SourceUnavailable (the engine does not answer) or
+    ActionFailed (it refused)."""
     for attempt in range(1, attempts + 1):
         current = read_api("inspect", api.inspect_service, service)
         spec = current["Spec"]
         name = spec.get("Name", service)
-        if managed_label is not None:
-            labels = spec.get("Labels") or {}
-            if str(labels.get(managed_label, "")).lower() != "true":
-                raise ActionFailed(f"{name} is no longer labelled {managed_label}=true; "
-                                   "not touching it")
+        refusal = check(spec) if check is not None else ""
+        if refusal:
+            raise ActionFailed(f"{refusal}; not touching it")
         new = change(spec)
         try:
-            call_api(
-                "update", api.update_service, current["ID"],
-                version=current["Version"]["Index"],
-                task_template=new["TaskTemplate"], name=new["Name"],
-                labels=new.get("Labels"), mode=new.get("Mode"),
-                update_config=new.get("UpdateConfig"),
-                rollback_config=new.get("RollbackConfig"),
-                networks=new.get("TaskTemplate", {}).get("Networks"),
-                endpoint_spec=new.get("EndpointSpec"),
-                fetch_current_spec=True,
-            )
+            call_api("update", api.update_service, current["ID"],
+                     version=current["Version"]["Index"], **update_arguments(new))
             return
         except Exception as exc:
             if not _is_api_error(exc):
@@ -166,12 +204,32 @@ def update_service(api: Any, service: str, change: SpecChange, *,
             raise ActionFailed(f"{name}: {exc}") from None
 
 
+def topology_name(spec: Mapping[str, Any], labels: LabelConfig,
+                  target: TargetConfig | None = None) -> str | None:
+    """The topology service a Swarm service spec stands for, None when it is not managed:
+    the target's explicit ``services`` map, else a service labelled ``<managed>=true`` by its
+    ``<service>`` label, else the ``stack`` rule (``STACK_x`` is ``x``), else (labelled
+    managed) its own name."""
+    target = target or TargetConfig()
+    name = str(spec.get("Name", ""))
+    service_labels = spec.get("Labels") or {}
+    mapped = target.service_name(name)
+    if mapped is not None and name in target.services.values():
+        return mapped
+    if str(service_labels.get(labels.managed, "")).lower() == "true":
+        return str(service_labels.get(labels.service) or mapped or name)
+    return mapped
+
+
 def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
-                    node_generation: Mapping[str, str], labels: LabelConfig) -> ManagedService:
-    """A ManagedService from an inspect reply and the service's tasks."""
+                    node_generation: Mapping[str, str], labels: LabelConfig,
+                    name: str | None = None) -> ManagedService:
+    """A ManagedService from an inspect reply and the service's tasks; ``name``: the
+    topology name it maps to (default: its ``<service>`` label, else its Swarm name)."""
     spec = service["Spec"]
     service_labels = spec.get("Labels") or {}
     generation = generation_of(spec, labels.generation)
+    source = "constraint" if generation is not None else ""
     replicas = replicas_of(spec)
     running: dict[str, int] = {}
     for task in tasks:
@@ -181,16 +239,19 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
         running[gen] = running.get(gen, 0) + 1
     if generation is None and running:
         generation = max(running, key=running.get)   # where most tasks run
+        source = "tasks"
     placed = (ServicePlacement(generation, replicas)
               if generation is not None and replicas is not None else None)
     return ManagedService(
-        name=service_labels.get(labels.service) or spec["Name"],
+        name=name or service_labels.get(labels.service) or spec["Name"],
         target_id=service["ID"],
         target_name=spec["Name"],
         placement=placed,
         running=running,
         paused=str(service_labels.get(labels.paused, "")).lower() in ("true", "1", "yes"),
         update_paused=paused_update_message(service),
+        update_order=update_order(spec),
+        placement_source=source,
     )
 
 
@@ -207,13 +268,16 @@ class DockerSwarm:
 
     def __init__(self, docker_host: str = "", labels: LabelConfig | None = None,
                  timeout_s: float = 30.0, client: Any = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 target: TargetConfig | None = None):
         """``docker_host``: the manager's Docker API (empty: DOCKER_HOST or the local
         socket); ``timeout_s``: per API call (s); ``client``: a docker-py client to use
-        instead (tests); ``sleep``: the pause before retrying a conflicting update."""
+        instead (tests); ``sleep``: the pause before retrying a conflicting update;
+        ``target``: the name mapping (``stack``, ``services``; default: labels only)."""
         import docker
 
         self.labels = labels or LabelConfig()
+        self.target = target or TargetConfig(docker_host=docker_host)
         self._docker = docker
         self.docker_host = docker_host
         self.timeout_s = timeout_s
@@ -236,7 +300,13 @@ class DockerSwarm:
                                         f"{exc}") from None
         return self._client
 
+    def name_of(self, spec: Mapping[str, Any]) -> str | None:
+        """The topology name of a Swarm service spec; None when ecoscale does not manage it."""
+        return topology_name(spec, self.labels, self.target)
+
     def read(self) -> ClusterState:
+        """The managed services: with a mapping (``target.stack``/``services``) every Swarm
+        service it maps, beside those labelled managed; without one, the labelled ones."""
         api = self.client.api
         info = read_api("info", api.info)
         swarm = info.get("Swarm") or {}
@@ -252,17 +322,22 @@ class DockerSwarm:
                 node_generation[node["ID"]] = gen
                 if (node.get("Status") or {}).get("State") == "ready":
                     generations.add(gen)
-        services = read_api("services", api.services,
-                            filters={"label": f"{self.labels.managed}=true"})
+        if self.target.adopts:
+            services = read_api("services", api.services)
+        else:
+            services = read_api("services", api.services,
+                                filters={"label": f"{self.labels.managed}=true"})
         tasks = read_api("tasks", api.tasks, filters={"desired-state": "running"})
         by_service: dict[str, list[Mapping[str, Any]]] = {}
         for task in tasks:
             by_service.setdefault(task.get("ServiceID", ""), []).append(task)
         managed = {}
-        for service in services:
-            item = managed_service(service, by_service.get(service["ID"], []), node_generation,
-                                   self.labels)
-            managed[item.name] = item
+        for service in sorted(services, key=lambda s: str(s["Spec"].get("Name", ""))):
+            name = self.name_of(service["Spec"])
+            if name is None or name in managed:   # two for one name: the first by Swarm name
+                continue
+            managed[name] = managed_service(service, by_service.get(service["ID"], []),
+                                            node_generation, self.labels, name)
         return ClusterState(True, managed, tuple(sorted(generations)))
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
@@ -273,7 +348,20 @@ class DockerSwarm:
         ``ForceUpdate`` incremented (as `docker service update --force`)."""
         self._update(service, forced_spec)
 
+    def still_mapped(self, service: ManagedService, spec: Mapping[str, Any]) -> str:
+        """'' when the fresh ``spec`` is still the Swarm service of ``service.name``, else
+        why not (its managed label removed, the mapping changed)."""
+        name = self.name_of(spec)
+        if name == service.name:
+            return ""
+        swarm_name = spec.get("Name", service.target_name)
+        if name is None and not self.target.adopts:
+            return f"{swarm_name} is no longer labelled {self.labels.managed}=true"
+        now = f"maps to '{name}'" if name else "maps to no topology service"
+        return (f"{swarm_name} no longer stands for topology service '{service.name}' (it "
+                f"{now}; check target.stack, target.services and its labels)")
+
     def _update(self, service: ManagedService, change: SpecChange) -> None:
         """Re-read the service, update it with ``change(spec)``; retry out of sequence."""
         update_service(self.client.api, service.target_id, change,
-                       managed_label=self.labels.managed, sleep=self._sleep)
+                       check=lambda spec: self.still_mapped(service, spec), sleep=self._sleep)

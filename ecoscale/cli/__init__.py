@@ -476,6 +476,71 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run(str(args.config), dry_run=args.dry_run, once=args.once)
 
 
+ADOPT_HELP = """\
+Report how the target's name mapping finds an app's services in a Swarm that someone else
+deployed (`docker stack deploy -c FILE STACK`): per topology service, the Swarm service it
+maps to, its current generation (its constraint, or "(tasks)": where its tasks run), running
+and desired replicas and its update order; then the topology services that map to nothing
+(with the `services:` entry that fixes each) and the Swarm services of the stack that the
+topology does not name (left alone). Reads only; changes nothing.
+
+The mapping is the config's `target:` section: `stack: STACK` (the Swarm service of
+topology service x is STACK_x) and/or `services: {x: swarm-name}` (wins for the names it
+lists); services labelled ecoscale.managed=true are managed too.
+"""
+
+
+def _add_adopt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("adopt", help="how a deployed stack's services map to the topology",
+                       description=ADOPT_HELP,
+                       epilog=exit_codes_help("  1  also: a topology service is unmapped"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path,
+                        help="daemon config (YAML): its app, target: and labels:")
+    source.add_argument("--pool", help="pool config (YAML) of `ecoscale profile`: its target: "
+                                       "(the app from --app)")
+    p.add_argument("--app", default="socialNetwork",
+                   help="with --pool: the app whose topology is mapped (default: %(default)s)")
+    add_output_options(p)
+    p.set_defaults(func=_cmd_adopt)
+
+
+def _cmd_adopt(args: argparse.Namespace) -> int:
+    from ecoscale.adapters.files import load_config, load_topology
+    from ecoscale.adapters.targets import adoption, build_target, describe_target
+    from ecoscale.config import LabelConfig
+
+    out = Reporter(args)
+    if args.config is not None:
+        from ecoscale.daemon import main as daemon_main
+
+        config = load_config(args.config)
+        app, target, labels = config.app, config.target, config.labels
+        orchestrator = daemon_main.ADAPTERS.orchestrator(config)
+    else:
+        from ecoscale.profiler.main import load_pool
+
+        pool = load_pool(args.pool, {}, {"lab": _lab_pool})
+        app, target, labels = args.app, pool.target, LabelConfig()
+        orchestrator = build_target(target, labels, args.pool)
+    topology = load_topology(app)
+    state = orchestrator.read()
+    where = describe_target(target)
+    if not state.is_controller:
+        raise EcoscaleError(f"{where} is not a Swarm manager: point target.docker_host at a "
+                            "manager's socket (`docker node ls` works there)")
+    report = adoption(topology.service_names, state, target, labels)
+    out.data({"app": topology.app, "target": where, **report.as_dict()})
+    out.text(f"{topology.app} on {where}")
+    out.text("\n".join(report.lines()))
+    if not report.ok:
+        print(f"ecoscale adopt: error: {len(report.unmapped)} topology services unmapped: "
+              f"{', '.join(s for s, _ in report.unmapped)}; {report.fix()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 PROFILE_HELP = """\
 Characterise an application's services on each server generation of a pool, and write the
 profile the planner reads (profiles/<app>/<pool>.yaml, raw measurements beside it as CSV).
@@ -554,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_run(sub)
     _add_profile(sub)
+    _add_adopt(sub)
     register_lab(sub)
     register_topology(sub)
     return parser

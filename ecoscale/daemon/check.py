@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ecoscale.adapters.carbon import HttpCarbon
-from ecoscale.adapters.targets import describe_target
-from ecoscale.config import DaemonConfig
+from ecoscale.adapters.targets import STOP_FIRST_NOTE, adoption, describe_target
+from ecoscale.config import DaemonConfig, label_values, series_problem
 from ecoscale.daemon.wiring import Adapters
 from ecoscale.errors import EcoscaleError
 from ecoscale.model.app import AppModel
@@ -31,12 +31,15 @@ class CheckResult:
     hint: str = ""
     warning: bool = False
     """ok, but worth a look (no managed service yet, no traffic yet)."""
+    details: tuple[str, ...] = ()
+    """Lines shown under the result (the adoption report's table)."""
 
     def line(self) -> str:
         mark = "FAIL" if not self.ok else ("warn" if self.warning else "ok")
         hint = f"\n         hint: {self.hint}" if self.hint and (not self.ok or self.warning) \
             else ""
-        return f"  {mark:<5}{self.component}: {self.detail}{hint}"
+        shown = "".join(f"\n         {line}" for line in self.details)
+        return f"  {mark:<5}{self.component}: {self.detail}{hint}{shown}"
 
 
 def table_profile_name(table: PolicyTable) -> str | None:
@@ -65,11 +68,14 @@ def check_profile(config: DaemonConfig, table: PolicyTable, model: AppModel) -> 
     return CheckResult("profile", True, f"'{used}', the table's own")
 
 
-def check_prometheus(config: DaemonConfig, adapters: Adapters) -> CheckResult:
+def check_prometheus(config: DaemonConfig, adapters: Adapters,
+                     services: Sequence[str] = ()) -> CheckResult:
     """Run each configured query once: qps and p99_ms must give one series; the utilisation
-    query (when set) series with the label ``service``."""
+    query (when set) series with the label ``service_label`` whose values name ``services``
+    (the topology's, by their own or their Swarm name; not checked when empty)."""
     prom = config.prometheus
     client = adapters.prometheus(config)
+    values = label_values(services, config.target) if services else None
     problems: list[str] = []
     notes: list[str] = []
     for name in ("qps", "p99_ms", "service_utilisation"):
@@ -84,28 +90,17 @@ def check_prometheus(config: DaemonConfig, adapters: Adapters) -> CheckResult:
                                    hint=f"{LAB_HINT} (prometheus.url is {prom.url})")
             problems.append(f"prometheus.{name} {query!r}: {exc}")
             continue
-        if not samples:
-            problems.append(f"prometheus.{name} {query!r} returned nothing: is the metric "
-                            "name right and is its target scraped?")
-            continue
-        if name == "service_utilisation":
-            label = prom.service_label
-            unlabelled = [labels for labels, _, _ in samples if not labels.get(label)]
-            if unlabelled:
-                problems.append(f"prometheus.{name} {query!r}: {len(unlabelled)} of "
-                                f"{len(samples)} series have no label '{label}' (e.g. "
-                                f"{unlabelled[0]}); aggregate with `sum by ({label})` or "
-                                "set prometheus.service_label")
-                continue
-            notes.append(f"{name} {len(samples)} services")
-            continue
-        if len(samples) > 1:
-            problems.append(f"prometheus.{name} {query!r}: {len(samples)} series, the daemon "
-                            "needs one; aggregate them (sum, max) in the query")
-            continue
-        value = samples[0][2]
-        notes.append(f"{name} {value:.4g}" if math.isfinite(value)
-                     else f"{name} {value} (no traffic yet?)")
+        per_service = name == "service_utilisation"
+        problem, note = series_problem(f"prometheus.{name}", query, samples,
+                                       prom.service_label if per_service else None, values)
+        if problem:
+            problems.append(problem)
+        elif per_service:
+            notes.append(f"{name} {note}")
+        else:
+            value = samples[0][2]
+            notes.append(f"{name} {value:.4g}" if math.isfinite(value)
+                         else f"{name} {value} (no traffic yet?)")
     if problems:
         return CheckResult("prometheus", False, f"{prom.url}: " + "; ".join(problems),
                            hint="try the query in Prometheus' own UI (/graph)")
@@ -113,8 +108,11 @@ def check_prometheus(config: DaemonConfig, adapters: Adapters) -> CheckResult:
 
 
 def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -> CheckResult:
-    """Build the Docker client, ask whether this engine is a Swarm manager, count the
-    managed services and name the table's services the Swarm does not run."""
+    """Build the Docker client, ask whether this engine is a Swarm manager, and report what
+    the target's mapping finds for the table's services (the adoption report, in
+    ``details``). A table service that is not found is an error with a mapping configured
+    (the fix: its ``services:`` entry), a warning without one (the app may not be deployed
+    yet: the daemon manages what it finds)."""
     where = describe_target(config.target)
     try:
         state = adapters.orchestrator(config).read()
@@ -126,17 +124,26 @@ def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -
                            "acts", hint="point target.docker_host at a manager's socket "
                                         "(`docker node ls` works there)")
     wanted = [s for s, _ in table.levels[0].placement.items]
-    missing = [s for s in wanted if s not in state.services]
+    report = adoption(wanted, state, config.target, config.labels)
+    missing = [s for s, _ in report.unmapped]
     detail = (f"{where}: a Swarm manager, {len(state.services)} managed services "
-              f"(label {config.labels.managed}=true), generations with a ready node: "
+              f"({report.mapping}), generations with a ready node: "
               f"{', '.join(state.generations) or 'none'}")
+    details = tuple(report.lines())
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
                                           else "")
+        if config.target.adopts:
+            return CheckResult("docker", False, f"{detail}; unmapped: {shown}",
+                               hint=report.fix(), details=details)
         return CheckResult("docker", True, f"{detail}; not running: {shown}", warning=True,
                            hint="deploy the app first (e.g. `ecoscale lab deploy "
-                                f"{config.app}`); the daemon manages what it finds")
-    return CheckResult("docker", True, detail)
+                                f"{config.app}`), or map a stack you deployed with "
+                                "target.stack / target.services; the daemon manages what it "
+                                "finds", details=details)
+    if report.stop_first:
+        detail += f"; {STOP_FIRST_NOTE} ({len(report.stop_first)} services)"
+    return CheckResult("docker", True, detail, details=details)
 
 
 def check_carbon(config: DaemonConfig, adapters: Adapters,
@@ -163,9 +170,10 @@ def run_checks(config: DaemonConfig, table: PolicyTable, model: AppModel,
                adapters: Adapters | None = None) -> list[CheckResult]:
     """Every check, each one's failure caught and reported as that component's."""
     adapters = adapters or Adapters()
+    services = [s for s, _ in table.levels[0].placement.items]
     checks: dict[str, Callable[[], CheckResult]] = {
         "profile": lambda: check_profile(config, table, model),
-        "prometheus": lambda: check_prometheus(config, adapters),
+        "prometheus": lambda: check_prometheus(config, adapters, services),
         "docker": lambda: check_docker(config, table, adapters),
         "carbon": lambda: check_carbon(config, adapters),
     }

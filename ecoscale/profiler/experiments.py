@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecoscale.config import RoleQueries, parse_role_queries
+from ecoscale.config import RoleQueries, TargetConfig, parse_role_queries, parse_target
 from ecoscale.errors import InputError
 from ecoscale.model.latency import parse_replica_limits
 from ecoscale.values import number_at
@@ -50,6 +50,10 @@ class PoolConfig:
     None: the pool names none, and measuring it is an error that says so."""
     source: str = ""
     """Where the pool config came from (a file, or ``ecoscale lab``)."""
+    target: TargetConfig = field(default_factory=TargetConfig)
+    """The orchestrator and the name mapping (section ``target:``; a top-level
+    ``docker_host`` is still read as ``target.docker_host``): with ``stack`` or
+    ``services`` the profiler moves the services of a stack it did not deploy."""
 
     @property
     def newest(self) -> str:
@@ -97,6 +101,15 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
     seed = number_at(raw, "seed", problems, default=1, fallback=1, integer=True, minimum=0)
     limits, limit_problems = parse_replica_limits(raw.get("replica_limits"))
     problems.extend(limit_problems)
+    target_raw = raw.get("target") or {}
+    if isinstance(target_raw, TargetConfig):
+        target: TargetConfig | None = target_raw
+    elif isinstance(target_raw, Mapping):
+        target = parse_target(target_raw, problems, raw.get("docker_host"))
+    else:
+        problems.append(f"target: expected a mapping (kind, docker_host, stack, services), "
+                        f"got {target_raw!r}")
+        target = None
     queries = raw.get("queries")
     if isinstance(queries, RoleQueries) or queries is None:
         role_queries = queries
@@ -108,7 +121,7 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         name=str(raw.get("name", "pool")),
         frontend_url=str(raw["frontend_url"]),
         prometheus_url=str(raw["prometheus_url"]),
-        docker_host=str(raw.get("docker_host", "")),
+        docker_host=target.docker_host if target else "",
         generations=generations,
         slot_cpus={k: float(v) for k, v in slot_cpus.items()},
         loads_qps=loads,
@@ -118,6 +131,7 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         seed=int(seed),
         queries=role_queries,
         source=source,
+        target=target or TargetConfig(),
         **numbers,
     )
 

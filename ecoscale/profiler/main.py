@@ -12,7 +12,6 @@ from ecoscale.adapters.files import load_hardware, load_topology, read_yaml, wri
 from ecoscale.adapters.outputs import beside, check_out_file, git_tracked
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.targets import build_target
-from ecoscale.config import TargetConfig
 from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.model.topology import Topology
 from ecoscale.paths import profiles_dir
@@ -121,7 +120,7 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
     finished = compact(raw_csv) if raw_csv.exists() else 0
     if finished:
         print(f"resuming: {finished} points of {raw_csv} are done and will not be re-run")
-    orchestrator = build_target(TargetConfig(docker_host=pool.docker_host), source=pool_name)
+    orchestrator = build_target(pool.target, source=pool_name)
     runner = Runner(pool, topology, orchestrator, PrometheusClient(pool.prometheus_url),
                     loadgen_driver(pool.frontend_url, topology), raw_csv)
     runner.remember()

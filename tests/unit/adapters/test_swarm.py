@@ -150,7 +150,9 @@ def test_apply_rereads_and_retries_out_of_sequence():
     assert len(api.updates) == 1
     service_id, version, kwargs = api.updates[0]
     assert version == NGINX["Version"]["Index"]
-    assert kwargs["fetch_current_spec"] is True
+    # the whole spec from ecoscale's own read: docker-py's fetch_current_spec=True would fill
+    # what the spec lacks from a read with the engine's defaults inserted
+    assert kwargs["fetch_current_spec"] is False
     assert kwargs["mode"] == {"Replicated": {"Replicas": 2}}
     assert "node.labels.ecoscale.generation==old" in kwargs["task_template"]["Placement"][
         "Constraints"]

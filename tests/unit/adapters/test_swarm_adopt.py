@@ -1,0 +1,249 @@
+"""Adopting a stack that `docker stack deploy` made: names by the target's mapping, and a move
+that writes back every part of the spec but the generation constraint, the replica count and
+the update order. The update goes through docker-py's real ``APIClient.update_service``
+(only its HTTP post is recorded), so what is checked is what the engine would receive."""
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import docker
+import pytest
+
+from ecoscale.adapters.swarm import SWARM_UPDATE_DEFAULTS, DockerSwarm, update_service
+from ecoscale.config import LabelConfig, TargetConfig
+from ecoscale.model.placement import ServicePlacement
+from ecoscale.ports import ActionFailed
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "docker"
+STACK = TargetConfig(stack="socialnetwork")
+GENERATION = re.compile(r"^\s*node\.labels\.ecoscale\.generation\s*==")
+
+
+def recorded(name):
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+SERVICES = {s["Spec"]["Name"]: s for s in recorded("stack_services")}
+
+
+class RecordingAPIClient(docker.APIClient):
+    """docker-py's own low-level client, answering reads from the recordings; the body of
+    each update it would POST is recorded (and becomes the service's spec)."""
+
+    def __init__(self, services=None):
+        super().__init__(base_url="tcp://127.0.0.1:9", version="1.41")
+        self.recorded = copy.deepcopy(services or SERVICES)
+        self.posted = []
+
+    def info(self):
+        return recorded("info")
+
+    def nodes(self, filters=None):
+        return recorded("nodes")
+
+    def services(self, filters=None, status=None):
+        assert filters is None   # with a mapping every service is read, the mapping selects
+        return copy.deepcopy(list(self.recorded.values()))
+
+    def tasks(self, filters=None):
+        return recorded("stack_tasks")
+
+    def inspect_service(self, service, insert_defaults=None):
+        found = next(s for s in self.recorded.values() if service in (s["ID"],
+                                                                       s["Spec"]["Name"]))
+        found = copy.deepcopy(found)
+        if insert_defaults:   # what the engine adds to a spec (swarmkit api/defaults)
+            found["Spec"].setdefault("RollbackConfig", dict(SWARM_UPDATE_DEFAULTS))
+            found["Spec"].setdefault("UpdateConfig", dict(SWARM_UPDATE_DEFAULTS))
+            found["Spec"]["TaskTemplate"].setdefault("Resources", {"Limits": {},
+                                                                  "Reservations": {}})
+            found["Spec"]["TaskTemplate"]["ContainerSpec"].setdefault("StopGracePeriod",
+                                                                     10_000_000_000)
+        return found
+
+    def _post_json(self, url, data, params=None, headers=None, **kwargs):
+        body = json.loads(json.dumps(data))   # what goes over the wire
+        self.posted.append((url, params, body))
+        return None
+
+    def _result(self, response, json=False, binary=False):
+        return {}
+
+
+class Client:
+    def __init__(self, api):
+        self.api = api
+
+
+def adopter(api, target=STACK):
+    return DockerSwarm(client=Client(api), target=target, sleep=lambda _s: None)
+
+
+def differences(before, after, path=""):
+    """Paths (a.b.c) where two JSON documents differ; a null is an absent key, and a
+    mapping added or removed differs at each of its keys."""
+    if isinstance(before, dict) and after is None or before is None and isinstance(after, dict):
+        before, after = before or {}, after or {}
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = {k for k, v in before.items() if v is not None} | {
+            k for k, v in after.items() if v is not None}
+        return [p for k in sorted(keys)
+                for p in differences(before.get(k), after.get(k), f"{path}.{k}".lstrip("."))]
+    return [] if before == after else [path]
+
+
+@pytest.mark.parametrize("swarm_name, topology_name, placed", [
+    ("socialnetwork_user-timeline-service", "user-timeline-service", ServicePlacement("old", 1)),
+    ("socialnetwork_nginx-thrift", "nginx-thrift", ServicePlacement("new", 3)),
+    ("socialnetwork_media-memcached", "media-memcached", ServicePlacement("old", 2)),
+], ids=["full-spec-no-update-config", "own-stop-first-config", "minimal-spec"])
+def test_a_move_writes_back_every_other_part_of_the_spec(swarm_name, topology_name, placed):
+    api = RecordingAPIClient()
+    target = adopter(api)
+    service = target.read().services[topology_name]
+    target.apply(service, placed)
+    (url, params, written), = api.posted
+    read = SERVICES[swarm_name]
+    assert url.endswith(f"/services/{read['ID']}/update")
+    assert params == {"version": read["Version"]["Index"]}
+    before = read["Spec"]
+    changed = set(differences(before, written))
+    allowed = {"TaskTemplate.Placement.Constraints", "Mode.Replicated.Replicas",
+               "UpdateConfig.Order"}
+    if "UpdateConfig" not in before:   # Swarm's defaults, written out, start-first
+        allowed |= {f"UpdateConfig.{key}" for key in SWARM_UPDATE_DEFAULTS}
+    assert changed <= allowed, changed - allowed
+    # the generation constraint is the only one replaced; the others keep their order
+    old = (before["TaskTemplate"].get("Placement") or {}).get("Constraints") or []
+    new = written["TaskTemplate"]["Placement"]["Constraints"]
+    assert new == [c for c in old if not GENERATION.match(c)] + [
+        f"node.labels.ecoscale.generation=={placed.generation}"]
+    assert written["Mode"]["Replicated"]["Replicas"] == placed.replicas
+    # start-first; an update config of the user's keeps every other field, none is added
+    own = before.get("UpdateConfig")
+    assert written["UpdateConfig"] == {**(own or SWARM_UPDATE_DEFAULTS), "Order": "start-first"}
+    # what a stack deploy left out stays out
+    for key in ("RollbackConfig", "EndpointSpec", "Labels"):
+        assert (key in before) == (written.get(key) is not None), key
+    assert ("Networks" in before["TaskTemplate"]) == ("Networks" in written["TaskTemplate"])
+
+
+def test_the_full_spec_survives_field_by_field():
+    """The parts the issue names, one by one, on the richest recorded spec."""
+    api = RecordingAPIClient()
+    target = adopter(api)
+    target.apply(target.read().services["user-timeline-service"], ServicePlacement("old", 1))
+    written = api.posted[0][2]
+    before = SERVICES["socialnetwork_user-timeline-service"]["Spec"]
+    container, was = written["TaskTemplate"]["ContainerSpec"], before["TaskTemplate"][
+        "ContainerSpec"]
+    for key in ("Image", "Command", "Args", "Env", "Mounts", "Healthcheck", "Hostname",
+                "StopGracePeriod", "Labels"):
+        assert container[key] == was[key], key
+    for key in ("Resources", "RestartPolicy", "Networks"):
+        assert written["TaskTemplate"][key] == before["TaskTemplate"][key], key
+    placement = written["TaskTemplate"]["Placement"]
+    for key in ("Preferences", "MaxReplicas", "Platforms"):
+        assert placement[key] == before["TaskTemplate"]["Placement"][key], key
+    assert written["EndpointSpec"] == before["EndpointSpec"]   # the published port
+    assert written["Labels"] == before["Labels"]
+    assert "RollbackConfig" not in written or written["RollbackConfig"] is None
+
+
+def test_fetch_current_spec_would_add_the_engines_defaults():
+    """Why ecoscale writes its own read whole: docker-py's merge with a read that has the
+    engine's defaults inserted fills in every part the user's spec lacks."""
+    api = RecordingAPIClient()
+    current = api.inspect_service("socialnetwork_media-memcached")
+    api.update_service(current["ID"], current["Version"]["Index"],
+                       task_template=current["Spec"]["TaskTemplate"],
+                       mode=current["Spec"]["Mode"], fetch_current_spec=True)
+    merged = api.posted[0][2]
+    assert merged["RollbackConfig"] == SWARM_UPDATE_DEFAULTS
+    assert "StopGracePeriod" in merged["TaskTemplate"]["ContainerSpec"]
+    assert "RollbackConfig" not in current["Spec"]
+
+
+def test_read_maps_the_stack_and_leaves_other_services_alone():
+    state = adopter(RecordingAPIClient()).read()
+    assert set(state.services) == {"user-timeline-service", "nginx-thrift", "media-memcached",
+                                   "jaeger-agent"}   # not the other stack's global service
+    timeline = state.services["user-timeline-service"]
+    assert timeline.target_name == "socialnetwork_user-timeline-service"
+    assert timeline.placement == ServicePlacement("new", 2)
+    assert timeline.placement_source == "constraint" and timeline.running == {"new": 2}
+    assert timeline.update_order == "stop-first"   # no UpdateConfig: Swarm's default
+    nginx = state.services["nginx-thrift"]
+    assert nginx.placement == ServicePlacement("old", 1)   # unconstrained: where it runs
+    assert nginx.placement_source == "tasks" and nginx.update_order == "stop-first"
+    memcached = state.services["media-memcached"]
+    assert memcached.placement is None and memcached.running == {}   # its task is starting
+
+
+@pytest.mark.parametrize("target, expected", [
+    (TargetConfig(services={"frontend": "socialnetwork_nginx-thrift"}), {"frontend"}),
+    (TargetConfig(stack="socialnetwork", services={"frontend": "socialnetwork_nginx-thrift"}),
+     {"frontend", "user-timeline-service", "media-memcached", "jaeger-agent"}),
+    (TargetConfig(stack="monitoring"), {"node-exporter"}),
+], ids=["explicit-only", "explicit-overrides-the-stack-rule", "another-stack"])
+def test_the_mapping_selects_and_names(target, expected):
+    state = adopter(RecordingAPIClient(), target).read()
+    assert set(state.services) == expected
+    if "node-exporter" in expected:   # a global service has no replica count to set
+        assert state.services["node-exporter"].placement is None
+
+
+def test_labels_keep_working_beside_a_mapping():
+    services = copy.deepcopy(SERVICES)
+    labelled = services["socialnetwork_jaeger-agent"]["Spec"]["Labels"]
+    labelled.update({"ecoscale.managed": "true", "ecoscale.service": "tracing"})
+    services["lab-service"] = copy.deepcopy(services.pop("monitoring_node-exporter"))
+    services["lab-service"]["Spec"].update(
+        Name="lab-service", Labels={"ecoscale.managed": "true"}, Mode={"Replicated": {}})
+    state = adopter(RecordingAPIClient(services)).read()
+    assert "tracing" in state.services and "jaeger-agent" not in state.services
+    assert state.services["lab-service"].target_name == "lab-service"
+
+
+def test_an_update_checks_the_service_still_maps_to_the_same_name():
+    api = RecordingAPIClient()
+    target = adopter(api)
+    service = target.read().services["nginx-thrift"]
+    api.recorded["socialnetwork_nginx-thrift"]["Spec"]["Labels"].update(
+        {"ecoscale.managed": "true", "ecoscale.service": "media-frontend"})
+    with pytest.raises(ActionFailed, match="no longer stands for topology service "
+                                           "'nginx-thrift' .*maps to 'media-frontend'"):
+        target.apply(service, ServicePlacement("old", 1))
+    assert api.posted == []
+
+
+def test_an_adopted_service_needs_no_managed_label():
+    api = RecordingAPIClient()
+    target = adopter(api)
+    service = target.read().services["jaeger-agent"]
+    assert "ecoscale.managed" not in SERVICES["socialnetwork_jaeger-agent"]["Spec"]["Labels"]
+    target.apply(service, ServicePlacement("new", 1))
+    assert len(api.posted) == 1
+
+
+def test_a_global_service_is_refused_not_turned_replicated():
+    api = RecordingAPIClient()
+    with pytest.raises(ActionFailed, match="not a replicated service"):
+        update_service(api, "monitoring_node-exporter", lambda spec: __import__(
+            "ecoscale.adapters.swarm", fromlist=["updated_spec"]).updated_spec(
+                spec, ServicePlacement("old", 1)), sleep=lambda _s: None)
+    assert api.posted == []
+
+
+def test_the_lab_labels_still_select_without_a_mapping():
+    """No stack, no services: only services labelled managed (the stack's have none)."""
+    api = RecordingAPIClient()
+
+    def labelled_only(filters=None, status=None):
+        assert filters == {"label": f"{LabelConfig().managed}=true"}
+        return []
+
+    api.services = labelled_only
+    assert adopter(api, TargetConfig()).read().services == {}
