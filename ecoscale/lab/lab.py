@@ -452,6 +452,10 @@ class Lab:
         """Run ``app`` on the lab (``LabApps.deploy``)."""
         return self.apps.deploy(app, emulation)
 
+    def undeploy(self) -> list[str]:
+        """Remove the deployed app and its gateway (``LabApps.undeploy``)."""
+        return self.apps.undeploy()
+
     @property
     def deployed_app(self) -> str | None:
         """Name of the deployed app, if any."""

@@ -109,6 +109,9 @@ def stack(lab: Lab) -> Iterator[ServedStack]:
     """The stack deployed by `docker stack deploy` from the shipped compose file."""
     lab.up()                                   # a no-op on a running lab (clears old stacks)
     lab.remove_stack(STACK)                    # an interrupted run's, if any
+    # The lab's own socialNetwork carries the same names (labelled ecoscale.managed): the
+    # mapping would find both. Later tests deploy it again (fixture social_network).
+    lab.undeploy()
     served = lab.serve_stack(STACK, APP, frontend_port=free_port())
     began = time.monotonic()
     done = docker_cli(lab, "stack", "deploy", "-c", str(COMPOSE), STACK, env=served.env)
@@ -132,8 +135,9 @@ def work(tmp_path_factory) -> Path:
 def pool_file(lab: Lab, folder: Path) -> Path:
     """The shipped pool file; it already points at this lab (asserted)."""
     raw = read_yaml(POOL)
-    assert (raw["frontend_url"], raw["prometheus_url"], raw["docker_host"]) == (
+    assert (raw["frontend_url"], raw["prometheus_url"], raw["target"]["docker_host"]) == (
         lab.stack_url, lab.prometheus_url, lab.docker_host)
+    assert raw["target"]["stack"] == STACK
     path = folder / "pool.yaml"
     path.write_text(POOL.read_text())
     return path
@@ -193,8 +197,20 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     for spec in before.values():             # nothing of ecoscale in what the operator wrote
         assert not [k for k in spec.get("Labels") or {} if k.startswith("ecoscale.")]
 
-    # the profile, from the operator's metrics
+    # the adoption report: every topology service mapped, the stranger left alone
     pool = pool_file(lab, work)
+    done = ecoscale("adopt", "--pool", str(pool), "--json", timeout_s=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and not report["unmapped"]
+    assert {r["service"]: r["target_name"] for r in report["services"]} == {
+        s: swarm_name(STACK, s) for s in stack.services}
+    assert report["not_in_topology"] == [swarm_name(STACK, UNMAPPED)]
+    stop_first = {s for s in stack.services
+                  if before[swarm_name(STACK, s)]["UpdateConfig"]["Order"] == "stop-first"}
+    assert set(report["stop_first"]) == stop_first and stop_first   # their moves start first
+
+    # the profile, from the operator's metrics
     profile = work / "stack.yaml"
     began = time.monotonic()
     done = ecoscale("profile", "--pool", str(pool), "--out", str(profile), *SWEEP)
