@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ecoscale.errors import EcoscaleError
 from ecoscale.model.placement import Placement, ServicePlacement
@@ -79,6 +79,9 @@ class ManagedService:
     update_order: str = ""
     """The service's own update order (``start-first``/``stop-first``); '' when unknown.
     ecoscale's moves run start-first whatever it is."""
+    replicas: int | None = None
+    """Desired replicas as the spec asks, also when ``placement`` is unknown; None for a
+    global service or when not read."""
     placement_source: str = ""
     """Where ``placement.generation`` comes from: ``constraint`` (the generation
     constraint), ``tasks`` (unconstrained: where most tasks run), '' (unknown)."""
@@ -119,6 +122,18 @@ class Orchestrator(Protocol):
     def resume(self, service: ManagedService) -> None:
         """Start a rolling update that the orchestrator paused again (a forced update of
         the same spec); raises SourceUnavailable or ActionFailed."""
+        ...
+
+
+@runtime_checkable
+class Releasing(Protocol):
+    """An Orchestrator that can also give a service's placement back to the user: the
+    profiler's restore of a service that had no generation constraint before it ran."""
+
+    def release(self, service: ManagedService, replicas: int) -> None:
+        """Remove the service's generation constraint (it runs wherever its own constraints
+        let it) and set ``replicas``, changing nothing else; raises SourceUnavailable or
+        ActionFailed."""
         ...
 
 

@@ -115,6 +115,22 @@ def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
     return new
 
 
+def released_spec(spec: Mapping[str, Any], replicas: int,
+                  label: str = GENERATION_LABEL) -> dict[str, Any]:
+    """The service spec without its generation constraint (an empty constraint list and
+    then an empty placement left out, as a spec that never had them) and with ``replicas``;
+    everything else unchanged."""
+    new = updated_spec(spec, ServicePlacement("-", replicas), label)
+    placement = new["TaskTemplate"]["Placement"]
+    pattern = _constraint_pattern(label)
+    placement["Constraints"] = [c for c in placement["Constraints"] if not pattern.match(c)]
+    if not placement["Constraints"]:
+        del placement["Constraints"]
+    if not placement:
+        del new["TaskTemplate"]["Placement"]
+    return new
+
+
 def forced_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The same spec with ``ForceUpdate`` incremented (``docker service update --force``):
     the tasks are replaced even though nothing else changed, which also starts a paused
@@ -251,6 +267,7 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
         paused=str(service_labels.get(labels.paused, "")).lower() in ("true", "1", "yes"),
         update_paused=paused_update_message(service),
         update_order=update_order(spec),
+        replicas=replicas,
         placement_source=source,
     )
 
@@ -342,6 +359,12 @@ class DockerSwarm:
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
         self._update(service, lambda spec: updated_spec(spec, placed, self.labels.generation))
+
+    def release(self, service: ManagedService, replicas: int) -> None:
+        """Remove the generation constraint (``ports.Releasing``): the profiler gives back a
+        service that had none."""
+        self._update(service, lambda spec: released_spec(spec, replicas,
+                                                         self.labels.generation))
 
     def resume(self, service: ManagedService) -> None:
         """Start the service's paused rolling update again: the same spec with

@@ -55,6 +55,8 @@ def describe_target(target: TargetConfig) -> str:
 UNSET = "<none>"
 """A cell with no value (kubectl's convention)."""
 STOP_FIRST_NOTE = "update order stop-first: ecoscale's moves run start-first"
+SHOWN = 5
+"""Names listed one by one in a fix (the rest are counted)."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,9 @@ class Adoption:
     mapping: str
     """How names are mapped, for the reader (``stack socialnetwork``, ``labels ...``)."""
     mapped: tuple[AdoptedService, ...]
-    unmapped: tuple[tuple[str, str], ...]
-    """(topology service, the orchestrator's service to name in ``target.services``: a
-    close match among the unnamed ones, else the name the mapping looked for)."""
+    unmapped: tuple[tuple[str, str, str], ...]
+    """(topology service, the orchestrator's name the mapping looked for, a close match
+    among the services the topology does not name or '')."""
     unnamed: tuple[str, ...]
     """The orchestrator's names of mapped or labelled services outside the topology."""
 
@@ -98,10 +100,23 @@ class Adoption:
         return tuple(s.service for s in self.mapped if s.update_order == "stop-first")
 
     def fix(self) -> str:
-        """The ``target.services`` entries that map the unmapped services."""
-        entries = ", ".join(f"{service}: {name}" for service, name in self.unmapped)
-        return f"add under target: `services: {{{entries}}}` (each its Swarm service; " \
-               "`docker service ls` lists them)"
+        """What maps the unmapped services: a ``target.services`` entry for each that has a
+        close match, else which Swarm service the mapping looked for."""
+        matched = [(s, close) for s, _, close in self.unmapped if close]
+        unmatched = [(s, wanted) for s, wanted, close in self.unmapped if not close]
+        parts = []
+        if matched:
+            entries = ", ".join(f"{s}: {close}" for s, close in matched)
+            parts.append(f"add under target: `services: {{{entries}}}` (check each is its "
+                         "Swarm service)")
+        if unmatched:
+            shown = ", ".join(f"{wanted}" for _, wanted in unmatched[:SHOWN])
+            more = f" and {len(unmatched) - SHOWN} more" if len(unmatched) > SHOWN else ""
+            example = unmatched[0][0]
+            parts.append(f"no Swarm service {shown}{more}: deploy them, or name each one's "
+                         f"Swarm service under target: `services: {{{example}: "
+                         "<swarm service>}` (`docker service ls` lists them)")
+        return "; ".join(parts)
 
     def lines(self) -> list[str]:
         """The report: a table (one row per topology service), then what is unmapped on
@@ -111,16 +126,15 @@ class Adoption:
         for s in self.mapped:
             generation = (UNSET if not s.generation else s.generation
                           if s.generation_source == "constraint" else f"{s.generation} (tasks)")
-            replicas = "global" if s.replicas is None else f"{s.running}/{s.replicas}"
+            replicas = UNSET if s.replicas is None else f"{s.running}/{s.replicas}"
             rows.append((s.service, s.target_name, generation, replicas, s.update_order))
-        rows += [(service, UNSET, UNSET, UNSET, UNSET) for service, _ in self.unmapped]
+        rows += [(service, UNSET, UNSET, UNSET, UNSET) for service, _, _ in self.unmapped]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = ["   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                  for row in rows]
         total = len(self.mapped) + len(self.unmapped)
         lines.append(f"{len(self.mapped)} of {total} topology services mapped ({self.mapping})"
-                     + (f"; unmapped: {', '.join(s for s, _ in self.unmapped)}"
-                        if self.unmapped else ""))
+                     + (f"; {len(self.unmapped)} unmapped" if self.unmapped else ""))
         if self.unmapped:
             lines.append(f"  fix: {self.fix()}")
         if self.unnamed:
@@ -136,7 +150,8 @@ class Adoption:
         return {
             "mapping": self.mapping, "ok": self.ok,
             "services": [asdict(s) for s in self.mapped],
-            "unmapped": [{"service": s, "swarm_service": n} for s, n in self.unmapped],
+            "unmapped": [{"service": s, "looked_for": wanted, "close_match": close or None}
+                         for s, wanted, close in self.unmapped],
             "fix": self.fix() if self.unmapped else "",
             "not_in_topology": list(self.unnamed),
             "stop_first": list(self.stop_first),
@@ -161,19 +176,20 @@ def adoption(services: Sequence[str], state: ClusterState, target: TargetConfig,
     wanted = set(services)
     mapped = []
     unmapped = []
-    unnamed = sorted(m.target_name for name, m in state.services.items() if name not in wanted)
+    others = {name: m.target_name for name, m in state.services.items() if name not in wanted}
+    unnamed = sorted(others.values())
     for service in services:
         found = state.services.get(service)
-        if found is None:
-            close = difflib.get_close_matches(
-                target.target_name(service), unnamed, n=1, cutoff=0.6) if unnamed else []
-            unmapped.append((service, close[0] if close else target.target_name(service)))
+        if found is None:   # a close match by name (without the stack prefix), each once
+            close = difflib.get_close_matches(service, list(others), n=1, cutoff=0.6)
+            unmapped.append((service, target.target_name(service),
+                             others.pop(close[0]) if close else ""))
             continue
         placed = found.placement
         mapped.append(AdoptedService(
             service, found.target_name, placed.generation if placed else "",
             found.placement_source if placed else "",
-            placed.replicas if placed else None, sum(found.running.values()),
+            placed.replicas if placed else found.replicas, sum(found.running.values()),
             found.update_order or "unknown"))
     return Adoption(describe_mapping(target, labels), tuple(mapped), tuple(unmapped),
                     tuple(unnamed))

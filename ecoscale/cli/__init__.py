@@ -535,8 +535,10 @@ def _cmd_adopt(args: argparse.Namespace) -> int:
     out.text(f"{topology.app} on {where}")
     out.text("\n".join(report.lines()))
     if not report.ok:
-        print(f"ecoscale adopt: error: {len(report.unmapped)} topology services unmapped: "
-              f"{', '.join(s for s, _ in report.unmapped)}; {report.fix()}", file=sys.stderr)
+        names = [s for s, _, _ in report.unmapped]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        print(f"ecoscale adopt: error: {len(names)} topology services unmapped: "
+              f"{', '.join(names[:5])}{more}; {report.fix()}", file=sys.stderr)
         return 1
     return 0
 
@@ -559,9 +561,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--app", default="socialNetwork", help="app (default: %(default)s)")
     p.add_argument("--pool", required=True,
-                   help="pool config YAML (frontend_url, prometheus_url, docker_host, "
-                        "generations, slot_cpus, loads_qps, warmup_s, measure_s, "
-                        "settle_per_move_s, emulation), "
+                   help="pool config YAML (frontend_url, prometheus_url, target: {kind, "
+                        "docker_host, stack, services}, queries, generations, slot_cpus, "
+                        "loads_qps, warmup_s, measure_s, settle_per_move_s, emulation), "
                         "or 'lab' for the running ecoscale lab")
     p.add_argument("--loads", help="comma-separated front-end loads in req/s (overrides the "
                                    "pool's loads_qps)")
@@ -586,6 +588,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                    help="print the experiment plan and its duration, run nothing")
     p.add_argument("--refit", action="store_true",
                    help="fit the profile again from the raw CSV beside it, measure nothing")
+    p.add_argument("--check", action="store_true",
+                   help="ask the target (the adoption report) and Prometheus (each role "
+                        "query once) and exit, measuring nothing; 1 if a check fails")
     p.set_defaults(func=_cmd_profile)
 
 
@@ -597,8 +602,10 @@ def _lab_pool(overrides: dict[str, Any]) -> Any:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from ecoscale.profiler.main import pool_overrides, run_profile
+    from ecoscale.profiler.main import check_pool, pool_overrides, run_profile
 
+    if args.check:
+        return check_pool(args.app, args.pool, pool_overrides(args), {"lab": _lab_pool})
     return run_profile(args.app, args.pool, args.out, args.dry_run, pool_overrides(args),
                        args.prune_threshold, refit=args.refit, force=args.force,
                        named_pools={"lab": _lab_pool})

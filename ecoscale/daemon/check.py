@@ -125,7 +125,7 @@ def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -
                                         "(`docker node ls` works there)")
     wanted = [s for s, _ in table.levels[0].placement.items]
     report = adoption(wanted, state, config.target, config.labels)
-    missing = [s for s, _ in report.unmapped]
+    missing = [s for s, _, _ in report.unmapped]
     detail = (f"{where}: a Swarm manager, {len(state.services)} managed services "
               f"({report.mapping}), generations with a ready node: "
               f"{', '.join(state.generations) or 'none'}")

@@ -11,10 +11,12 @@ from typing import Any
 from ecoscale.adapters.files import load_hardware, load_topology, read_yaml, write_yaml
 from ecoscale.adapters.outputs import beside, check_out_file, git_tracked
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.adapters.targets import build_target
+from ecoscale.adapters.targets import adoption, build_target, describe_target
+from ecoscale.config import LabelConfig, RoleQueries, label_values, series_problem
 from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.model.topology import Topology
 from ecoscale.paths import profiles_dir
+from ecoscale.ports import Orchestrator, SourceUnavailable
 from ecoscale.profiler.build import build_profile, prune_measured, pruning_peak, sweep_points
 from ecoscale.profiler.experiments import (
     PoolConfig,
@@ -144,6 +146,91 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
     finally:
         runner.restore()
     write_profile(out, raw_csv, topology, hardware, pool, prune_threshold)
+    return 0
+
+
+CHECKED_ROLES = (("qps", False), ("p99_ms", False), ("service_p99_ms", True),
+                 ("service_cpu_cores", True))
+"""The role queries ``profile --check`` runs, and whether each is per service."""
+
+
+def check_queries(queries: RoleQueries, topology: Topology, pool: PoolConfig, client: Any
+                  ) -> tuple[list[str], list[str]]:
+    """Each role query once (now, the pool's window, quantile 0.99): (problems, notes)."""
+    values = label_values(topology.service_names, pool.target)
+    problems: list[str] = []
+    notes: list[str] = []
+    for role, per_service in CHECKED_ROLES:
+        promql = queries.render(role, topology.frontend, pool.measure_s, 0.99)
+        label = (queries.service_label if role == "service_p99_ms" else queries.cpu_label) \
+            if per_service else None
+        try:
+            samples = client.query(promql)
+        except SourceUnavailable as exc:
+            problems.append(f"queries.{role} {promql!r}: {exc}")
+            if str(exc).startswith("prometheus at"):   # not reachable: the rest fail alike
+                break
+            continue
+        problem, note = series_problem(f"queries.{role}", promql, samples, label, values,
+                                       consumer="profiler")
+        if problem:
+            problems.append(problem)
+        else:
+            notes.append(f"{role} {note}" if note else f"{role} {samples[0][2]:.4g}")
+    return problems, notes
+
+
+def check_pool(app: str, pool_name: str, overrides: dict[str, Any],
+               named_pools: Mapping[str, PoolSource] | None = None,
+               orchestrator: Orchestrator | None = None, prometheus: Any = None) -> int:
+    """``ecoscale profile --check``: ask the target and Prometheus once, measure nothing.
+
+    The target: a Swarm manager, every topology service mapped (the adoption report), a
+    ready node of every generation. Prometheus: each role query once (the pool's window,
+    quantile 0.99); one that returns nothing, per-service series without the service label,
+    or label values that name no topology service (by its own or its Swarm name) fail,
+    naming the role, the query and the label. Exit code: 0, or 1 when a check failed."""
+    topology = load_topology(app)
+    pool = load_pool(pool_name, overrides, named_pools)
+    print(f"pool ok: {pool.name} ({pool.source or pool_name}), {topology.app} "
+          f"({len(topology.services)} services), generations {', '.join(pool.generations)}, "
+          f"prometheus {pool.prometheus_url}, target {describe_target(pool.target)}")
+    failed = []
+    try:
+        state = (orchestrator or build_target(pool.target, source=pool_name)).read()
+    except SourceUnavailable as exc:
+        state = None
+        failed.append("target")
+        print(f"  FAIL target: {exc}")
+    if state is not None and not state.is_controller:
+        failed.append("target")
+        print(f"  FAIL target: {describe_target(pool.target)} is not a Swarm manager")
+    elif state is not None:
+        report = adoption(topology.service_names, state, pool.target)
+        absent = [g for g in pool.generations if g not in state.generations]
+        if not report.ok or absent:
+            failed.append("target")
+        problem = (f"no ready node of generation(s) {', '.join(absent)} (label the nodes "
+                   f"{LabelConfig().generation}=<generation>)" if absent else "")
+        mark = "FAIL" if not report.ok or absent else "ok"
+        print(f"  {mark:<5}target: {describe_target(pool.target)}: {report.mapping}"
+              + (f"; {problem}" if problem else ""))
+        print("\n".join(f"         {line}" for line in report.lines()))
+    client = prometheus or PrometheusClient(pool.prometheus_url)
+    if pool.queries is None:
+        problems, notes = ["queries: required to measure a pool (README \"Metrics are "
+                           "configuration\" has worked sets)"], []
+    else:
+        problems, notes = check_queries(pool.queries, topology, pool, client)
+    if problems:
+        failed.append("prometheus")
+        print(f"  FAIL prometheus: {pool.prometheus_url}: " + "; ".join(problems))
+    else:
+        print(f"  ok   prometheus: {pool.prometheus_url}: " + ", ".join(notes))
+    if failed:
+        print(f"check FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("check ok: the target maps every service and every role query answers")
     return 0
 
 

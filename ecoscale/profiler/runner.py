@@ -22,12 +22,13 @@ import numpy as np
 from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.adapters.placing import place
 from ecoscale.adapters.prometheus import PrometheusClient
-from ecoscale.config import RoleQueries
+from ecoscale.adapters.targets import adoption
+from ecoscale.config import RoleQueries, label_values
 from ecoscale.errors import InputError
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.model.topology import Topology
-from ecoscale.ports import Clock, Orchestrator, SourceUnavailable
+from ecoscale.ports import Clock, Orchestrator, Releasing, SourceUnavailable
 from ecoscale.profiler.experiments import SLICE_S, Experiment, PoolConfig, settle_s, sliced_window
 from ecoscale.profiler.store import E2E, Row, append_rows, finished_points, read_rows
 
@@ -35,11 +36,15 @@ QUANTILES = (0.5, 0.95, 0.99)
 """The latency quantiles measured per point (the pool's role queries take ``{quantile}``)."""
 
 
-def by_service(samples: list[tuple[dict[str, str], float, float]], label: str
-               ) -> dict[str, float]:
+def by_service(samples: list[tuple[dict[str, str], float, float]], label: str,
+               names: Mapping[str, str] | None = None) -> dict[str, float]:
     """{service: value} of a per-service reply, the name in the label ``label``; series
-    without it are left out (``run --check`` and the README say how to add it)."""
-    return {labels[label]: value for labels, _, value in samples if labels.get(label)}
+    without it are left out (``run --check`` and the README say how to add it). ``names``
+    (label value -> topology service, ``config.label_values``) renames the values it knows
+    (a Swarm service name such as ``socialnetwork_user-service``)."""
+    names = names or {}
+    return {names.get(labels[label], labels[label]): value for labels, _, value in samples
+            if labels.get(label)}
 
 
 @dataclass(frozen=True)
@@ -108,19 +113,34 @@ class Runner:
     raw_csv: Path
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr))
     original: Mapping[str, ServicePlacement] = field(default_factory=dict)
+    unconstrained: set[str] = field(default_factory=set)
+    """Services of ``original`` that had no generation constraint (placed where their
+    tasks ran): restored without one."""
+    pinned: set[str] = field(default_factory=set)
+    """Services of ``unconstrained`` that this run constrained to a generation."""
     replies_checked: bool = False
     """Whether a measured point's replies were checked against the role queries."""
     clock: Clock = SYSTEM_CLOCK
     """Waits (placement, the last scrape) and the window's end; tests pass a FakeClock."""
 
+    @property
+    def names(self) -> dict[str, str]:
+        """Label value -> topology service: a per-service series may name a service by its
+        topology name or by the Swarm service the pool's target maps it to."""
+        return label_values(self.topology.service_names, self.pool.target)
+
     # ---- placements --------------------------------------------------------------------
     def remember(self) -> None:
+        """Read where every topology service runs now (restored at the end). The services
+        are the pool's own (labelled) or a stack's it did not deploy (``target:``); their
+        specs are left as they are but for the moves."""
         state = self.orchestrator.read()
-        missing = [s for s in self.topology.services if s not in state.services]
-        if missing:
+        report = adoption(self.topology.service_names, state, self.pool.target)
+        if not report.ok:
+            missing = ", ".join(s for s, _, _ in report.unmapped)
             raise SourceUnavailable(f"the pool does not run these services of "
-                                    f"{self.topology.app} as managed Swarm services: "
-                                    f"{', '.join(missing)}")
+                                    f"{self.topology.app} ({report.mapping}): {missing}; "
+                                    f"{report.fix()}")
         generations = set(state.generations)
         absent = [g for g in self.pool.generations if g not in generations]
         if absent:
@@ -128,17 +148,41 @@ class Runner:
                                     f"{', '.join(absent)}")
         self.original = {s: state.services[s].placement for s in self.topology.services
                          if state.services[s].placement is not None}
+        self.unconstrained = {s for s in self.original
+                              if state.services[s].placement_source == "tasks"}
 
     def place(self, wanted: Mapping[str, ServicePlacement]) -> int:
         """Apply the placement and wait until every task runs where it should (at most the
-        pool's settle_timeout_s); moves made."""
-        return len(place(self.orchestrator, wanted, self.clock, self.pool.settle_timeout_s,
-                         log=self.log))
+        pool's settle_timeout_s); moves made. A service without a generation constraint
+        is pinned at its first placement even where its tasks already run (else Swarm may
+        place them anywhere, and tasks on two generations never converge)."""
+        pins = [s for s in wanted if s in self.unconstrained and s not in self.pinned]
+        if pins:
+            state = self.orchestrator.read()
+            for name in pins:
+                self.orchestrator.apply(state.services[name], wanted[name])
+                self.pinned.add(name)
+        moved = place(self.orchestrator, wanted, self.clock, self.pool.settle_timeout_s,
+                      log=self.log)
+        return len(set(moved) | set(pins))
 
     def restore(self) -> None:
-        if self.original:
-            self.log("restoring the services' placements from before the run")
+        """Put every service back as it was: its generation constraint and replicas; a
+        service that had no generation constraint gets none again (with an orchestrator
+        that can release one, ``ports.Releasing``), and Swarm places it as before."""
+        if not self.original:
+            return
+        self.log("restoring the services' placements from before the run")
+        releaser = self.orchestrator if isinstance(self.orchestrator, Releasing) else None
+        if releaser is None:   # the unconstrained ones stay on the generation they ran on
             self.place(dict(self.original))
+            return
+        self.place({s: p for s, p in self.original.items() if s not in self.unconstrained})
+        if self.pinned:
+            state = self.orchestrator.read()
+            for name in sorted(self.pinned):
+                releaser.release(state.services[name], self.original[name].replicas)
+            self.pinned.clear()
 
     def placement_for(self, experiment: Experiment) -> dict[str, ServicePlacement]:
         return {s: ServicePlacement(self.pool.oldest if s in experiment.on_old
@@ -160,10 +204,12 @@ class Runner:
                    ) -> dict[str, dict[float, float]]:
         """{service (or E2E without ``label``): {quantile: ms}} of a latency role query."""
         out: dict[str, dict[float, float]] = {}
+        names = self.names
         for q in QUANTILES:
             promql = self.queries.render(role, self.topology.frontend, window_s, q)
             for labels, _, value in self.prometheus.query(promql, at_s):
                 name = labels.get(label, "") if label else E2E
+                name = names.get(name, name) if label else name
                 if name:
                     out.setdefault(name, {})[q] = value
         return out
@@ -204,7 +250,7 @@ class Runner:
         e2e = self._quantiles("p99_ms", window, end, None)
         cpu = by_service(self.prometheus.query(
             queries.render("service_cpu_cores", self.topology.frontend, window), end),
-            queries.cpu_label)
+            queries.cpu_label, self.names)
         if not self.replies_checked:
             self.check_replies(per_service, e2e, cpu)
         rows = []

@@ -32,8 +32,8 @@ STATE = ClusterState(True, {
 def test_the_report_lists_mapped_unmapped_and_unnamed_services():
     report = adoption(["a", "b", "nginx-web", "text-service"], STATE, STACK)
     assert [s.service for s in report.mapped] == ["a", "b"]
-    assert report.unmapped == (("nginx-web", "sn_nginx-web-server"),   # a close match
-                               ("text-service", "sn_text-service"))    # what it looked for
+    assert report.unmapped == (("nginx-web", "sn_nginx-web", "sn_nginx-web-server"),  # close
+                               ("text-service", "sn_text-service", ""))
     assert report.unnamed == ("sn_jaeger", "sn_nginx-web-server")
     assert report.stop_first == ("a",) and not report.ok
     lines = report.lines()
@@ -43,9 +43,12 @@ def test_the_report_lists_mapped_unmapped_and_unnamed_services():
     assert lines[2].split() == ["b", "sn_b", "old", "(tasks)", "1/1", "start-first"]
     assert lines[3].split() == ["nginx-web", "<none>", "<none>", "<none>", "<none>"]
     text = "\n".join(lines)
-    assert "2 of 4 topology services mapped (stack sn: sn_<service>" in text
-    assert ("fix: add under target: `services: {nginx-web: sn_nginx-web-server, text-service: "
-            "sn_text-service}`") in text
+    assert "2 of 4 topology services mapped (stack sn: sn_<service>, labels ecoscale.managed" \
+        "=true); 2 unmapped" in text
+    assert ("fix: add under target: `services: {nginx-web: sn_nginx-web-server}` (check each "
+            "is its Swarm service); no Swarm service sn_text-service: deploy them, or name each "
+            "one's Swarm service under target: `services: {text-service: <swarm service>}`") \
+        in text
     assert "not in the topology, left alone (2): sn_jaeger, sn_nginx-web-server" in text
     assert f"{STOP_FIRST_NOTE} (1 services: a)" in text
 
@@ -62,6 +65,9 @@ def test_everything_mapped_is_ok_and_json_ready():
     assert report.ok
     document = json.loads(json.dumps(report.as_dict()))
     assert document["ok"] and document["unmapped"] == [] and document["fix"] == ""
+    unmapped = adoption(["a", "nginx-web"], STATE, STACK).as_dict()["unmapped"]
+    assert unmapped == [{"service": "nginx-web", "looked_for": "sn_nginx-web",
+                         "close_match": "sn_nginx-web-server"}]
     assert document["services"][1] == {
         "service": "b", "target_name": "sn_b", "generation": "old", "generation_source": "tasks",
         "replicas": 1, "running": 1, "update_order": "start-first"}
@@ -91,8 +97,9 @@ def test_adopt_exits_1_and_names_the_fix_when_a_service_is_unmapped(config_file,
     assert main(["adopt", "--config", str(config_file)]) == 1
     captured = capsys.readouterr()
     assert f"{len(services) - 1} of {len(services)} topology services mapped" in captured.out
-    assert (f"1 topology services unmapped: {services[0]}; add under target: `services: "
-            f"{{{services[0]}: sn_{services[0]}}}`") in captured.err
+    assert (f"1 topology services unmapped: {services[0]}; no Swarm service sn_{services[0]}: "
+            f"deploy them, or name each one's Swarm service under target: `services: "
+            f"{{{services[0]}: <swarm service>}}`") in captured.err
 
 
 def test_adopt_json_is_the_report_alone(config_file, capsys, monkeypatch):
@@ -119,3 +126,32 @@ def test_adopt_of_a_bad_mapping_names_the_file_and_field(tmp_path, capsys):
     assert main(["adopt", "--config", str(path)]) == 1
     err = capsys.readouterr().err
     assert str(path) in err and "target.services: expected a mapping" in err
+
+
+def test_adopt_reads_a_pool_files_target(tmp_path, capsys, monkeypatch):
+    import ecoscale.adapters.targets as targets
+    from ecoscale.adapters.files import load_topology
+
+    services = list(load_topology("socialNetwork").service_names)
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("frontend_url: http://f:8080\nprometheus_url: http://p:9090\n"
+                    "target: {stack: sn, docker_host: 'tcp://m:2375'}\n")
+    built = []
+
+    def build(target, labels=None, source=""):
+        built.append((target, source))
+        return orchestrator_running(services)
+
+    monkeypatch.setattr(targets, "build_target", build)
+    assert main(["adopt", "--pool", str(pool), "--json"]) == 0
+    assert built == [(TargetConfig(docker_host="tcp://m:2375", stack="sn"), str(pool))]
+    document = json.loads(capsys.readouterr().out)
+    assert document["target"] == "tcp://m:2375" and document["ok"]
+
+
+def test_a_close_match_is_by_the_name_without_the_stack_prefix_and_used_once():
+    state = ClusterState(True, {"jaeger-agent": managed("jaeger-agent", "socialnetwork_jaeger-"
+                                                        "agent", None, {})}, ())
+    report = adoption(["compose-post-service", "jaeger-agents", "jaeger-agent2"], state,
+                      TargetConfig(stack="socialnetwork"))
+    assert [close for _, _, close in report.unmapped] == ["", "socialnetwork_jaeger-agent", ""]

@@ -11,7 +11,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from ecoscale.adapters.swarm import SWARM_UPDATE_DEFAULTS, DockerSwarm, update_service
+from ecoscale.adapters.swarm import (
+    SWARM_UPDATE_DEFAULTS,
+    DockerSwarm,
+    generation_of,
+    update_service,
+)
 from ecoscale.config import LabelConfig, TargetConfig
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.ports import ActionFailed
@@ -180,6 +185,7 @@ def test_read_maps_the_stack_and_leaves_other_services_alone():
     assert nginx.placement_source == "tasks" and nginx.update_order == "stop-first"
     memcached = state.services["media-memcached"]
     assert memcached.placement is None and memcached.running == {}   # its task is starting
+    assert memcached.replicas == 1   # Replicated without a count: Swarm's one
 
 
 @pytest.mark.parametrize("target, expected", [
@@ -247,3 +253,101 @@ def test_the_lab_labels_still_select_without_a_mapping():
 
     api.services = labelled_only
     assert adopter(api, TargetConfig()).read().services == {}
+
+
+class SwarmLike(RecordingAPIClient):
+    """RecordingAPIClient that behaves as a Swarm: an update becomes the service's spec at
+    once (what went over the wire, nulls as absent keys), and a service constrained to a
+    generation runs its replicas on that generation's node (unconstrained: as recorded)."""
+
+    NODES = {"new": "yuqn26nlojjk9dgbkgmkilcm6", "old": "cbmua67dqng7oim355xil11m8"}
+
+    def _post_json(self, url, data, params=None, headers=None, **kwargs):
+        super()._post_json(url, data, params, headers, **kwargs)
+        service_id = url.split("/services/")[1].split("/")[0]
+        service = next(s for s in self.recorded.values() if s["ID"] == service_id)
+        service["Spec"] = {k: v for k, v in self.posted[-1][2].items() if v is not None}
+        service["Version"]["Index"] += 1
+
+    def tasks(self, filters=None):
+        from ecoscale.adapters.swarm import replicas_of
+
+        out = []
+        for service in self.recorded.values():
+            generation = generation_of(service["Spec"])
+            if generation is None:
+                out += [t for t in recorded("stack_tasks") if t["ServiceID"] == service["ID"]]
+                continue
+            out += [{"ServiceID": service["ID"], "NodeID": self.NODES[generation], "Slot": i,
+                     "Status": {"State": "running"}}
+                    for i in range(replicas_of(service["Spec"]) or 0)]
+        return out
+
+
+def test_the_profiler_moves_adopted_services_and_gives_them_back_as_they_were(tmp_path):
+    from types import SimpleNamespace
+
+    from ecoscale.profiler.experiments import parse_pool
+    from ecoscale.profiler.runner import Runner
+    from ecoscale.testing import FakeClock
+
+    names = ("user-timeline-service", "nginx-thrift", "jaeger-agent")
+    topology = SimpleNamespace(app="sn", services=dict.fromkeys(names),
+                               service_names=names, frontend="nginx-thrift")
+    pool = parse_pool({"frontend_url": "http://f:8080", "prometheus_url": "http://p:9090",
+                       "target": {"stack": "socialnetwork"}}, "pool.yaml")
+    api = SwarmLike()
+    runner = Runner(pool, topology, adopter(api, pool.target), prometheus=None, load=None,
+                    raw_csv=tmp_path / "raw.csv", clock=FakeClock(), log=lambda _m: None)
+    runner.remember()
+    assert runner.original == {"user-timeline-service": ServicePlacement("new", 2),
+                               "nginx-thrift": ServicePlacement("old", 1),
+                               "jaeger-agent": ServicePlacement("new", 1)}
+    assert runner.unconstrained == {"nginx-thrift", "jaeger-agent"}
+    # nginx-thrift already runs its one task on old, unconstrained: it is pinned there
+    assert runner.place(dict.fromkeys(names, ServicePlacement("old", 1))) == 3
+    pinned = api.recorded["socialnetwork_nginx-thrift"]["Spec"]["TaskTemplate"]["Placement"]
+    assert pinned["Constraints"] == ["node.hostname != build-host",
+                                     "node.labels.ecoscale.generation==old"]
+    assert runner.place(dict.fromkeys(names, ServicePlacement("old", 1))) == 0
+    moved = api.recorded["socialnetwork_jaeger-agent"]["Spec"]["TaskTemplate"]["Placement"]
+    assert moved["Constraints"] == ["node.role == manager", "node.labels.ecoscale.generation==old"]
+    runner.restore()
+    for name in names:
+        before = SERVICES[f"socialnetwork_{name}"]["Spec"]
+        after = api.recorded[f"socialnetwork_{name}"]["Spec"]
+        allowed = {"UpdateConfig.Order", "TaskTemplate.Placement.Constraints"} | (
+            {f"UpdateConfig.{k}" for k in SWARM_UPDATE_DEFAULTS}
+            if "UpdateConfig" not in before else set())
+        assert set(differences(before, after)) <= allowed, name
+        assert after["UpdateConfig"]["Order"] == "start-first"
+        was = before["TaskTemplate"].get("Placement", {}).get("Constraints", [])
+        now = after["TaskTemplate"].get("Placement", {}).get("Constraints", [])
+        assert [c for c in now if not GENERATION.match(c)] == [
+            c for c in was if not GENERATION.match(c)], name
+        assert generation_of(after) == generation_of(before), name   # None: none again
+    timeline = api.recorded["socialnetwork_user-timeline-service"]["Spec"]
+    assert timeline["TaskTemplate"]["Placement"]["Constraints"][-1] == \
+        "node.labels.ecoscale.generation==new"   # its generation again, and 2 replicas
+    assert timeline["Mode"] == {"Replicated": {"Replicas": 2}}
+
+
+@pytest.mark.parametrize("swarm_name", ["socialnetwork_media-memcached",
+                                        "socialnetwork_jaeger-agent",
+                                        "socialnetwork_user-timeline-service"],
+                         ids=["no-placement-at-all", "another-constraint", "generation-too"])
+def test_a_released_spec_has_no_generation_constraint_and_nothing_else_changed(swarm_name):
+    from ecoscale.adapters.swarm import released_spec, updated_spec
+
+    before = SERVICES[swarm_name]["Spec"]
+    pinned = updated_spec(before, ServicePlacement("old", 3))
+    released = released_spec(pinned, 2)
+    assert generation_of(released) is None and released["Mode"]["Replicated"]["Replicas"] == 2
+    was = (before["TaskTemplate"].get("Placement") or {}).get("Constraints") or []
+    expected = dict(before["TaskTemplate"].get("Placement") or {},
+                    Constraints=[c for c in was if not GENERATION.match(c)])
+    if not expected["Constraints"]:
+        del expected["Constraints"]
+    assert released["TaskTemplate"].get("Placement", {}) == expected
+    assert {k: v for k, v in released["TaskTemplate"].items() if k != "Placement"} == {
+        k: v for k, v in before["TaskTemplate"].items() if k != "Placement"}

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from ecoscale.cli import main
-from ecoscale.config import CarbonConfig, DaemonConfig, PrometheusConfig
+from ecoscale.config import CarbonConfig, DaemonConfig, PrometheusConfig, TargetConfig
 from ecoscale.daemon import main as daemon_main
 from ecoscale.daemon.check import (
     LAB_HINT,
@@ -181,3 +181,54 @@ def test_the_shipped_lab_config_is_valid_and_names_the_lab():
     assert config.target.docker_host == lab.docker_host   # the old top-level key
     assert config.prometheus.url == lab.prometheus_url
     assert config.control.lost_task_grace_s == 60.0
+
+
+# ---- adopting a stack: the adoption report and label values by Swarm name ------------------
+ADOPTING = replace(CONFIG, target=TargetConfig(stack="sn"))
+
+
+def test_with_a_mapping_an_unmapped_table_service_fails_with_the_fix():
+    swarm = RecordingOrchestrator.of(PLACED)
+    del swarm.services["b"]
+    result = check_docker(ADOPTING, table(), FakeAdapters(orchestrator_fake=swarm))
+    assert not result.ok and "unmapped: b" in result.detail
+    assert "no Swarm service sn_b" in result.hint and "`services: {b: <swarm service>}`" in \
+        result.hint
+    assert result.details[0].startswith("SERVICE") and "  hint: " in result.line()
+    assert "1 of 2 topology services mapped (stack sn: sn_<service>" in result.line()
+
+
+def test_the_report_says_stop_first_services_are_moved_start_first():
+    swarm = RecordingOrchestrator.of(PLACED)
+    swarm.services["a"] = replace(swarm.services["a"], update_order="stop-first")
+    result = check_docker(ADOPTING, table(), FakeAdapters(orchestrator_fake=swarm))
+    assert result.ok and "update order stop-first: ecoscale's moves run start-first (1 " \
+        "services)" in result.detail
+
+
+@pytest.mark.parametrize("labels, config, ok, fragment", [
+    pytest.param({"service": "sn_a"}, ADOPTING, True, "service_utilisation 1 services of 2",
+                 id="swarm-name-by-the-stack"),
+    pytest.param({"service": "sn_a"}, CONFIG, False,
+                 "no value of label 'service' names a topology service (it saw 'sn_a'",
+                 id="swarm-name-without-a-mapping"),
+    pytest.param({"service": "jaeger"}, ADOPTING, False, "it saw 'jaeger'",
+                 id="no-topology-service"),
+])
+def test_utilisation_label_values_must_name_a_table_service(labels, config, ok, fragment):
+    config = replace(config, prometheus=replace(config.prometheus, service_utilisation=UTIL))
+    client = RecordedPrometheus({QPS: one(), P99: one(), UTIL: one(0.5, labels)})
+    result = check_prometheus(config, FakeAdapters(prometheus_client=client), ("a", "b"))
+    assert result.ok is ok and fragment in result.detail, result.detail
+
+
+def test_the_daemon_renames_swarm_named_utilisation_to_topology_names():
+    from ecoscale.daemon.wiring import TopologyNamed
+    from ecoscale.ports import Metrics
+
+    class Source:
+        def read(self, epoch_s):
+            return Metrics(qps=1.0, p99_ms=2.0, service_utilisation={"sn_a": 0.5, "b": 0.25})
+
+    metrics = TopologyNamed(Source(), ADOPTING.target).read(0.0)
+    assert metrics.service_utilisation == {"a": 0.5, "b": 0.25} and metrics.qps == 1.0
