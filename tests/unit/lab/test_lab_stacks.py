@@ -22,9 +22,10 @@ from ecoscale.lab.spanmetrics import (
     stack_rules,
 )
 from ecoscale.lab.stacks import stack_env, swarm_name, unexpected_changes
-from ecoscale.paths import deploy_dir
+from ecoscale.paths import deploy_dir, project_root
 
 COMPOSE = deploy_dir() / "examples" / "socialnetwork-swarm.yml"
+POOL = deploy_dir() / "examples" / "socialnetwork-pool.yaml"
 
 
 def rules() -> list[dict]:
@@ -159,3 +160,14 @@ def test_a_start_first_service_must_stay_start_first():
     before = moved(UpdateConfig__Order="start-first")
     assert unexpected_changes(before, moved(UpdateConfig__Order="stop-first")) == [
         "UpdateConfig.Order: 'start-first' -> 'stop-first'"]
+
+
+def test_the_readme_worked_set_is_the_shipped_pools_queries():
+    """The integration test runs the pool's queries on the lab: the README's set with them."""
+    readme = (project_root() / "README.md").read_text()
+    section = readme[readme.index("### Metrics are configuration"):]
+    block = section[section.index("```yaml") + len("```yaml"):]
+    worked = yaml.safe_load(block[:block.index("```")])["queries"]
+    pool = yaml.safe_load(POOL.read_text())
+    assert worked == pool["queries"]
+    assert pool["target"]["stack"] == "socialnetwork"
