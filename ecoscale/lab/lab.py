@@ -3,8 +3,10 @@
 ``up`` first clears whatever an earlier run left (engines by pidfile, namespaces, links,
 cgroups, mounts, the state folder), installs missing Debian packages, starts one dockerd per
 node, forms the Swarm, labels the nodes ``ecoscale.generation=<gen>``, builds and copies the
-image, creates the overlay network and starts Prometheus. ``deploy`` runs an app as one Swarm
-service per microservice. ``down`` leaves nothing behind, also after a crash.
+image, creates the overlay networks and starts Prometheus; on a lab that is already up it
+removes the stacks it served for an earlier run (``serve_stack``). ``deploy`` runs an app as
+one Swarm service per microservice; ``serve_stack`` prepares a stack that the operator
+deploys with `docker stack deploy`. ``down`` leaves nothing behind, also after a crash.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import docker.errors
 import requests
 from docker.types import EndpointSpec, RestartPolicy, ServiceMode, UpdateConfig
 
+from ecoscale.adapters.swarm import SWARM_UPDATE_DEFAULTS
 from ecoscale.emulator.service import GATEWAY_NAME, PROBE_PATH
 from ecoscale.lab import deploy, images, swarm
 from ecoscale.lab.apps import load_app
@@ -300,6 +301,9 @@ def _allowed(where: str, old: Any, new: Any, generation_prefix: str) -> bool:
         return constraint.startswith(generation_prefix + "==")
     if where == "UpdateConfig.Order":
         return old in ("stop-first", MISSING) and new == "start-first"
+    if where.startswith("UpdateConfig.") and old == MISSING:   # Swarm's default, written out
+        key = where.removeprefix("UpdateConfig.")
+        return key in SWARM_UPDATE_DEFAULTS and SWARM_UPDATE_DEFAULTS[key] == new
     return where in ("Mode.Replicated.Replicas", "TaskTemplate.ForceUpdate")
 
 
@@ -307,7 +311,8 @@ def unexpected_changes(before: dict[str, Any], after: dict[str, Any],
                        generation_label: str = "ecoscale.generation") -> list[str]:
     """What changed in a service spec beyond what an adopted service's move may change: the
     generation constraint, the replica count, the update order from stop-first to
-    start-first (and ``ForceUpdate``, the counter of a resumed rolling update). Pure."""
+    start-first (an absent update config written out as Swarm's defaults, start-first), and
+    ``ForceUpdate`` (the counter of a resumed rolling update). Pure."""
     prefix = f"node.labels.{generation_label}"
     return [f"{where}: {old!r} -> {new!r}" for where, old, new in spec_diff(before, after)
             if not _allowed(where, old, new, prefix)]

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import yaml
 from conftest import REPORT
 from waiting import Load, free_port, wait_for
 
-from ecoscale.adapters.files import load_table, load_topology, read_yaml
+from ecoscale.adapters.files import load_table, load_topology, read_yaml, write_table
 from ecoscale.lab import Lab
 from ecoscale.lab.stacks import ServedStack, swarm_name, unexpected_changes
 from ecoscale.lab.swarm import node_names, task_view
@@ -51,9 +52,16 @@ DAEMON = EXAMPLES / "socialnetwork-daemon.yaml"
 UNMAPPED = "jaeger-agent"
 """A service of the stack that is not in the topology: listed unmapped, never touched."""
 SWEEP = ["--loads", "20,45,70", "--warmup-s", "3", "--measure-s", "15",
-         "--prune-threshold", "0.6"]
+         "--prune-threshold", "1.0"]
 """A short sweep: 3 loads, 15-s windows (the 5-s-sliced p99 needs three slices); the high
 prune threshold keeps the criticality experiments few on a noisy 2-core machine."""
+PLAN_SLO_FACTOR, PLAN_PEAK_FACTOR = 2.0, 0.8
+"""`plan` at twice the measured SLO, for a peak of 80 % of the SLO load. A server span lasts
+as long as its callees (spanmetrics has no self time), so the model, which composes
+per-service p99s over the endpoint's stages, puts the all-new p99 above the measured one
+(65-120 ms where 53 ms were measured, in runs here): at the measured SLO no level holds
+and the table is all-new at every load. Planned at the SLO load itself, the all-new p99 of
+the model is infinite there and the ranking's rises NaN (a table `run` refuses)."""
 INTERVAL_S = 4.0
 CONTROL = {"slo_miss_periods": 3, "escalation_hold_s": 60, "cooldown_s": 10,
            "no_data_fallback_periods": 1000, "settle_s": 8}
@@ -91,6 +99,12 @@ def running(lab: Lab, topology_services) -> dict[str, dict[str, int]]:
                 counts[task["generation"]] = counts.get(task["generation"], 0) + 1
         found[name] = counts
     return found
+
+
+def order_of(spec: dict[str, Any]) -> str:
+    """A spec's update order; `docker stack deploy` may leave the update config out, and
+    Swarm's default order is stop-first."""
+    return (spec.get("UpdateConfig") or {}).get("Order") or "stop-first"
 
 
 def actions(log: Path) -> list[dict]:
@@ -231,8 +245,8 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     assert {r["service"]: r["target_name"] for r in report["services"]} == {
         s: swarm_name(STACK, s) for s in stack.services}
     assert report["not_in_topology"] == [swarm_name(STACK, UNMAPPED)]
-    stop_first = {s for s in stack.services
-                  if before[swarm_name(STACK, s)]["UpdateConfig"]["Order"] == "stop-first"}
+    stop_first = {s for s in stack.services if order_of(before[swarm_name(STACK, s)]) ==
+                  "stop-first"}
     assert set(report["stop_first"]) == stop_first and stop_first   # their moves start first
 
     # the profile, from the operator's metrics
@@ -248,10 +262,18 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
 
     # the table
     table = work / "table.yaml"
-    done = ecoscale("plan", "--profile", str(profile), "--out", str(table))
+    done = ecoscale("plan", "--profile", str(profile), "--out", str(table),
+                    "--slo-ms", f"{PLAN_SLO_FACTOR * float(measured['slo_ms']):.1f}",
+                    "--peak-qps", f"{PLAN_PEAK_FACTOR * slo_load:.1f}",
+                    "--prune-threshold", "0.3")
     assert done.returncode == 0, done.stderr[-3000:]
     policy = load_table(table)
-    assert policy.levels
+    # compressed time, as in test_daemon.py: step down after 20 s, not the planned 300 s
+    write_table(table, replace(policy, hysteresis=replace(policy.hysteresis,
+                                                          down_stabilisation_s=20.0)))
+    on_new = [sum(p.generation == "new" for _, p in level.placement.items)
+              for level in policy.levels]
+    assert min(on_new) < len(stack.services), on_new    # some level uses old
 
     # the daemon through a load step
     port = free_port()
@@ -290,7 +312,7 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     problems = {name: unexpected_changes(before[name], after[name]) for name in before}
     assert not any(problems.values()), {k: v for k, v in problems.items() if v}
     assert after[swarm_name(STACK, UNMAPPED)] == before[swarm_name(STACK, UNMAPPED)]
-    order = {name: (before[name]["UpdateConfig"]["Order"], after[name]["UpdateConfig"]["Order"])
+    order = {name: (order_of(before[name]), order_of(after[name]))
              for name in before if name != swarm_name(STACK, UNMAPPED)}
     touched = {r["service"] for r in actions(log)}
     assert touched <= set(stack.services), touched

@@ -156,6 +156,17 @@ def test_a_moves_spec_changes_only_generation_replicas_and_order(after, unexpect
     assert unexpected_changes(BEFORE, after) == unexpected
 
 
+@pytest.mark.parametrize(("update", "unexpected"), [
+    ({"Parallelism": 1, "FailureAction": "pause", "Monitor": 5_000_000_000,
+      "MaxFailureRatio": 0, "Order": "start-first"}, []),
+    ({"Parallelism": 0, "Order": "start-first"},
+     ["UpdateConfig.Parallelism: '<absent>' -> 0"]),
+], ids=["swarm-defaults-written-out", "every-task-at-once"])
+def test_an_absent_update_config_may_become_swarms_defaults_only(update, unexpected):
+    before = {k: v for k, v in BEFORE.items() if k != "UpdateConfig"}
+    assert unexpected_changes(before, {**before, "UpdateConfig": update}) == unexpected
+
+
 def test_a_start_first_service_must_stay_start_first():
     before = moved(UpdateConfig__Order="start-first")
     assert unexpected_changes(before, moved(UpdateConfig__Order="stop-first")) == [
