@@ -12,8 +12,12 @@ service's spec before and after differs only in the generation constraint, the r
 and (where it was stop-first) the update order. A config whose query returns nothing fails
 `run --check`, naming the query.
 
-The whole module adds about 8-10 minutes to `./test.sh` on a busy 2-core machine (figures
-below, from runs here).
+The whole module adds about 9.5 minutes to `./test.sh` on a busy 2-core machine (lab up
+and the lab's own app deployed first: 17 s). Measured in runs here (2026-12-02): the stack
+deployed until every task ran, answered and was scraped in 18-38 s (six runs); the short
+profile took 369-476 s (three runs; 2 to 6 critical services, the spread is the number
+of criticality points); the profile's SLO was 32-53 ms at 50.5 req/s; after the step up the
+first service ran on new 12 s later (8 services moved, one full run).
 """
 
 from __future__ import annotations
@@ -56,13 +60,22 @@ SWEEP = ["--loads", "20,45,70", "--warmup-s", "3", "--measure-s", "15",
 """A short sweep: 3 loads, 15-s windows (the 5-s-sliced p99 needs three slices); the high
 prune threshold keeps the criticality experiments few on a noisy 2-core machine."""
 PLAN_SLO_FACTOR, PLAN_PEAK_FACTOR = 2.0, 0.8
-"""`plan` at twice the measured SLO, for a peak of 80 % of the SLO load. A server span lasts
+"""`plan` at twice the measured SLO (or, if the model's all-new p99 misses that within the
+peak, at 1.25x that p99: ``plan``), for a peak of 80 % of the SLO load. A server span lasts
 as long as its callees (spanmetrics has no self time), so the model, which composes
 per-service p99s over the endpoint's stages, puts the all-new p99 above the measured one
 (65-120 ms where 53 ms were measured, in runs here): at the measured SLO no level holds
 and the table is all-new at every load. Planned at the SLO load itself, the all-new p99 of
 the model is infinite there and the ranking's rises NaN (a table `run` refuses)."""
 INTERVAL_S = 4.0
+DEPLOY_BOUND_S = 120.0
+"""Stated bound: 26 services deployed, running, answering and scraped (18-38 s measured)."""
+PROFILE_BOUND_S = 720.0
+"""Stated bound of the short profile (369-476 s measured)."""
+MOVE_BOUND_S = 15 * INTERVAL_S + 60
+"""Stated bound: a service on new within 15 periods of the step up, with 60 s for Swarm to
+start the moved tasks (12 s measured); the wait is longer so that a slow move fails here
+with its time."""
 CONTROL = {"slo_miss_periods": 3, "escalation_hold_s": 60, "cooldown_s": 10,
            "no_data_fallback_periods": 1000, "settle_s": 8}
 LOW_FRACTION, HIGH_FRACTION = 0.15, 1.0
@@ -99,6 +112,24 @@ def running(lab: Lab, topology_services) -> dict[str, dict[str, int]]:
                 counts[task["generation"]] = counts.get(task["generation"], 0) + 1
         found[name] = counts
     return found
+
+
+def plan(profile: Path, table: Path, slo_ms: float, peak_qps: float) -> float:
+    """`ecoscale plan` at ``slo_ms``; if the model's all-new p99 misses it at a load within
+    the peak, once more at 1.25x the highest such p99 (the known limit of server spans).
+    Returns the SLO planned at."""
+    for _ in range(2):
+        done = ecoscale("plan", "--profile", str(profile), "--out", str(table), "--slo-ms",
+                        f"{slo_ms:.1f}", "--peak-qps", f"{peak_qps:.1f}",
+                        "--prune-threshold", "0.3")
+        assert done.returncode == 0, done.stderr[-3000:]
+        missed = [float(level["p99_ms_at_max_load"]) for level in read_yaml(table)["levels"]
+                  if not level["feasible"] and float(level["max_load_qps"]) <= peak_qps
+                  and math.isfinite(float(level["p99_ms_at_max_load"]))]
+        if not missed:
+            break
+        slo_ms = 1.25 * max(missed)
+    return slo_ms
 
 
 def order_of(spec: dict[str, Any]) -> str:
@@ -149,7 +180,9 @@ def stack(lab: Lab) -> Iterator[ServedStack]:
     done = docker_cli(lab, "stack", "deploy", "-c", str(COMPOSE), STACK, env=served.env)
     assert done.returncode == 0, done.stderr
     lab.wait_stack(STACK)
-    REPORT["stack deploy until ready (s)"] = round(time.monotonic() - began, 1)
+    ready_s = round(time.monotonic() - began, 1)
+    REPORT["stack deploy until ready (s)"] = ready_s
+    assert ready_s < DEPLOY_BOUND_S, ready_s
     yield served
     began = time.monotonic()
     left = specs(lab.client())
@@ -253,8 +286,10 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     profile = work / "stack.yaml"
     began = time.monotonic()
     done = ecoscale("profile", "--pool", str(pool), "--out", str(profile), *SWEEP)
-    REPORT["stack: profile (s)"] = round(time.monotonic() - began, 1)
+    profile_s = round(time.monotonic() - began, 1)
+    REPORT["stack: profile (s)"] = profile_s
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert profile_s < PROFILE_BOUND_S, profile_s
     measured = read_yaml(profile)["measured"]
     slo_load = float(measured["slo_load_qps"])
     REPORT["stack: SLO load (req/s), SLO (ms)"] = (round(slo_load, 1),
@@ -262,11 +297,9 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
 
     # the table
     table = work / "table.yaml"
-    done = ecoscale("plan", "--profile", str(profile), "--out", str(table),
-                    "--slo-ms", f"{PLAN_SLO_FACTOR * float(measured['slo_ms']):.1f}",
-                    "--peak-qps", f"{PLAN_PEAK_FACTOR * slo_load:.1f}",
-                    "--prune-threshold", "0.3")
-    assert done.returncode == 0, done.stderr[-3000:]
+    plan_slo_ms = plan(profile, table, PLAN_SLO_FACTOR * float(measured["slo_ms"]),
+                       PLAN_PEAK_FACTOR * slo_load)
+    REPORT["stack: planned at SLO (ms)"] = round(plan_slo_ms, 1)
     policy = load_table(table)
     # compressed time, as in test_daemon.py: step down after 20 s, not the planned 300 s
     write_table(table, replace(policy, hysteresis=replace(policy.hysteresis,
@@ -294,8 +327,10 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
         moved = wait_for("a service moved from old to new after the step up", lambda: [
             s for s, counts in running(lab, stack.services).items()
             if "old" in low[s] and set(counts) == {"new"}], 600, 2)
-        REPORT["stack: old -> new after the step up (s)"] = round(time.monotonic() - stepped)
+        moved_s = round(time.monotonic() - stepped)
+        REPORT["stack: old -> new after the step up (s)"] = moved_s
         REPORT["stack: moved to new"] = len(moved)
+        assert moved_s <= MOVE_BOUND_S, moved_s
     finally:
         load.close()
         daemon.send_signal(signal.SIGTERM)
