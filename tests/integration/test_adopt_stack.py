@@ -16,8 +16,9 @@ The whole module adds about 9.5 minutes to `./test.sh` on a busy 2-core machine 
 and the lab's own app deployed first: 17 s). Measured in runs here (2026-12-02): the stack
 deployed until every task ran, answered and was scraped in 18-38 s (six runs); the short
 profile took 369-476 s (three runs; 2 to 6 critical services, the spread is the number
-of criticality points); the profile's SLO was 32-53 ms at 50.5 req/s; after the step up the
-first service ran on new 12 s later (8 services moved, one full run).
+of criticality points); the profile's SLO was 22-53 ms at 50.5 req/s (planned at 70 ms
+after the re-plan); after the step up the first service ran on new 7-12 s later (1-8
+services moved; two full runs, 9.0 and 9.5 minutes).
 """
 
 from __future__ import annotations
