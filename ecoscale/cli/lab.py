@@ -134,6 +134,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "topology)")
     deploy.set_defaults(func=_cmd_deploy)
 
+    serve = sub.add_parser(
+        "serve-stack", help="prepare the lab for `docker stack deploy` of an app (root)",
+        description="Prepare the lab for a stack that you deploy yourself with `docker stack "
+                    "deploy -c FILE STACK` (deploy/examples/socialnetwork-swarm.yml): write the "
+                    "app document its services read, start an entry point to its front end, "
+                    "make Prometheus scrape its services and re-expose them as OpenTelemetry "
+                    "spanmetrics and cAdvisor series. Removes the lab's own app first (its "
+                    "services carry the same names). Prints the environment of the deploy as "
+                    "`export` lines: eval \"$(ecoscale lab serve-stack socialnetwork)\". With "
+                    "--wait, waits until the deployed stack runs, answers and is scraped.",
+        epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("stack", help="the STACK of `docker stack deploy` (e.g. socialnetwork)")
+    serve.add_argument("--app", default="socialNetwork", help="the app the stack runs "
+                                                              "(default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080,
+                       help="the front end's published port, SOCIALNETWORK_PORT "
+                            "(default: %(default)s)")
+    serve.add_argument("--wait", action="store_true",
+                       help="only wait until the deployed stack is ready")
+    serve.set_defaults(func=_cmd_serve_stack)
+
     load = sub.add_parser("load", help="drive open-loop load and print client-side "
                                        "percentiles", description=LOAD_HELP,
                           epilog=exit_codes_help("  1  also: some requests failed"),
@@ -331,6 +352,30 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
           f"{result['seconds']:.1f} s; Prometheus scrapes every task")
     _print_addresses(lab)
     return 0
+
+
+def _cmd_serve_stack(args: argparse.Namespace) -> int:
+    import shlex
+
+    lab = _quiet_lab(args)
+    if args.wait:
+        seconds = lab.wait_stack(args.stack)
+        print(f"# stack {args.stack} ready in {seconds:.1f} s; entry point {lab.stack_url}")
+        return 0
+    lab.undeploy()
+    served = lab.serve_stack(args.stack, args.app, frontend_port=args.port)
+    for key, value in served.env.items():
+        print(f"export {key}={shlex.quote(value)}")
+    print(f"# then: docker stack deploy -c deploy/examples/socialnetwork-swarm.yml "
+          f"{args.stack}; entry point {served.url}")
+    return 0
+
+
+def _quiet_lab(args: argparse.Namespace):
+    """The lab, logging to stderr (stdout carries the `export` lines)."""
+    from ecoscale.lab.lab import Lab
+
+    return Lab.attach(args.state_dir, log=lambda m: print(f"# {m}", file=sys.stderr))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -114,11 +114,17 @@ class LabConfig:
     """Swarm's default address pool for overlay networks (/24 each)."""
     network: str = "ecoscale"
     """Overlay network that every lab service joins."""
+    stack_network: str = "ecoscale-stacks"
+    """Overlay network for stacks deployed with `docker stack deploy` (an external network of
+    their compose file): Prometheus and the stack's entry point are on it, the lab's own app
+    is not, so a stack's services may carry the same names as the lab's."""
     emulator_port: int = 8080
     gateway_port: int = 18080
     """Host port of the app's entry point (``Lab.frontend_url``)."""
     prometheus_port: int = 19090
     """Host port of Prometheus (``Lab.prometheus_url``)."""
+    stack_gateway_port: int = 18081
+    """Host port of a served stack's entry point (``Lab.serve_stack``)."""
     scrape_interval_s: float = 2.0
     prefix: str = "eslab"
     """Prefix of network namespaces and links (kept short: link names stop at 15 chars)."""
@@ -222,12 +228,14 @@ class LabConfig:
             problems.append(f"overlay_pool {self.overlay_pool!r} is not a network like "
                             "10.214.0.0/16")
         ports = {"emulator_port": self.emulator_port, "gateway_port": self.gateway_port,
-                 "prometheus_port": self.prometheus_port}
+                 "prometheus_port": self.prometheus_port,
+                 "stack_gateway_port": self.stack_gateway_port}
         for key, port in ports.items():
             if not _ok(port, integer=True, minimum=1024, maximum=65535):
                 problems.append(f"{key} must be an integer in 1024..65535, got {port!r}")
-        if self.gateway_port == self.prometheus_port:
-            problems.append("gateway_port and prometheus_port must differ")
+        host_ports = (self.gateway_port, self.prometheus_port, self.stack_gateway_port)
+        if len(set(host_ports)) != len(host_ports):
+            problems.append("gateway_port, prometheus_port and stack_gateway_port must differ")
         if not _ok(self.scrape_interval_s, minimum=0.5, maximum=60):
             problems.append(f"scrape_interval_s must lie in 0.5..60, got "
                             f"{self.scrape_interval_s}")
@@ -236,9 +244,13 @@ class LabConfig:
         if not re.match(r"^[a-z][a-z0-9-]*$", self.cgroup_name):
             problems.append(f"cgroup_name {self.cgroup_name!r} must be lower-case letters, "
                             "digits and dashes")
-        if not re.match(r"^[a-z][a-z0-9-]*$", self.network):
-            problems.append(f"network {self.network!r} must be lower-case letters, digits "
-                            "and dashes")
+        for key, network in (("network", self.network), ("stack_network", self.stack_network)):
+            if not re.match(r"^[a-z][a-z0-9-]*$", network):
+                problems.append(f"{key} {network!r} must be lower-case letters, digits and "
+                                "dashes")
+        if self.network == self.stack_network:
+            problems.append("network and stack_network must differ (a stack's services may "
+                            "carry the names of the lab's own app)")
         if not _ok(self.timeout_s, minimum=10, maximum=86_400):
             problems.append(f"timeout_s must be >= 10 s, got {self.timeout_s}")
         return problems

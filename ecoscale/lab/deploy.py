@@ -139,7 +139,8 @@ def prometheus_dirs(config: LabConfig) -> tuple[Path, Path]:
 
 
 def prometheus_service(config: LabConfig, image: str) -> dict[str, Any]:
-    """Prometheus: the host's binary in the lab image, on the overlay, pinned to the manager."""
+    """Prometheus: the host's binary in the lab image, on both overlays (the lab's app's and
+    the served stacks'), pinned to the manager."""
     config_dir, data_dir = prometheus_dirs(config)
     return {
         "image": image,
@@ -153,7 +154,7 @@ def prometheus_service(config: LabConfig, image: str) -> dict[str, Any]:
         "labels": {LAB_LABEL: "prometheus"},
         "constraints": ["node.role==manager"],
         "mode": ServiceMode("replicated", replicas=1),
-        "networks": [config.network],
+        "networks": [config.network, config.stack_network],   # the lab's app, served stacks
         "endpoint_spec": EndpointSpec(mode="dnsrr", ports={
             config.prometheus_port: (PROMETHEUS_PORT, "tcp", "host")}),
         "update_config": UpdateConfig(parallelism=1, order="stop-first"),

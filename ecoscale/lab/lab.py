@@ -3,8 +3,10 @@
 ``up`` first clears whatever an earlier run left (engines by pidfile, namespaces, links,
 cgroups, mounts, the state folder), installs missing Debian packages, starts one dockerd per
 node, forms the Swarm, labels the nodes ``ecoscale.generation=<gen>``, builds and copies the
-image, creates the overlay network and starts Prometheus. ``deploy`` runs an app as one Swarm
-service per microservice. ``down`` leaves nothing behind, also after a crash.
+image, creates the overlay networks and starts Prometheus; on a lab that is already up it
+removes the stacks it served for an earlier run (``serve_stack``). ``deploy`` runs an app as
+one Swarm service per microservice; ``serve_stack`` prepares a stack that the operator
+deploys with `docker stack deploy`. ``down`` leaves nothing behind, also after a crash.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from ecoscale.lab.apps import LabApp
 from ecoscale.lab.config import LabConfig, NodeSpec, default_state_dir
 from ecoscale.lab.lab_apps import LabApps
 from ecoscale.lab.prometheus import render_config, template_text
+from ecoscale.lab.spanmetrics import RULES_FILE, stack_rules
+from ecoscale.lab.stacks import LabStacks, ServedStack
 from ecoscale.lab.system import (
     LabError,
     NotYet,
@@ -80,6 +84,8 @@ class Lab:
         self._clients: dict[str, docker.DockerClient] = {}
         self.apps = LabApps(self)
         """What runs on the lab: deploy, place, probe (lab_apps.py)."""
+        self.stacks = LabStacks(self)
+        """Stacks deployed with `docker stack deploy` (stacks.py)."""
 
     def log(self, message: str) -> None:
         """Report progress to the caller's log (nothing by default)."""
@@ -182,6 +188,8 @@ class Lab:
         """Bring the lab up (idempotent): seconds spent per step, {} if it was already up."""
         require_root("up")
         if self.healthy():
+            for stack in self.stacks.served():   # an interrupted run's
+                self.stacks.remove(stack)
             self._log("lab is already up")
             return {}
         timings: dict[str, float] = {}
@@ -236,9 +244,10 @@ class Lab:
         lap("swarm_s")
 
         image = images.ensure_image(mgr, [clients[n.name] for n in self.nodes[1:]])
-        if not mgr.networks.list(names=[self.config.network]):
-            mgr.networks.create(self.config.network, driver="overlay", attachable=True,
-                                labels={deploy.LAB_LABEL: "network"})
+        for network in (self.config.network, self.config.stack_network):
+            if not mgr.networks.list(names=[network]):
+                mgr.networks.create(network, driver="overlay", attachable=True,
+                                    labels={deploy.LAB_LABEL: "network"})
         lap("image_s")
 
         self._log("starting Prometheus")
@@ -445,6 +454,10 @@ class Lab:
         """Run ``app`` on the lab (``LabApps.deploy``)."""
         return self.apps.deploy(app, emulation)
 
+    def undeploy(self) -> list[str]:
+        """Remove the deployed app and its gateway (``LabApps.undeploy``)."""
+        return self.apps.undeploy()
+
     @property
     def deployed_app(self) -> str | None:
         """Name of the deployed app, if any."""
@@ -484,16 +497,40 @@ class Lab:
         """Wait until Prometheus scrapes every task (``LabApps.wait_scraped``)."""
         self.apps.wait_scraped(services, timeout_s)
 
+    # ------------------------------------------------------------------ stacks
+    # Stacks an operator deploys with `docker stack deploy` (stacks.py: LabStacks).
+    def serve_stack(self, stack: str, app: str, emulation: str | Path | None = None,
+                    frontend_port: int | None = None) -> ServedStack:
+        """Prepare the lab for `docker stack deploy` of ``app`` as ``stack``: its app
+        document, the deploy's environment, an entry point and Prometheus' scrape job."""
+        return self.stacks.serve(stack, app, emulation, frontend_port)
+
+    @property
+    def stack_url(self) -> str:
+        """Entry point of the served stack (a forwarder to its front end's tasks)."""
+        return self.stacks.url
+
+    def wait_stack(self, stack: str, timeout_s: float | None = None) -> float:
+        """Wait until every task of the served stack runs, answers and is scraped (s)."""
+        return self.stacks.wait(stack, timeout_s)
+
+    def remove_stack(self, stack: str) -> list[str]:
+        """Remove a stack as `docker stack rm` does, with its entry point and scrape job."""
+        return self.stacks.remove(stack)
+
     # ------------------------------------------------------------------ prometheus
     def write_prometheus_config(self, services: list[str], port: int) -> None:
         """Prometheus' scrape config for ``services`` (their tasks listen on ``port``)."""
         config_dir, _ = deploy.prometheus_dirs(self.config)
         config_dir.mkdir(parents=True, exist_ok=True)
+        stacked, stack_port = self.stacks.stack_services()
         text = render_config(template_text(), services, port if services else
-                             self.config.emulator_port, self.config.scrape_interval_s)
-        tmp = config_dir / "prometheus.yml.tmp"
-        tmp.write_text(text)
-        tmp.replace(config_dir / "prometheus.yml")
+                             self.config.emulator_port, self.config.scrape_interval_s,
+                             stacked, stack_port)
+        for name, content in ((RULES_FILE, stack_rules()), ("prometheus.yml", text)):
+            tmp = config_dir / f"{name}.tmp"
+            tmp.write_text(content)
+            tmp.replace(config_dir / name)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

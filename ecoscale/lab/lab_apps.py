@@ -41,6 +41,9 @@ class LabHost(Protocol):
     def frontend_url(self) -> str: ...
 
     @property
+    def docker_host(self) -> str: ...
+
+    @property
     def prometheus(self) -> PrometheusClient: ...
 
     def client(self, node: str | None = None) -> docker.DockerClient: ...
@@ -127,6 +130,28 @@ class LabApps:
         return {"app": lab_app.name, "services": len(lab_app.topology.services),
                 "created": created, "reset": reset, "resumed": resumed, "kept": kept,
                 "removed": removed, "seconds": seconds}
+
+    def undeploy(self) -> list[str]:
+        """Remove the deployed app's services and its gateway (the lab stays up); returns
+        the services removed, once their tasks are gone. A stack whose services carry the
+        app's names is then the only one a name mapping can find."""
+        require_root("undeploy")
+        host = self.host
+        mgr = host.client()
+        removed = []
+        for service in mgr.services.list():
+            labels = service.attrs["Spec"].get("Labels", {})
+            if labels.get(deploy.MANAGED_LABEL) == "true" or service.name == GATEWAY_NAME:
+                service.remove()
+                removed.append(service.name)
+        poll(lambda: not any(self._tasks_alive(name) for name in removed),
+             self.config.timeout_s, "the app's tasks to stop", clock=host.clock)
+        host.save(app=None, spec_id=None, frontend=None)
+        host.write_prometheus_config([], self.config.emulator_port)
+        host.prometheus.reload()
+        if removed:
+            host.log(f"app removed ({len(removed)} services)")
+        return sorted(removed)
 
     @property
     def deployed_app(self) -> str | None:
