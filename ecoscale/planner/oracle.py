@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -98,6 +99,33 @@ class _Builder:
         self.ub.append(ub)
 
 
+def bound_end_to_end(builder: _Builder, model: AppModel, slo_ms: float,
+                     minus_latency: Callable[[str], dict[int, float]]) -> None:
+    """Rows that keep every counted endpoint's modelled p99 within the SLO: a variable per
+    stage at least each of its calls' latency plus the call's own sub-stages, and the sum
+    over an endpoint's stages within the budget. ``minus_latency(service)``: the terms of
+    minus the service's latency (ms) in the builder's variables."""
+
+    def stage_vars(path: tuple[Stage, ...]) -> list[int]:
+        variables = []
+        for stage in path:
+            m = builder.new_var()
+            for call in stage:
+                # m - latency(call) - sum(sub-path stages) >= 0
+                row: dict[int, float] = {m: 1.0}
+                for col, coef in minus_latency(call.service).items():
+                    row[col] = row.get(col, 0.0) + coef
+                for sub in stage_vars(call.path):
+                    row[sub] = row.get(sub, 0.0) - 1.0
+                builder.row(row, 0.0, math.inf)
+            variables.append(m)
+        return variables
+
+    budget = slo_ms * (1 + SLO_TOLERANCE) / model.e2e.calibration
+    for endpoint in model.e2e.counted:
+        builder.row({m: 1.0 for m in stage_vars(endpoint.path)}, -math.inf, budget)
+
+
 def optimal_placement(model: AppModel, load_qps: float, slo_ms: float, terms: CarbonTerms,
                       time_limit_s: float | None = 60.0) -> OracleResult:
     """The least-carbon placement that keeps the SLO at ``load_qps`` (MILP, HiGHS)."""
@@ -116,24 +144,8 @@ def optimal_placement(model: AppModel, load_qps: float, slo_ms: float, terms: Ca
     for service in model.services:
         builder.row({i: 1.0 for i in index[service]}, 1.0, 1.0)
 
-    def stage_vars(path: tuple[Stage, ...]) -> list[int]:
-        variables = []
-        for stage in path:
-            m = builder.new_var()
-            for call in stage:
-                # m - l_s - sum(sub-path stages) >= 0
-                terms_: dict[int, float] = {m: 1.0}
-                for i in index[call.service]:
-                    terms_[i] = terms_.get(i, 0.0) - p99s[i]
-                for sub in stage_vars(call.path):
-                    terms_[sub] = terms_.get(sub, 0.0) - 1.0
-                builder.row(terms_, 0.0, math.inf)
-            variables.append(m)
-        return variables
-
-    budget = slo_ms * (1 + SLO_TOLERANCE) / model.e2e.calibration
-    for endpoint in model.e2e.counted:
-        builder.row({m: 1.0 for m in stage_vars(endpoint.path)}, -math.inf, budget)
+    bound_end_to_end(builder, model, slo_ms,
+                     lambda service: {i: -p99s[i] for i in index[service]})
     n = builder.n
     c = np.zeros(n)
     c[:n_binary] = costs
@@ -360,21 +372,7 @@ def packed_optimum(model: AppModel, load_qps: float, slo_ms: float, terms: Carbo
             slack = 1.0 - util - v_max
             builder.row({util_var[b]: 1.0, a: slack}, -math.inf, 1.0)
 
-    def stage_vars(path: tuple[Stage, ...]) -> list[int]:
-        variables = []
-        for stage in path:
-            m = builder.new_var()
-            for call in stage:
-                row: dict[int, float] = {m: 1.0, latency[call.service]: -1.0}
-                for sub in stage_vars(call.path):
-                    row[sub] = row.get(sub, 0.0) - 1.0
-                builder.row(row, 0.0, math.inf)
-            variables.append(m)
-        return variables
-
-    budget = slo_ms * (1 + SLO_TOLERANCE) / model.e2e.calibration
-    for endpoint in model.e2e.counted:
-        builder.row({m: 1.0 for m in stage_vars(endpoint.path)}, -math.inf, budget)
+    bound_end_to_end(builder, model, slo_ms, lambda service: {latency[service]: -1.0})
     n = builder.n
     c = np.zeros(n)
     for col, cost in costs.items():

@@ -65,19 +65,17 @@ class EcoscalePolicy:
         return table.levels[table.serving_index(load_qps, band, margin)].placement
 
 
-class OraclePolicy:
-    """The least-carbon placement that keeps the SLO at each step's true load (MILP).
-
-    Loads are rounded up to ``load_quantum`` of the peak (latency grows with load, so a
-    solution for the bucket's top keeps every step of the bucket feasible) and intensities
-    to the nearest ``ci_quantum_g_per_kwh`` (intensity changes only the objective), so that
-    one MILP serves every step of its bucket.
-    """
+class _StepBuckets:
+    """The oracles' buckets: loads rounded up to ``load_quantum`` of the trace's peak
+    (latency grows with load, so a solution for the bucket's top keeps every step of the
+    bucket feasible) and intensities to the nearest ``ci_quantum_g_per_kwh`` (intensity
+    changes only the objective), so that one MILP serves every step of its bucket."""
 
     feedback: frozenset[str] = frozenset()
+    lowest_load_bucket = 0
 
-    def __init__(self, scenario: Scenario, name: str = "oracle", load_quantum: float = 0.02,
-                 ci_quantum_g_per_kwh: float = 50.0):
+    def __init__(self, scenario: Scenario, name: str, load_quantum: float,
+                 ci_quantum_g_per_kwh: float):
         self.name = name
         self.scenario = scenario
         peak = float(np.max(scenario.load_qps))
@@ -85,11 +83,35 @@ class OraclePolicy:
         self.ci_step = ci_quantum_g_per_kwh
         self.solved: dict[tuple[int, int], Placement] = {}
 
+    def key(self, load_qps: float, ci: float) -> tuple[int, int]:
+        """(load bucket, intensity bucket) of a load (req/s) and an intensity (g/kWh)."""
+        return (max(self.lowest_load_bucket, math.ceil(load_qps / self.load_step - 1e-9)),
+                round(ci / self.ci_step))
+
+    def key_at(self, observation: Observation) -> tuple[int, int]:
+        """The bucket of the scenario's step at the observation's time (the true load)."""
+        step = int(round(observation.clock_s / self.scenario.step_s))
+        return self.key(float(self.scenario.load_qps[step]),
+                        float(self.scenario.ci_g_per_kwh[step]))
+
     def initial_state(self) -> None:
         return None
 
+
+class OraclePolicy(_StepBuckets):
+    """The least-carbon placement that keeps the SLO at each step's true load (MILP),
+    one per bucket (``_StepBuckets``)."""
+
+    def __init__(self, scenario: Scenario, name: str = "oracle", load_quantum: float = 0.02,
+                 ci_quantum_g_per_kwh: float = 50.0):
+        super().__init__(scenario, name, load_quantum, ci_quantum_g_per_kwh)
+
     def placement_for(self, load_qps: float, ci: float) -> Placement:
-        key = (math.ceil(load_qps / self.load_step - 1e-9), round(ci / self.ci_step))
+        """The optimum of the bucket of ``load_qps`` (req/s) at ``ci`` (g/kWh)."""
+        return self.solved_for(self.key(load_qps, ci))
+
+    def solved_for(self, key: tuple[int, int]) -> Placement:
+        """The optimum at the top of bucket ``key``, solved once."""
         if key not in self.solved:
             model = self.scenario.model
             terms = carbon_terms(model, key[1] * self.ci_step)
@@ -100,14 +122,12 @@ class OraclePolicy:
         return self.solved[key]
 
     def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
-        step = int(round(observation.clock_s / self.scenario.step_s))
-        load = float(self.scenario.load_qps[step])
-        placement = self.placement_for(load, float(self.scenario.ci_g_per_kwh[step]))
+        placement = self.solved_for(self.key_at(observation))
         return Decision(placement, changed_moves(observation.current, placement, Cause.OPTIMUM,
                                                  "exact optimum for this step")), state
 
 
-class OraclePackedPolicy:
+class OraclePackedPolicy(_StepBuckets):
     """``oracle-packed``: the least-carbon right-sized placement (generation, replicas,
     shares and packing) that keeps the SLO under the co-location model at each step's true
     load (``planner.oracle.packed_optimum``), bucketed as ``OraclePolicy`` is.
@@ -117,17 +137,12 @@ class OraclePackedPolicy:
     only get harder) and ``finished`` is False: the row is then not shown, and ``note``
     says how far it got (the replay never shows a row that is not the optimum)."""
 
-    feedback: frozenset[str] = frozenset()
+    lowest_load_bucket = 1
 
     def __init__(self, scenario: Scenario, table: PolicyTable, name: str = "oracle-packed",
                  load_quantum: float = 0.02, ci_quantum_g_per_kwh: float = 50.0,
                  time_limit_s: float = ORACLE_PACKED_TIME_LIMIT_S):
-        self.name = name
-        self.scenario = scenario
-        peak = float(np.max(scenario.load_qps))
-        self.load_step = max(peak * load_quantum, 1e-9)
-        self.ci_step = ci_quantum_g_per_kwh
-        self.solved: dict[tuple[int, int], Placement] = {}
+        super().__init__(scenario, name, load_quantum, ci_quantum_g_per_kwh)
         self.gaps: dict[tuple[int, int], float] = {}
         model = scenario.model
         keys = sorted({self.key(float(q), float(c)) for q, c in
@@ -162,17 +177,8 @@ class OraclePackedPolicy:
             self.solved[key] = result.placement
             self.gaps[key] = result.gap
 
-    def key(self, load_qps: float, ci: float) -> tuple[int, int]:
-        return (max(1, math.ceil(load_qps / self.load_step - 1e-9)), round(ci / self.ci_step))
-
-    def initial_state(self) -> None:
-        return None
-
     def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
-        step = int(round(observation.clock_s / self.scenario.step_s))
-        key = self.key(float(self.scenario.load_qps[step]),
-                       float(self.scenario.ci_g_per_kwh[step]))
-        placement = self.solved[key]
+        placement = self.solved[self.key_at(observation)]
         return Decision(placement, changed_moves(observation.current, placement, Cause.OPTIMUM,
                                                  "exact packed optimum for this step")), state
 
