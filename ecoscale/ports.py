@@ -77,8 +77,10 @@ class ManagedService:
     """The orchestrator's message when it paused the service's last rolling update (a new
     task failed or ended early; the tasks it was replacing keep running), else ''."""
     update_order: str = ""
-    """The service's own update order (``start-first``/``stop-first``); '' when unknown.
-    ecoscale's moves run start-first whatever it is."""
+    """The update order of ecoscale's moves of this service: ``start-first``, or the
+    service's own order where start-first cannot work (a Swarm service publishing a
+    host-mode port: ``stop-first (kept: host-mode port 8080)``); before a move, what the
+    service had: ``stop-first`` is reported as moved start-first. '' when unknown."""
     replicas: int | None = None
     """Desired replicas as the spec asks, also when ``placement`` is unknown; None for a
     global service or when not read."""

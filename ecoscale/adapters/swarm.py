@@ -7,7 +7,8 @@ the update order, or only ``ForceUpdate``), the names (``topology_name``: the ta
 mapping, then ecoscale's labels) and the retrying update (``update_service``).
 
 A move rewrites only the generation constraint (``node.labels.<generation label>==<gen>``),
-the replica count and, where it is stop-first or absent, ``UpdateConfig.Order``; every
+the replica count and, where it is stop-first or absent, ``UpdateConfig.Order`` (not for a
+service publishing a host-mode port: ``host_mode_ports``); every
 other part of the service spec is written back as it was read (the other constraints,
 preferences, platforms, the other ``Mode`` and ``UpdateConfig`` fields, and whatever a
 ``docker stack deploy`` left out stays out). Updates are start-first, so a new task runs
@@ -87,12 +88,37 @@ def update_order(spec: Mapping[str, Any]) -> str:
     return str((spec.get("UpdateConfig") or {}).get("Order") or "stop-first")
 
 
+HOST_PORT_KEEPS_ORDER = "host-mode port"
+"""How ``update_order`` marks an order a move keeps: ``stop-first (kept: host-mode port
+8080)``."""
+
+
+def host_mode_ports(spec: Mapping[str, Any]) -> tuple[int, ...]:
+    """The ports the service publishes in host mode (on the node itself, not the routing
+    mesh). A start-first task on the node of the task it replaces cannot bind them, and the
+    update hangs with the new task pending, so a move keeps such a service's own order."""
+    ports = ((spec.get("EndpointSpec") or {}).get("Ports")) or []
+    return tuple(int(p.get("PublishedPort") or p.get("TargetPort") or 0) for p in ports
+                 if str(p.get("PublishMode", "")).lower() == "host")
+
+
+def move_order(spec: Mapping[str, Any]) -> str:
+    """The update order a move of this service runs with, as the adoption report shows it:
+    ``start-first``, or the service's own order kept beside its host-mode ports."""
+    ports = host_mode_ports(spec)
+    order = update_order(spec)
+    if not ports or order == START_FIRST:
+        return order
+    return f"{order} (kept: {HOST_PORT_KEEPS_ORDER} {', '.join(map(str, ports))})"
+
+
 def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
                  label: str = GENERATION_LABEL) -> dict[str, Any]:
     """The service spec with the generation constraint and replicas of ``placed``, a
     start-first update order, and everything else unchanged (no field added but those:
-    an absent ``UpdateConfig`` becomes Swarm's defaults, start-first). ActionFailed for a
-    global service (it has no replica count)."""
+    an absent ``UpdateConfig`` becomes Swarm's defaults, start-first). A service that
+    publishes a host-mode port keeps its own order (``host_mode_ports``). ActionFailed for
+    a global service (it has no replica count)."""
     new = copy.deepcopy(dict(spec))
     mode = new.get("Mode") or {"Replicated": {}}
     if "Replicated" not in mode:
@@ -109,9 +135,10 @@ def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
     replicated = dict(mode["Replicated"] or {})
     replicated["Replicas"] = int(placed.replicas)
     new["Mode"] = {**mode, "Replicated": replicated}
-    update = dict(new.get("UpdateConfig") or SWARM_UPDATE_DEFAULTS)
-    update["Order"] = START_FIRST
-    new["UpdateConfig"] = update
+    if not host_mode_ports(spec):   # else its own order (``host_mode_ports``)
+        update = dict(new.get("UpdateConfig") or SWARM_UPDATE_DEFAULTS)
+        update["Order"] = START_FIRST
+        new["UpdateConfig"] = update
     return new
 
 
@@ -266,7 +293,7 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
         running=running,
         paused=str(service_labels.get(labels.paused, "")).lower() in ("true", "1", "yes"),
         update_paused=paused_update_message(service),
-        update_order=update_order(spec),
+        update_order=move_order(spec),
         replicas=replicas,
         placement_source=source,
     )

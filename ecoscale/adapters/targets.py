@@ -55,6 +55,9 @@ def describe_target(target: TargetConfig) -> str:
 UNSET = "<none>"
 """A cell with no value (kubectl's convention)."""
 STOP_FIRST_NOTE = "update order stop-first: ecoscale's moves run start-first"
+KEPT_ORDER_NOTE = ("update order kept where a host-mode port is published (a start-first "
+                   "task on the same node could not bind it, and the update would hang): "
+                   "a move of these stops a task before its replacement runs")
 SHOWN = 5
 """Names listed one by one in a fix (the rest are counted)."""
 
@@ -97,7 +100,13 @@ class Adoption:
 
     @property
     def stop_first(self) -> tuple[str, ...]:
+        """Services whose own order is stop-first: ecoscale's moves run start-first."""
         return tuple(s.service for s in self.mapped if s.update_order == "stop-first")
+
+    @property
+    def kept_order(self) -> tuple[str, ...]:
+        """Services whose own order a move keeps (they publish a host-mode port)."""
+        return tuple(s.service for s in self.mapped if "(kept:" in s.update_order)
 
     def fix(self) -> str:
         """What maps the unmapped services: a ``target.services`` entry for each that has a
@@ -143,6 +152,9 @@ class Adoption:
         if self.stop_first:
             lines.append(f"{STOP_FIRST_NOTE} ({len(self.stop_first)} services: "
                          f"{', '.join(self.stop_first)})")
+        if self.kept_order:
+            lines.append(f"{KEPT_ORDER_NOTE} ({len(self.kept_order)} services: "
+                         f"{', '.join(self.kept_order)})")
         return lines
 
     def as_dict(self) -> dict[str, Any]:
@@ -155,6 +167,7 @@ class Adoption:
             "fix": self.fix() if self.unmapped else "",
             "not_in_topology": list(self.unnamed),
             "stop_first": list(self.stop_first),
+            "order_kept": list(self.kept_order),
         }
 
 

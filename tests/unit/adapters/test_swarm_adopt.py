@@ -351,3 +351,44 @@ def test_a_released_spec_has_no_generation_constraint_and_nothing_else_changed(s
     assert released["TaskTemplate"].get("Placement", {}) == expected
     assert {k: v for k, v in released["TaskTemplate"].items() if k != "Placement"} == {
         k: v for k, v in before["TaskTemplate"].items() if k != "Placement"}
+
+
+def _with_host_mode_port(name):
+    services = copy.deepcopy(SERVICES)
+    spec = services[name]["Spec"]
+    spec.setdefault("EndpointSpec", {})["Ports"] = [
+        {"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 8080, "PublishMode": "host"}]
+    return services
+
+
+@pytest.mark.parametrize("swarm_name, topology_name", [
+    ("socialnetwork_user-timeline-service", "user-timeline-service"),
+    ("socialnetwork_nginx-thrift", "nginx-thrift"),
+], ids=["no-update-config", "own-stop-first-config"])
+def test_a_service_publishing_a_host_mode_port_keeps_its_own_update_order(
+        swarm_name, topology_name):
+    """A start-first task on the node of the one it replaces cannot bind a host-mode port
+    (the update hangs with the new task pending, as seen on the lab): the move keeps the
+    service's own order, and the adoption report says so."""
+    services = _with_host_mode_port(swarm_name)
+    api = RecordingAPIClient(services)
+    target = adopter(api)
+    service = target.read().services[topology_name]
+    assert service.update_order == "stop-first (kept: host-mode port 8080)"
+    target.apply(service, ServicePlacement("old", 2))
+    (_, _, written), = api.posted
+    before = services[swarm_name]["Spec"]
+    assert written.get("UpdateConfig") == before.get("UpdateConfig")
+    assert set(differences(before, written)) <= {"TaskTemplate.Placement.Constraints",
+                                                 "Mode.Replicated.Replicas"}
+
+
+def test_the_adoption_report_names_the_services_whose_order_is_kept():
+    from ecoscale.adapters.targets import KEPT_ORDER_NOTE, adoption
+
+    api = RecordingAPIClient(_with_host_mode_port("socialnetwork_nginx-thrift"))
+    report = adoption(("nginx-thrift", "user-timeline-service"), adopter(api).read(), STACK)
+    assert report.kept_order == ("nginx-thrift",)
+    assert "nginx-thrift" not in report.stop_first
+    assert any(line.startswith(KEPT_ORDER_NOTE) for line in report.lines())
+    assert report.as_dict()["order_kept"] == ["nginx-thrift"]
