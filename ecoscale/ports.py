@@ -99,6 +99,9 @@ class ClusterState:
     services: Mapping[str, ManagedService]
     generations: tuple[str, ...]
     """Generations carried by ready nodes' labels."""
+    ambiguous: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Topology name -> the orchestrator's names of every service that maps to it, where
+    more than one does (``services`` holds the first by name; the adoption report fails)."""
 
     def placement(self, services: tuple[str, ...]) -> Placement:
         """Current placement of ``services`` that are managed and have a known placement."""

@@ -376,13 +376,19 @@ class DockerSwarm:
         for task in tasks:
             by_service.setdefault(task.get("ServiceID", ""), []).append(task)
         managed = {}
+        ambiguous: dict[str, list[str]] = {}
         for service in sorted(services, key=lambda s: str(s["Spec"].get("Name", ""))):
             name = self.name_of(service["Spec"])
-            if name is None or name in managed:   # two for one name: the first by Swarm name
+            if name is None:
+                continue
+            if name in managed:   # two for one name: the first by Swarm name, and reported
+                ambiguous.setdefault(name, [managed[name].target_name]).append(
+                    str(service["Spec"].get("Name", "")))
                 continue
             managed[name] = managed_service(service, by_service.get(service["ID"], []),
                                             node_generation, self.labels, name)
-        return ClusterState(True, managed, tuple(sorted(generations)))
+        return ClusterState(True, managed, tuple(sorted(generations)),
+                            {name: tuple(names) for name, names in ambiguous.items()})
 
     def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
         self._update(service, lambda spec: updated_spec(spec, placed, self.labels.generation))

@@ -93,10 +93,13 @@ class Adoption:
     among the services the topology does not name or '')."""
     unnamed: tuple[str, ...]
     """The orchestrator's names of mapped or labelled services outside the topology."""
+    ambiguous: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(topology service, the orchestrator's names of every service mapping to it) where
+    more than one does: ecoscale would manage the first by name only."""
 
     @property
     def ok(self) -> bool:
-        return not self.unmapped
+        return not self.unmapped and not self.ambiguous
 
     @property
     def stop_first(self) -> tuple[str, ...]:
@@ -125,6 +128,24 @@ class Adoption:
             parts.append(f"no Swarm service {shown}{more}: deploy them, or name each one's "
                          f"Swarm service under target: `services: {{{example}: "
                          "<swarm service>}` (`docker service ls` lists them)")
+        for service, names in self.ambiguous:
+            parts.append(f"{len(names)} Swarm services map to {service} ({', '.join(names)}): "
+                         "remove the others, or name one under target: `services: "
+                         f"{{{service}: <swarm service>}}` and take the others' ecoscale "
+                         "labels off")
+        return "; ".join(parts)
+
+    def problem(self) -> str:
+        """What makes the report fail, in one line ('' when ``ok``)."""
+        parts = []
+        if self.unmapped:
+            names = [s for s, _, _ in self.unmapped]
+            more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+            parts.append(f"{len(names)} topology services unmapped: "
+                         f"{', '.join(names[:SHOWN])}{more}")
+        if self.ambiguous:
+            parts.append(f"{len(self.ambiguous)} mapped by more than one Swarm service: "
+                         f"{', '.join(s for s, _ in self.ambiguous)}")
         return "; ".join(parts)
 
     def lines(self) -> list[str]:
@@ -144,8 +165,11 @@ class Adoption:
         total = len(self.mapped) + len(self.unmapped)
         lines.append(f"{len(self.mapped)} of {total} topology services mapped ({self.mapping})"
                      + (f"; {len(self.unmapped)} unmapped" if self.unmapped else ""))
-        if self.unmapped:
+        if not self.ok:
             lines.append(f"  fix: {self.fix()}")
+        for service, names in self.ambiguous:
+            lines.append(f"{len(names)} Swarm services map to {service}: {', '.join(names)} "
+                         f"(ecoscale would manage {names[0]} only)")
         if self.unnamed:
             lines.append(f"not in the topology, left alone ({len(self.unnamed)}): "
                          f"{', '.join(self.unnamed)}")
@@ -168,6 +192,7 @@ class Adoption:
             "not_in_topology": list(self.unnamed),
             "stop_first": list(self.stop_first),
             "order_kept": list(self.kept_order),
+            "ambiguous": {service: list(names) for service, names in self.ambiguous},
         }
 
 
@@ -204,5 +229,6 @@ def adoption(services: Sequence[str], state: ClusterState, target: TargetConfig,
             found.placement_source if placed else "",
             placed.replicas if placed else found.replicas, sum(found.running.values()),
             found.update_order or "unknown"))
+    ambiguous = tuple((s, state.ambiguous[s]) for s in services if s in state.ambiguous)
     return Adoption(describe_mapping(target, labels), tuple(mapped), tuple(unmapped),
-                    tuple(unnamed))
+                    tuple(unnamed), ambiguous)

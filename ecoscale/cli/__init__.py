@@ -548,10 +548,7 @@ def _cmd_adopt(args: argparse.Namespace) -> int:
     out.text(f"{topology.app} on {where}")
     out.text("\n".join(report.lines()))
     if not report.ok:
-        names = [s for s, _, _ in report.unmapped]
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        print(f"ecoscale adopt: error: {len(names)} topology services unmapped: "
-              f"{', '.join(names[:5])}{more}; {report.fix()}", file=sys.stderr)
+        print(f"ecoscale adopt: error: {report.problem()}; {report.fix()}", file=sys.stderr)
         return 1
     return 0
 

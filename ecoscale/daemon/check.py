@@ -141,6 +141,9 @@ def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -
                                 f"{config.app}`), or map a stack you deployed with "
                                 "target.stack / target.services; the daemon manages what it "
                                 "finds", details=details)
+    if report.ambiguous:
+        return CheckResult("docker", False, f"{detail}; {report.problem()}",
+                           hint=report.fix(), details=details)
     if report.stop_first:
         detail += f"; {STOP_FIRST_NOTE} ({len(report.stop_first)} services)"
     return CheckResult("docker", True, detail, details=details)

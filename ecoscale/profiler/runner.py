@@ -137,10 +137,8 @@ class Runner:
         state = self.orchestrator.read()
         report = adoption(self.topology.service_names, state, self.pool.target)
         if not report.ok:
-            missing = ", ".join(s for s, _, _ in report.unmapped)
-            raise SourceUnavailable(f"the pool does not run these services of "
-                                    f"{self.topology.app} ({report.mapping}): {missing}; "
-                                    f"{report.fix()}")
+            raise SourceUnavailable(f"the pool's services of {self.topology.app} "
+                                    f"({report.mapping}): {report.problem()}; {report.fix()}")
         generations = set(state.generations)
         absent = [g for g in self.pool.generations if g not in generations]
         if absent:

@@ -392,3 +392,27 @@ def test_the_adoption_report_names_the_services_whose_order_is_kept():
     assert "nginx-thrift" not in report.stop_first
     assert any(line.startswith(KEPT_ORDER_NOTE) for line in report.lines())
     assert report.as_dict()["order_kept"] == ["nginx-thrift"]
+
+
+def test_two_swarm_services_for_one_topology_name_fail_the_adoption_report():
+    """The lab's own app (labelled) beside a stack with the same names: ecoscale would
+    manage only the first by name, so the report fails and says which, instead of
+    choosing silently."""
+    from ecoscale.adapters.targets import adoption
+
+    services = copy.deepcopy(SERVICES)
+    twin = copy.deepcopy(services["socialnetwork_nginx-thrift"])
+    twin["ID"] = "twin-of-nginx"
+    twin["Spec"]["Name"] = "lab-nginx-thrift"
+    twin["Spec"]["Labels"] = {"ecoscale.managed": "true", "ecoscale.service": "nginx-thrift"}
+    services[twin["Spec"]["Name"]] = twin
+    state = adopter(RecordingAPIClient(services)).read()
+    assert state.ambiguous == {"nginx-thrift": ("lab-nginx-thrift",
+                                                "socialnetwork_nginx-thrift")}
+    report = adoption(("nginx-thrift",), state, STACK)
+    assert not report.ok and not report.unmapped
+    assert "1 mapped by more than one Swarm service: nginx-thrift" in report.problem()
+    assert "lab-nginx-thrift, socialnetwork_nginx-thrift" in "\n".join(report.lines())
+    assert "services: {nginx-thrift: <swarm service>}" in report.fix()
+    assert report.as_dict()["ambiguous"] == {
+        "nginx-thrift": ["lab-nginx-thrift", "socialnetwork_nginx-thrift"]}
