@@ -123,13 +123,18 @@ def prune(model: AppModel, peak_qps: float, slo_ms: float, terms: CarbonTerms,
 def rank(model: AppModel, services: Sequence[str], peak_qps: float,
          terms: CarbonTerms) -> tuple[list[tuple[str, float]], int]:
     """Critical services, most critical first: e2e p99 rise (ms) when alone on the cheapest
-    generation at peak. Returns the ranking and the latency evaluations spent."""
+    generation at peak (inf where all-new itself saturates at the peak: no placement serves
+    it, and each service is as critical as the next). Returns the ranking and the latency
+    evaluations spent."""
     all_new = Placement.uniform(model.services, terms.newest)
     evaluator = IncrementalEvaluator(model, peak_qps, all_new)
     base = evaluator.p99_ms
-    rises = [
-        (s, evaluator.try_change(s, ServicePlacement(terms.cheapest, 1)) - base) for s in services
-    ]
+
+    def rise(service: str) -> float:
+        after = evaluator.try_change(service, ServicePlacement(terms.cheapest, 1))
+        return after - base if math.isfinite(base) else math.inf   # never inf - inf = NaN
+
+    rises = [(s, rise(s)) for s in services]
     rises.sort(key=lambda item: (-item[1], item[0]))
     return rises, evaluator.evaluations
 

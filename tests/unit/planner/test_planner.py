@@ -202,6 +202,19 @@ def test_ci_aware_table_uses_fewer_old_replicas_on_a_dirty_grid(shipped):
     assert most_old_replicas(dirty) <= most_old_replicas(clean)
 
 
+def test_a_peak_beyond_all_new_saturation_ranks_every_service_inf_and_the_table_loads():
+    """All-new saturates at the peak: every rise is inf (not inf - inf = NaN, which wrote a
+    table that `run` and `replay --table` refused)."""
+    model = toy_model()
+    terms = carbon_terms(model)
+    saturated = 10 * model.saturation_qps(Placement.uniform(model.services, terms.newest))
+    ranking, _ = rank(model, ["fe", "a", "b"], saturated, terms)
+    assert all(r == math.inf for _, r in ranking), ranking
+    table = build_table(model, 100.0, saturated, fractions=(0.5, 1.0))
+    again = table_from_data(table_to_data(table), "t.yaml")
+    assert again.ranking == table.ranking
+
+
 def test_table_round_trips_through_plain_data(shipped):
     model, slo, peak = shipped
     table = build_table(model, slo, peak, fractions=(0.5, 1.0))
