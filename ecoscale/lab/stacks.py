@@ -30,6 +30,7 @@ import requests
 from docker.types import EndpointSpec, RestartPolicy, ServiceMode, UpdateConfig
 
 from ecoscale.adapters.swarm import SWARM_UPDATE_DEFAULTS
+from ecoscale.config import TargetConfig
 from ecoscale.emulator.service import GATEWAY_NAME, PROBE_PATH
 from ecoscale.lab import deploy, images, swarm
 from ecoscale.lab.apps import load_app
@@ -45,8 +46,9 @@ STATE_KEY = "stacks"
 
 
 def swarm_name(stack: str, service: str) -> str:
-    """The Swarm service that `docker stack deploy` makes of a compose service."""
-    return f"{stack}_{service}"
+    """The Swarm service that `docker stack deploy` makes of a compose service (the target's
+    stack rule, ``TargetConfig.target_name``)."""
+    return TargetConfig(stack=stack).target_name(service)
 
 
 @dataclass(frozen=True)

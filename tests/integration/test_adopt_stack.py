@@ -43,6 +43,7 @@ from conftest import REPORT
 from waiting import Load, free_port, wait_for
 
 from ecoscale.adapters.files import load_table, load_topology, read_yaml, write_table
+from ecoscale.adapters.swarm import update_order
 from ecoscale.lab import Lab
 from ecoscale.lab.stacks import ServedStack, swarm_name, unexpected_changes
 from ecoscale.lab.swarm import node_names, task_view
@@ -131,12 +132,6 @@ def plan(profile: Path, table: Path, slo_ms: float, peak_qps: float) -> float:
             break
         slo_ms = 1.25 * max(missed)
     return slo_ms
-
-
-def order_of(spec: dict[str, Any]) -> str:
-    """A spec's update order; `docker stack deploy` may leave the update config out, and
-    Swarm's default order is stop-first."""
-    return (spec.get("UpdateConfig") or {}).get("Order") or "stop-first"
 
 
 def actions(log: Path) -> list[dict]:
@@ -279,7 +274,7 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     assert {r["service"]: r["target_name"] for r in report["services"]} == {
         s: swarm_name(STACK, s) for s in stack.services}
     assert report["not_in_topology"] == [swarm_name(STACK, UNMAPPED)]
-    stop_first = {s for s in stack.services if order_of(before[swarm_name(STACK, s)]) ==
+    stop_first = {s for s in stack.services if update_order(before[swarm_name(STACK, s)]) ==
                   "stop-first"}
     assert set(report["stop_first"]) == stop_first and stop_first   # their moves start first
 
@@ -348,7 +343,7 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     problems = {name: unexpected_changes(before[name], after[name]) for name in before}
     assert not any(problems.values()), {k: v for k, v in problems.items() if v}
     assert after[swarm_name(STACK, UNMAPPED)] == before[swarm_name(STACK, UNMAPPED)]
-    order = {name: (order_of(before[name]), order_of(after[name]))
+    order = {name: (update_order(before[name]), update_order(after[name]))
              for name in before if name != swarm_name(STACK, UNMAPPED)}
     touched = {r["service"] for r in actions(log)}
     assert touched <= set(stack.services), touched
