@@ -186,14 +186,20 @@ class PackedPlacement(Placement):
 
     def changes(self, other: Placement) -> list[tuple[str, ServicePlacement, ServicePlacement]]:
         """(service, from, to) for every service placed or sized differently in ``other``:
-        a new share is a service update too (its reservation changes)."""
+        a new share is a service update too (its reservation changes). The last answer is
+        kept: a decision asks twice (what grows, what moves)."""
         if self == other:
             return []
+        last = self.__dict__.get("_last_changes")
+        if last is not None and last[0] is other:
+            return list(last[1])
         mine = dict(self.shares)
         theirs = dict(getattr(other, "shares", ()))
-        return [(name, placed, other[name]) for name, placed in self.items
-                if other.get(name) is not None
-                and (other[name] != placed or mine.get(name) != theirs.get(name))]
+        found = [(name, placed, other[name]) for name, placed in self.items
+                 if other.get(name) is not None
+                 and (other[name] != placed or mine.get(name) != theirs.get(name))]
+        object.__setattr__(self, "_last_changes", (other, tuple(found)))
+        return found
 
     def describe(self) -> str:
         """Compact text, e.g. 'new: 26 services/31 replicas on 9 sockets'."""
