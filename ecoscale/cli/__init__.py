@@ -73,8 +73,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_options(p)
     p.add_argument("--table", type=Path,
-                   help="policy table from `ecoscale plan` for the ecoscale policy "
-                        "(default: planned here for the replayed peak)")
+                   help="policy table from `ecoscale plan` for the ecoscale policy; a "
+                        "right-sized one (`plan --right-size`) is what ecoscale-packed runs, "
+                        "and ecoscale runs its ladder on dedicated slots (default: planned "
+                        "here for the replayed peak)")
     p.add_argument("--load-trace", default="worldcup98",
                    help="shipped load trace (worldcup98, google2011) or a CSV path "
                         "(default: %(default)s)")

@@ -57,7 +57,6 @@ from ecoscale.control.policy import Cause, Decision, Move, Observation
 from ecoscale.model.packing import (
     WHOLE_SOCKET,
     PackedPlacement,
-    as_packed,
     merged,
     pack,
     share_of,
@@ -421,16 +420,6 @@ def _resized(level: TableLevel, changed: Mapping[str, ServicePlacement],
     return merged(placement, repacked, changed)
 
 
-def changed_services(current: Placement, target: Placement
-                     ) -> list[tuple[str, ServicePlacement, ServicePlacement]]:
-    """(service, from, to) for every service ``target`` runs differently: placed (generation,
-    replicas) or, for a right-sized target, sized (share) differently, a plain ``current``
-    counting as whole sockets (``as_packed``)."""
-    if isinstance(target, PackedPlacement):
-        return as_packed(current).changes(target)
-    return current.changes(target)
-
-
 def growing(table: PolicyTable, level: int, current: Placement, target: Placement,
             held: Collection[str], order: tuple[str, ...]) -> frozenset[str]:
     """Rule 4 on a right-sized ``level``: the services whose move from ``current`` to
@@ -445,7 +434,7 @@ def growing(table: PolicyTable, level: int, current: Placement, target: Placemen
     at = table.levels[level]
     band = at.max_ci_g_per_kwh
     out = set()
-    for service, before, after in changed_services(current, target):
+    for service, before, after in current.changes(target):
         rank_before, rank_after = order.index(before.generation), order.index(after.generation)
         share_before = share_of(current, service)
         planned = table.planned_capacity(band, service, before, share_before)
@@ -482,12 +471,14 @@ def resolve(current: Placement, target: Placement, obs: Observation, state: Cont
     text '<service>: <before> -> <after>: <why>'; ``capped`` names the services whose
     replicas min/max bounded, with what they wanted.
 
-    A right-sized ``target`` (rule 4's shares): ``grows`` names the services whose move
-    counts as toward new (``growing``); each other one waits until a shrink of it has been
-    asked for ``shrink_hold_s`` without a break (``ControlState.shrink_since``) besides its
-    cooldown, except an escalation's step back (its own hold, ``escalation_hold_s``, has
-    passed). The services that move take their share and sockets from ``target``, the
-    others keep theirs (``merged``)."""
+    A right-sized ``target`` (rule 4's shares): a service moves when its generation, its
+    replicas or, where ``current`` is right-sized too, its share differs (a plain
+    ``current``, read from a cluster without reservations, has no share to compare);
+    ``grows`` names the services whose move counts as toward new (``growing``); each other
+    one waits until a shrink of it has been asked for ``shrink_hold_s`` without a break
+    (``ControlState.shrink_since``) besides its cooldown, except an escalation's step back
+    (its own hold, ``escalation_hold_s``, has passed). The services that move take their
+    share and sockets from ``target``, the others keep theirs (``merged``)."""
     moved: dict[str, ServicePlacement] = {}
     moves: dict[str, Move] = {}
     old_moves = 0
@@ -496,7 +487,7 @@ def resolve(current: Placement, target: Placement, obs: Observation, state: Cont
     named: Mapping[str, Cause] | None = None
     sized = isinstance(target, PackedPlacement)
     shrinking: dict[str, float] = {}   # right-sized services held back from a shrink, since
-    changes = changed_services(current, target)
+    changes = current.changes(target)
     for service, before, after in changes:
         if service in obs.paused:
             continue

@@ -39,6 +39,9 @@ from ecoscale.model.placement import Placement, ServicePlacement
 
 FIT_TOLERANCE = 1e-9
 """Shares that overshoot a socket's capacity by less than this still fit (float sums)."""
+SHARE_TOLERANCE = 1e-6
+"""Shares closer than this (sockets) are one reservation: the table file keeps 6 decimals,
+and a reservation read back from a cluster rounds to the cluster's own CPU units."""
 
 K = TypeVar("K", bound=Hashable)
 
@@ -197,7 +200,7 @@ class PackedPlacement(Placement):
         theirs = dict(getattr(other, "shares", ()))
         found = [(name, placed, other[name]) for name, placed in self.items
                  if other.get(name) is not None
-                 and (other[name] != placed or mine.get(name) != theirs.get(name))]
+                 and (other[name] != placed or _resized(mine.get(name), theirs.get(name)))]
         object.__setattr__(self, "_last_changes", (other, tuple(found)))
         return found
 
@@ -246,6 +249,13 @@ def one_per_socket(placement: Placement, shares: Mapping[str, float]) -> PackedP
                     for service, placed in placement.items for _ in range(placed.replicas))
     return PackedPlacement(placement.items, sockets=sockets,
                            shares=tuple((s, float(shares[s])) for s, _ in placement.items))
+
+
+def _resized(share: float | None, other: float | None) -> bool:
+    """True when two shares (sockets; None: no share) are different reservations."""
+    if share is None or other is None:
+        return share is not other
+    return abs(share - other) > SHARE_TOLERANCE
 
 
 WHOLE_SOCKET = 1.0

@@ -209,9 +209,10 @@ class PolicyTable:
                          share: float) -> float:
         """The highest capacity (req/s) among the levels of ``band`` that run ``service``
         as ``placed`` with ``share`` (sockets per replica; a plain level's replicas hold a
-        whole socket): the most load that setting was planned to serve; NaN when no level
-        runs it."""
-        return self._planned_capacities[band].get((service, placed, share), math.nan)
+        whole socket; shares compared to SHARE_DIGITS decimals, as the file keeps them): the
+        most load that setting was planned to serve; NaN when no level runs it."""
+        return self._planned_capacities[band].get((service, placed, round(share, SHARE_DIGITS)),
+                                                  math.nan)
 
     @cached_property
     def _planned_capacities(self) -> dict[float, dict[tuple[str, ServicePlacement, float],
@@ -222,7 +223,8 @@ class PolicyTable:
             for i in ladder:
                 level = self.levels[i]
                 for service, placed in level.placement.items:
-                    key = (service, placed, share_of(level.placement, service))
+                    key = (service, placed, round(share_of(level.placement, service),
+                                                  SHARE_DIGITS))
                     seen[key] = max(seen.get(key, -math.inf), level.capacity)
             out[band] = seen
         return out

@@ -150,11 +150,22 @@ def test_the_step_back_restores_the_level_packing_without_the_shrink_hold():
     assert trail[back][0] == LOW and trail[back][0].sockets == LOW.sockets
 
 
-def test_a_plain_placement_running_takes_the_level_shares():
-    plain = Placement(LOW.items)
-    (placed, decision, _), = run([50.0], current=plain,
-                                 settings=replace(SETTINGS, shrink_hold_s=0))
-    assert placed == LOW and set(decision.moves) == {"a", "b", "c"}
+def test_a_plain_placement_running_moves_only_for_generation_or_replicas():
+    # read from a cluster without reservations: no share to compare, so LOW's services
+    # stay; a service placed differently moves, and the decision is the level's packing
+    quiet = replace(SETTINGS, shrink_hold_s=0)
+    (placed, decision, _), = run([50.0], current=Placement(LOW.items), settings=quiet)
+    assert decision.moves == {} and placed == Placement(LOW.items)
+    scaled = Placement((("a", OLD2), ("b", OLD1), ("c", OLD1)))
+    (placed, decision, _), = run([50.0], current=scaled, settings=quiet)
+    assert set(decision.moves) == {"a"} and placed == LOW
+
+
+def test_a_share_read_back_within_the_tolerance_is_the_same_reservation():
+    close = pack(Placement(LOW.items), {"a": 0.2 + 4e-7, "b": 0.2, "c": 0.1 - 4e-7}, CAPACITY)
+    (placed, decision, _), = run([50.0], current=close)
+    assert decision.moves == {}
+    assert growing(TABLE, 1, close, MID, (), TABLE.generations) == {"a", "b"}
 
 
 def test_node_loss_on_a_right_sized_decision_keeps_the_shares_of_the_others():
