@@ -547,6 +547,8 @@ def _grows(table: PolicyTable, level: int, current: Placement, target: Placement
     """``growing`` for a right-sized target, None (the plain rule) for a plain one."""
     if not isinstance(target, PackedPlacement):
         return None
+    if current == target:
+        return frozenset()
     return growing(table, level, current, target, held_services(table, level, escalation),
                    order)
 
