@@ -493,9 +493,9 @@ def resolve(current: Placement, target: Placement, obs: Observation, state: Cont
             continue
         up = service in grows if grows is not None else toward_new(before, after, order)
         if not up:
-            if named is None:
+            if sized and named is None:
                 named = causes() if causes is not None else {}
-            if sized and named.get(service) is not Cause.STEP_BACK:
+            if sized and named is not None and named.get(service) is not Cause.STEP_BACK:
                 since = state.shrink_since.get(service, obs.clock_s)
                 shrinking[service] = since
                 if obs.clock_s - since < settings.shrink_hold_s:
