@@ -31,7 +31,6 @@ class InputError(EcoscaleError):
         super().__init__(f"{source}: {count} {noun}:\n{lines}")
 
 
-EXIT_OK = 0
 EXIT_RUNTIME = 1
 """An EcoscaleError other than UsageError: a file not found or invalid, a window outside the
 trace, a cluster that does not answer."""

@@ -73,8 +73,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_options(p)
     p.add_argument("--table", type=Path,
-                   help="policy table from `ecoscale plan` for the ecoscale policy "
-                        "(default: planned here for the replayed peak)")
+                   help="policy table from `ecoscale plan` for the ecoscale policy; a "
+                        "right-sized one (`plan --right-size`) is what ecoscale-packed runs, "
+                        "and ecoscale runs its ladder on dedicated slots (default: planned "
+                        "here for the replayed peak)")
     p.add_argument("--load-trace", default="worldcup98",
                    help="shipped load trace (worldcup98, google2011) or a CSV path "
                         "(default: %(default)s)")
@@ -253,7 +255,10 @@ end-to-end p99 rises when each alone runs on old, then per load level NoScale (m
 most critical to new until the SLO holds) and MinNew (put services back on old with up to
 floor(C) replicas while the SLO holds and carbon falls). --ci-bands plans one ladder per
 grid-intensity band with C at that intensity (C(t)). --oracle compares every level with the
-exact optimum (MILP).
+exact optimum (MILP). --right-size plans what the replay's ecoscale-packed runs: per level,
+generation, replicas and each replica's share of a socket, packed onto the fewest sockets
+of each generation at a target utilisation; the text and --json list each level's sockets
+and shares, and `ecoscale run` and `ecoscale replay --table` read them from the table.
 """
 
 
@@ -300,6 +305,15 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                         "on the live system, e.g. 0.1 (default: %(default)s)")
     p.add_argument("--oracle", action="store_true",
                    help="also solve each level exactly (MILP) and print the greedy's gap")
+    p.add_argument("--right-size", action="store_true",
+                   help="right-size every level (the replay's ecoscale-packed): choose "
+                        "generation, replicas and each replica's CPU share of a socket (its "
+                        "Swarm CPU reservation, sized from its utilisation) together, and "
+                        "pack the replicas of each generation first-fit decreasing onto "
+                        "sockets at a target utilisation (50-100 %%, the least carbon that "
+                        "keeps the SLO under the co-location model); the table then carries "
+                        "each service's share and each level's sockets (default: one "
+                        "dedicated socket per replica, the papers' slots)")
     p.add_argument("--out", type=Path, default=Path("policy-table.yaml"),
                    help="where to write the table, checked before planning; a file git "
                         "tracks is written beside, as NAME.new.yaml, unless --force "
@@ -418,7 +432,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     }
     table = build_table(model, slo_ms, peak, levels, ci_bands=bands,
                         prune_threshold=args.prune_threshold, provenance=provenance,
-                        headroom=args.headroom)
+                        headroom=args.headroom, right_size=args.right_size)
     rows = level_rows(model, table, oracle=args.oracle)
     out.text(plan_text(model, table, rows=rows))
     warnings = plan_warnings(table, rows)

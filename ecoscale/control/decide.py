@@ -12,7 +12,11 @@ with modelled ones. The safety rules, in the order they apply:
    row steps one more of the most critical services onto the newest generation, ahead of the
    table; while the SLO is missed, nothing moves toward old. An escalation steps back one
    service at a time, after ``escalation_hold_s`` without a miss. For ``settle_s`` after a
-   move the measured p99 shows the move itself, and is neither a miss nor a pass.
+   move the measured p99 shows the move itself, and is neither a miss nor a pass. On a
+   right-sized level (``plan --right-size``) an escalated service gets one replica alone on
+   a socket of the newest generation, holding it whole (ESCALATED_SHARE, what a plain
+   table's escalation gives it); the level's other services keep their shares and sockets
+   (``model.packing.merged``).
 3. Scale-up beats scale-down: the table level goes up at once when load passes
    ``up_fraction`` of the current level's capacity; it goes down only after load stayed
    under ``down_fraction`` of a lower level's capacity for ``down_stabilisation_s``, to the
@@ -24,7 +28,14 @@ with modelled ones. The safety rules, in the order they apply:
    it passes the same threshold; going down stays on the measured load (and never below
    the level the projection needs).
 4. Moves toward old respect a per-service cooldown and a per-decision rate limit; moves
-   toward new do not wait.
+   toward new do not wait. On a right-sized level, shares grow at once and shrink after a
+   hold (``growing``): a service's move grows it when what it runs was planned for less
+   load than the target level serves (the highest capacity of the levels that run the
+   same generation, replicas and share), or, for a setting no level runs, when it gets a
+   newer generation, more replicas, or the same replicas with a larger share; any other
+   move shrinks it, and is made once the table has asked for a shrink of the service for
+   ``shrink_hold_s`` without a break. So a level that goes down and back up within the
+   hold moves nobody: the services still run the higher level's shares.
 5. min/max replicas bound every service; paused services are never changed.
 6. Node loss (``keep_off_lost_capacity``, applied after ``decide``): no service stays on, or
    moves to, a generation without a ready node, nor stays where its tasks have not run for
@@ -39,12 +50,24 @@ TABLE (rule 3), LOST_CAPACITY (rule 6), and whether min/max bounded its replicas
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 
 from ecoscale.control.policy import Cause, Decision, Move, Observation
+from ecoscale.model.packing import (
+    WHOLE_SOCKET,
+    PackedPlacement,
+    merged,
+    pack,
+    share_of,
+)
 from ecoscale.model.placement import Placement, ServicePlacement
-from ecoscale.planner.table import Hysteresis, PolicyTable
+from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
+
+ESCALATED_SHARE = WHOLE_SOCKET
+"""Share of a socket (sockets) of a service an escalation holds on the newest generation
+at a right-sized level: its one replica alone on a whole socket, as a plain table's slot
+(the SLO is being missed: no co-location, and no share planned for it there to trust)."""
 
 
 @dataclass(frozen=True)
@@ -75,13 +98,21 @@ class ControlSettings:
     threshold goes up at once. 0: off (the measured load alone). Pays off where the load
     changes by a large share between two decisions (a compressed live evaluation); see the
     README's daemon section for the measured figures."""
+    shrink_hold_s: float = 1800.0
+    """Rule 4 on a right-sized table: a move that shrinks a service (see ``growing``) is
+    made only once the table has asked for a shrink of it for this long (s) without a
+    break (and ``cooldown_s`` after its last move); a move that grows it is made at once.
+    Every move of a right-sized service is a rolling update (a new CPU reservation), so
+    load noise that takes the level down and back up would otherwise resize the services
+    each time."""
 
     def problems(self) -> list[str]:
         out = []
         if self.slo_miss_periods < 1:
             out.append("slo_miss_periods must be >= 1")
-        if self.escalation_hold_s < 0 or self.cooldown_s < 0 or self.settle_s < 0:
-            out.append("escalation_hold_s, cooldown_s and settle_s must be >= 0")
+        if (self.escalation_hold_s < 0 or self.cooldown_s < 0 or self.settle_s < 0
+                or self.shrink_hold_s < 0):
+            out.append("escalation_hold_s, cooldown_s, settle_s and shrink_hold_s must be >= 0")
         if self.max_old_moves_per_decision < 1:
             out.append("max_old_moves_per_decision must be >= 1")
         if self.no_data_fallback_periods < 1:
@@ -110,6 +141,9 @@ class ControlState:
     last_move_s: Mapping[str, float] = field(default_factory=dict)
     not_running_since: Mapping[str, float] = field(default_factory=dict)
     """Rule 6: since when (s) each service has had no running task on its generation."""
+    shrink_since: Mapping[str, float] = field(default_factory=dict)
+    """Rule 4 on a right-sized table: since when (s) each service has been held back from a
+    move that shrinks it (``shrink_hold_s``)."""
     recent_loads: tuple[tuple[float, float], ...] = ()
     """(time s, load req/s) of the observations of the last growth horizon, and of the one
     just before it, oldest first (``remember_load``)."""
@@ -352,39 +386,120 @@ def _target(table: PolicyTable, level: int, escalation: int,
     held = set(held_services(table, level, escalation))
     items = []
     capped: dict[str, int] = {}
-    for service, placed in placement.items:
+    changed: dict[str, ServicePlacement] = {}
+    for service, planned in placement.items:
+        placed = planned
         if service in held and placed.generation != table.newest:
             placed = ServicePlacement(table.newest, 1)
         replicas = min(max(placed.replicas, settings.min_replicas), settings.max_replicas)
         if replicas != placed.replicas:
             capped[service] = placed.replicas
-        items.append((service, ServicePlacement(placed.generation, replicas)))
-    return Placement(tuple(items)), capped
+        placed = ServicePlacement(placed.generation, replicas)
+        items.append((service, placed))
+        if placed != planned:
+            changed[service] = placed
+    if not isinstance(placement, PackedPlacement):
+        return Placement(tuple(items)), capped
+    return _resized(table.levels[level], changed, held), capped
+
+
+def _resized(level: TableLevel, changed: Mapping[str, ServicePlacement],
+             held: set[str]) -> Placement:
+    """A right-sized level's placement with ``changed`` services placed anew: the escalated
+    (``held``) ones at ESCALATED_SHARE, those min/max bounded with the level's share per
+    replica, packed first-fit decreasing at the level's socket capacity onto sockets of
+    their own; every other service keeps its share and socket (``merged``)."""
+    placement = level.placement
+    if not changed:
+        return placement
+    shares = {s: ESCALATED_SHARE if s in held else share_of(placement, s) for s in changed}
+    capacity = (level.socket_capacity if math.isfinite(level.socket_capacity)
+                else WHOLE_SOCKET)
+    repacked = pack(Placement(tuple(changed.items())), shares, capacity,
+                    dedicated=frozenset(held))
+    return merged(placement, repacked, changed)
+
+
+def growing(table: PolicyTable, level: int, current: Placement, target: Placement,
+            held: Collection[str], order: tuple[str, ...]) -> frozenset[str]:
+    """Rule 4 on a right-sized ``level``: the services whose move from ``current`` to
+    ``target`` grows them, made at once (the others shrink, and wait ``shrink_hold_s``).
+
+    A move to a newer generation grows, to an older one shrinks. Within a generation, a
+    service that runs the setting (replicas, share) of a level of the ladder was planned
+    for that level's load: it grows when the highest such capacity is below the target
+    level's (``PolicyTable.planned_capacity``), else it already serves the load and the move
+    shrinks it. A setting no level runs (an escalation's, one min/max bounded, one read
+    from the cluster) grows with more replicas, or the same replicas and a larger share."""
+    at = table.levels[level]
+    band = at.max_ci_g_per_kwh
+    out = set()
+    for service, before, after in current.changes(target):
+        rank_before, rank_after = order.index(before.generation), order.index(after.generation)
+        share_before = share_of(current, service)
+        planned = table.planned_capacity(band, service, before, share_before)
+        if rank_after != rank_before:
+            grows = rank_after < rank_before
+        elif math.isfinite(planned) and service not in held:
+            grows = planned < at.capacity
+        else:
+            grows = (after.replicas, share_of(target, service)) > (before.replicas,
+                                                                   share_before)
+        if grows:
+            out.add(service)
+    return frozenset(out)
+
+
+def _setting_text(placement: Placement, service: str, placed: ServicePlacement) -> str:
+    """'2xold', with the share of a right-sized placement: '2xold @0.160'."""
+    if isinstance(placement, PackedPlacement):
+        return f"{placed} @{placement.share(service):.3f}"
+    return str(placed)
 
 
 def resolve(current: Placement, target: Placement, obs: Observation, state: ControlState,
             order: tuple[str, ...], settings: ControlSettings, missing_slo: bool,
             only_toward_new: bool, why: str, cause: Cause = Cause.TABLE,
             capped: Mapping[str, int] | None = None,
-            causes: Callable[[], Mapping[str, Cause]] | None = None
+            causes: Callable[[], Mapping[str, Cause]] | None = None,
+            grows: Collection[str] | None = None
             ) -> tuple[Placement, dict[str, Move], ControlState]:
     """Settle what actually moves now: every move toward new; moves toward old unless the
     SLO is missed, the service cooled down too recently, the rate limit is reached, or data
     is missing; nothing for paused services. Each move has the cause that ``causes()``
     names for its service (called once, at the first move), else ``cause``, and the reason
     text '<service>: <before> -> <after>: <why>'; ``capped`` names the services whose
-    replicas min/max bounded, with what they wanted."""
+    replicas min/max bounded, with what they wanted.
+
+    A right-sized ``target`` (rule 4's shares): a service moves when its generation, its
+    replicas or, where ``current`` is right-sized too, its share differs (a plain
+    ``current``, read from a cluster without reservations, has no share to compare);
+    ``grows`` names the services whose move counts as toward new (``growing``); each other
+    one waits until a shrink of it has been asked for ``shrink_hold_s`` without a break
+    (``ControlState.shrink_since``) besides its cooldown, except an escalation's step back
+    (its own hold, ``escalation_hold_s``, has passed). The services that move take their
+    share and sockets from ``target``, the others keep theirs (``merged``)."""
     moved: dict[str, ServicePlacement] = {}
     moves: dict[str, Move] = {}
     old_moves = 0
     last = dict(state.last_move_s)
     capped = capped or {}
     named: Mapping[str, Cause] | None = None
-    for service, before, after in current.changes(target):
+    sized = isinstance(target, PackedPlacement)
+    shrinking: dict[str, float] = {}   # right-sized services held back from a shrink, since
+    changes = current.changes(target)
+    for service, before, after in changes:
         if service in obs.paused:
             continue
-        up = toward_new(before, after, order)
+        up = service in grows if grows is not None else toward_new(before, after, order)
         if not up:
+            if sized and named is None:
+                named = causes() if causes is not None else {}
+            if sized and named is not None and named.get(service) is not Cause.STEP_BACK:
+                since = state.shrink_since.get(service, obs.clock_s)
+                shrinking[service] = since
+                if obs.clock_s - since < settings.shrink_hold_s:
+                    continue
             if only_toward_new or missing_slo:
                 continue
             if obs.clock_s - last.get(service, -math.inf) < settings.cooldown_s:
@@ -396,11 +511,20 @@ def resolve(current: Placement, target: Placement, obs: Observation, state: Cont
         last[service] = obs.clock_s
         if named is None:
             named = causes() if causes is not None else {}
+        text = (f"{_setting_text(current, service, before)} -> "
+                f"{_setting_text(target, service, after)}" if sized else f"{before} -> {after}")
         moves[service] = Move(service, before, after, named.get(service, cause),
-                              f"{service}: {before} -> {after}: {why}", service in capped,
+                              f"{service}: {text}: {why}", service in capped,
                               capped.get(service))
+    if sized:
+        for service in moved:
+            shrinking.pop(service, None)
+        state = replace(state, shrink_since=shrinking)
     if not moved:
         return current, moves, replace(state, last_move_s=last)
+    if sized:
+        placement = target if len(moved) == len(changes) else merged(current, target, moved)
+        return placement, moves, replace(state, last_move_s=last)
     placement = Placement(tuple((s, moved.get(s, p)) for s, p in current.items))
     return placement, moves, replace(state, last_move_s=last)
 
@@ -418,6 +542,17 @@ def _escalation_causes(table: PolicyTable, level: int, before: int,
     return causes
 
 
+def _grows(table: PolicyTable, level: int, current: Placement, target: Placement,
+           escalation: int, order: tuple[str, ...]) -> frozenset[str] | None:
+    """``growing`` for a right-sized target, None (the plain rule) for a plain one."""
+    if not isinstance(target, PackedPlacement):
+        return None
+    if current == target:
+        return frozenset()
+    return growing(table, level, current, target, held_services(table, level, escalation),
+                   order)
+
+
 def decide(obs: Observation, state: ControlState, table: PolicyTable,
            settings: ControlSettings) -> tuple[Decision, ControlState]:
     """One decision. Pure: the same inputs give the same outputs; ``obs.clock_s`` is the
@@ -433,7 +568,9 @@ def decide(obs: Observation, state: ControlState, table: PolicyTable,
         why = f"no load data for {streak} periods: fall back toward new (top level)"
         placement, moves, state = resolve(obs.current, target, obs, state, order, settings,
                                           missing_slo=False, only_toward_new=True, why=why,
-                                          cause=Cause.NO_DATA, capped=capped)
+                                          cause=Cause.NO_DATA, capped=capped,
+                                          grows=_grows(table, top, obs.current, target,
+                                                       state.escalation, order))
         return Decision(placement, moves, note=why), state
     state = replace(state, no_data_streak=0)
     escalation_before = state.escalation
@@ -449,7 +586,9 @@ def decide(obs: Observation, state: ControlState, table: PolicyTable,
         lambda: _escalation_causes(table, level, escalation_before, escalation))
     placement, moves, state = resolve(obs.current, target, obs, state, order, settings,
                                       missing, only_toward_new=False, why=why, capped=capped,
-                                      causes=causes)
+                                      causes=causes,
+                                      grows=_grows(table, level, obs.current, target,
+                                                   escalation, order))
     note = f"level {level + 1}, escalation {state.escalation}" + (
         ", SLO missed" if missing else "")
     return Decision(placement, moves, note=note), state
@@ -532,5 +671,18 @@ def keep_off_lost_capacity(decision: Decision, before: ControlState, state: Cont
         return decision, state, {}
     note = (f"{decision.note}; node loss: {len(lost)} services kept on {fallback} "
             f"(ready: {', '.join(available)})")
-    return (Decision(Placement(tuple(items)), moves, note=note),
-            replace(state, last_move_s=last), lost)
+    placement = Placement(tuple(items))
+    if isinstance(decision.placement, PackedPlacement):
+        placement = _sized_after_loss(decision.placement, current, placement, lost)
+    return (Decision(placement, moves, note=note), replace(state, last_move_s=last), lost)
+
+
+def _sized_after_loss(decided: PackedPlacement, current: Placement, placement: Placement,
+                      lost: Collection[str]) -> PackedPlacement:
+    """Rule 6 on a right-sized decision: the services kept where they run keep their share
+    and sockets as they run now; those sent to the fallback generation get a whole socket
+    per replica (no share was planned for them there: a plain table's slot); every other
+    service as ``decided``."""
+    kept = {s for s in lost if placement[s] == current.get(s)}
+    fresh = Placement(tuple((s, placement[s]) for s in lost if s not in kept))
+    return merged(merged(decided, current, kept), fresh, set(fresh))

@@ -68,8 +68,8 @@ class Cause(StrEnum):
     OPTIMUM = "optimum"
     """The oracle's exact least-carbon placement for the step."""
     PACKING = "packing"
-    """Right-sizing: replicas' shares and sockets follow the load (right-sized-new, and
-    ecoscale-packed where ecoscale itself did not move the service)."""
+    """Right-sizing: replicas' shares and sockets follow the load (right-sized-new;
+    ecoscale-packed's moves carry the decision's own causes)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ecoscale.adapters.clock import SYSTEM_CLOCK
-from ecoscale.adapters.files import load_profile, write_table
+from ecoscale.adapters.files import LAB_PROFILE, load_profile, write_table
 from ecoscale.adapters.placing import place as apply_and_wait
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.tracefiles import load_load_trace
@@ -61,7 +61,7 @@ POLICIES = ("all-new", "all-old", "ecoscale", "ecoscale-ct")
 @dataclass(frozen=True)
 class EvaluationOptions:
     app: str = "socialNetwork"
-    profile: str = "lab"
+    profile: str = LAB_PROFILE
     load_trace: str = "worldcup98"
     carbon_trace: str = "CISO"
     start: str | None = None

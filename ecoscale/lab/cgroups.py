@@ -16,12 +16,11 @@ import contextlib
 import errno
 import os
 import signal
-import time
 from pathlib import Path
 
+from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.lab.system import LabError
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from ecoscale.ports import Clock
 
 
 def hierarchies() -> dict[str, Path]:
@@ -142,36 +141,38 @@ def node_pids(cgroup_name: str, node: str) -> set[int]:
     return pids
 
 
-def kill_node(cgroup_name: str, node: str, timeout_s: float = 20.0) -> set[int]:
+def kill_node(cgroup_name: str, node: str, timeout_s: float = 20.0,
+              clock: Clock = SYSTEM_CLOCK) -> set[int]:
     """SIGKILL every process of one node (engine, containerd, shims, containers) until its
     groups are empty, as a machine that loses power; returns survivors."""
-    deadline = time.monotonic() + timeout_s
+    deadline = clock.monotonic() + timeout_s
     pids = node_pids(cgroup_name, node)
-    while pids and time.monotonic() < deadline:
+    while pids and clock.monotonic() < deadline:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
+        clock.sleep(0.1)
         pids = node_pids(cgroup_name, node)
     return pids
 
 
-def kill_all(cgroup_name: str, timeout_s: float = 20.0) -> set[int]:
+def kill_all(cgroup_name: str, timeout_s: float = 20.0, clock: Clock = SYSTEM_CLOCK) -> set[int]:
     """SIGKILL every process in the lab's groups until they are empty; returns survivors."""
-    deadline = time.monotonic() + timeout_s
+    deadline = clock.monotonic() + timeout_s
     pids = pids_in(cgroup_name)
-    while pids and time.monotonic() < deadline:
+    while pids and clock.monotonic() < deadline:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
+        clock.sleep(0.1)
         pids = pids_in(cgroup_name)
     return pids
 
 
-def remove_groups(cgroup_name: str, timeout_s: float = 20.0) -> list[Path]:
+def remove_groups(cgroup_name: str, timeout_s: float = 20.0,
+                  clock: Clock = SYSTEM_CLOCK) -> list[Path]:
     """rmdir the lab's groups bottom-up in every hierarchy; returns the ones left."""
-    deadline = time.monotonic() + timeout_s
+    deadline = clock.monotonic() + timeout_s
     while True:
         left = []
         for top in group_dirs(cgroup_name):
@@ -185,6 +186,6 @@ def remove_groups(cgroup_name: str, timeout_s: float = 20.0) -> list[Path]:
                     if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY):
                         raise LabError(f"cannot remove cgroup {path}: {exc.strerror}") from exc
                     left.append(path)
-        if not left or time.monotonic() >= deadline:
+        if not left or clock.monotonic() >= deadline:
             return left
-        time.sleep(0.2)
+        clock.sleep(0.2)

@@ -33,10 +33,10 @@ def dockerfile() -> bytes:
 def build_context() -> tuple[bytes, str]:
     """The build context as a tar and the content hash that tags the image."""
     files: dict[str, bytes] = {"Dockerfile": dockerfile(),
-                               "rootfs/opt/ecoscale/ecoscale/__init__.py":
+                               f"rootfs{CODE_DIR}/ecoscale/__init__.py":
                                    b'"""ecoscale inside a lab container: the emulator only."""\n'}
     for source in emulator_sources():
-        files[f"rootfs/opt/ecoscale/ecoscale/emulator/{source.name}"] = source.read_bytes()
+        files[f"rootfs{CODE_DIR}/ecoscale/emulator/{source.name}"] = source.read_bytes()
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + files[name] + b"\0")

@@ -294,7 +294,7 @@ class Lab:
             raise LabError(f"{name} is the Swarm manager: stopping it ends the lab's Swarm; "
                            f"stop a worker ({', '.join(n.name for n in self.nodes[1:])})")
         pids = cgroups.node_pids(self.config.cgroup_name, name)
-        survivors = cgroups.kill_node(self.config.cgroup_name, name)
+        survivors = cgroups.kill_node(self.config.cgroup_name, name, clock=self.clock)
         if survivors:
             raise LabError(f"processes {sorted(survivors)} of node {name} do not die")
         self._clients.pop(name, None)
@@ -367,14 +367,14 @@ class Lab:
         self._clients.clear()
         pids = [pid for pid in (engines.engine_pid(self.config, n) for n in self.nodes) if pid]
         if pids:
-            stop_pids(pids, grace_s=30)
+            stop_pids(pids, grace_s=30, clock=self.clock)
             removed.append(f"{len(pids)} engine(s)")
         strays = engines.processes_of(self.config.state_dir)
         if strays:
-            stop_pids(strays, grace_s=5)
+            stop_pids(strays, grace_s=5, clock=self.clock)
             removed.append(f"{len(strays)} containerd/shim process(es)")
         leftover_pids = cgroups.pids_in(self.config.cgroup_name)
-        survivors = cgroups.kill_all(self.config.cgroup_name)
+        survivors = cgroups.kill_all(self.config.cgroup_name, clock=self.clock)
         if leftover_pids:
             removed.append(f"{len(leftover_pids)} process(es) left in the lab's cgroups")
         if survivors:
@@ -391,7 +391,7 @@ class Lab:
                                       (not state and not self._other_engines())):
             delete_link(GWBRIDGE)
             removed.append(GWBRIDGE)
-        left = cgroups.remove_groups(self.config.cgroup_name)
+        left = cgroups.remove_groups(self.config.cgroup_name, clock=self.clock)
         if left:
             raise LabError(f"cgroups still busy: {', '.join(map(str, left))}")
         for key, folder in HOST_FOLDERS.items():

@@ -16,7 +16,6 @@ from ecoscale.lab.spanmetrics import RULES_FILE, STACK_JOB
 from ecoscale.paths import deploy_dir
 
 SERVICE_JOB = "ecoscale-services"
-GATEWAY_JOB = "ecoscale-gateway"
 SERVICE_LABEL = "swarm_service"
 """The target label that carries the Swarm service name (relabelled from the DNS name)."""
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -150,20 +149,21 @@ def signal_pid(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def stop_pids(pids: Sequence[int], grace_s: float) -> list[int]:
-    """SIGTERM, wait up to ``grace_s``, then SIGKILL; returns pids still alive after that."""
+def stop_pids(pids: Sequence[int], grace_s: float, clock: Clock = SYSTEM_CLOCK) -> list[int]:
+    """SIGTERM, wait up to ``grace_s`` (s, on ``clock``), then SIGKILL; returns pids still
+    alive after that."""
     live = [p for p in pids if pid_alive(p)]
     for pid in live:
         signal_pid(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while live and time.monotonic() < deadline:
-        time.sleep(0.1)
+    deadline = clock.monotonic() + grace_s
+    while live and clock.monotonic() < deadline:
+        clock.sleep(0.1)
         live = [p for p in live if pid_alive(p)]
     for pid in live:
         signal_pid(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while live and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = clock.monotonic() + 10
+    while live and clock.monotonic() < deadline:
+        clock.sleep(0.05)
         live = [p for p in live if pid_alive(p)]
     return live
 

@@ -25,7 +25,7 @@ Pure and vectorised over time steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -39,6 +39,9 @@ from ecoscale.model.placement import Placement, ServicePlacement
 
 FIT_TOLERANCE = 1e-9
 """Shares that overshoot a socket's capacity by less than this still fit (float sums)."""
+SHARE_TOLERANCE = 1e-6
+"""Shares closer than this (sockets) are one reservation: the table file keeps 6 decimals,
+and a reservation read back from a cluster rounds to the cluster's own CPU units."""
 
 K = TypeVar("K", bound=Hashable)
 
@@ -186,14 +189,20 @@ class PackedPlacement(Placement):
 
     def changes(self, other: Placement) -> list[tuple[str, ServicePlacement, ServicePlacement]]:
         """(service, from, to) for every service placed or sized differently in ``other``:
-        a new share is a service update too (its reservation changes)."""
+        a new share is a service update too (its reservation changes). The last answer is
+        kept: a decision asks twice (what grows, what moves)."""
         if self == other:
             return []
+        last = self.__dict__.get("_last_changes")
+        if last is not None and last[0] is other:
+            return list(last[1])
         mine = dict(self.shares)
         theirs = dict(getattr(other, "shares", ()))
-        return [(name, placed, other[name]) for name, placed in self.items
-                if other.get(name) is not None
-                and (other[name] != placed or mine.get(name) != theirs.get(name))]
+        found = [(name, placed, other[name]) for name, placed in self.items
+                 if other.get(name) is not None
+                 and (other[name] != placed or _resized(mine.get(name), theirs.get(name)))]
+        object.__setattr__(self, "_last_changes", (other, tuple(found)))
+        return found
 
     def describe(self) -> str:
         """Compact text, e.g. 'new: 26 services/31 replicas on 9 sockets'."""
@@ -240,6 +249,52 @@ def one_per_socket(placement: Placement, shares: Mapping[str, float]) -> PackedP
                     for service, placed in placement.items for _ in range(placed.replicas))
     return PackedPlacement(placement.items, sockets=sockets,
                            shares=tuple((s, float(shares[s])) for s, _ in placement.items))
+
+
+def _resized(share: float | None, other: float | None) -> bool:
+    """True when two shares (sockets; None: no share) are different reservations."""
+    if share is None or other is None:
+        return share is not other
+    return abs(share - other) > SHARE_TOLERANCE
+
+
+WHOLE_SOCKET = 1.0
+"""The share of a replica of a plain placement: a dedicated slot is a whole socket."""
+
+
+def as_packed(placement: Placement) -> PackedPlacement:
+    """``placement`` as a right-sized one: a PackedPlacement as it is, a plain one with every
+    replica alone on a socket it holds whole (WHOLE_SOCKET: the papers' slots)."""
+    if isinstance(placement, PackedPlacement):
+        return placement
+    return one_per_socket(placement, dict.fromkeys(placement, WHOLE_SOCKET))
+
+
+def share_of(placement: Placement, service: str) -> float:
+    """The share of one replica of ``service`` (sockets): its share in a right-sized
+    placement, WHOLE_SOCKET in a plain one."""
+    if isinstance(placement, PackedPlacement):
+        return placement.share(service)
+    return WHOLE_SOCKET
+
+
+def merged(base: Placement, other: Placement, take: Collection[str]) -> PackedPlacement:
+    """``base`` with the services of ``take`` as ``other`` runs them (generation, replicas,
+    share), every replica staying on the socket its placement gives it: the sockets of
+    ``base`` without the replicas of ``take``, then the sockets of ``other`` with only
+    those (sockets left empty are dropped). Services in the order of ``base``; plain
+    placements count as ``as_packed`` makes them. What runs while only some services of a
+    move have moved (the rest held back), and an escalation's services on a right-sized
+    level."""
+    base, other = as_packed(base), as_packed(other)
+    taken = {s for s in take if s in base._index and s in other._index}
+    items = tuple((s, other[s] if s in taken else placed) for s, placed in base.items)
+    shares = tuple((s, other.share(s) if s in taken else base.share(s)) for s, _ in base.items)
+    sockets = [Socket(socket.generation, kept) for socket in base.sockets
+               if (kept := tuple(r for r in socket.replicas if r[0] not in taken))]
+    sockets += [Socket(socket.generation, moved) for socket in other.sockets
+                if (moved := tuple(r for r in socket.replicas if r[0] in taken))]
+    return PackedPlacement(items, sockets=tuple(sockets), shares=shares)
 
 
 # ---- latency and carbon of a packed placement -------------------------------------------

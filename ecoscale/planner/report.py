@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ecoscale.model.app import AppModel
+from ecoscale.model.packing import PackedPlacement
 from ecoscale.planner.oracle import optimal_placement
-from ecoscale.planner.table import PolicyTable, TableLevel, terms_for_band
+from ecoscale.planner.table import PolicyTable, TableLevel, packing_data, terms_for_band
 
 WIDTH = 100
 """Characters per line of the plan's text (long lists wrap at this width)."""
@@ -118,16 +119,20 @@ def plan_text(model: AppModel, table: PolicyTable, oracle: bool = False,
                  "first):")
     lines += _ranking_columns(table.ranking, width)
     lines.append("")
-    header = (f"{'band g/kWh':>10} {'max req/s':>10} {'on new':>7} {'slots':>6} {'p99 ms':>8} "
+    sized = any(row.level.right_sized for row in rows)
+    count = ("replicas", 8) if sized else ("slots", 6)   # a right-sized replica is no slot
+    header = (f"{'band g/kWh':>10} {'max req/s':>10} {'on new':>7} {count[0]:>{count[1]}} "
+              f"{'p99 ms':>8} "
               f"{'gCO2e/h':>9}" + (f" {'oracle':>11} {'gap %':>6}" if oracle else "")
-              + "  status")
+              + (f" {'packed':>6} {'sockets':<16}" if sized else "") + "  status")
     lines.append(header)
     above = any(not r.within_peak and r.status != MEETS_ALL for r in rows)
     for row in rows:
         level = row.level
         band = ("-" if not math.isfinite(level.max_ci_g_per_kwh)
                 else f"{level.max_ci_g_per_kwh:g}")
-        line = (f"{band:>10} {level.max_load_qps:>10.0f} {row.on_new:>7d} {row.slots:>6d} "
+        line = (f"{band:>10} {level.max_load_qps:>10.0f} {row.on_new:>7d} "
+                f"{row.slots:>{count[1]}d} "
                 f"{level.p99_ms:>8.2f} {level.carbon_g_per_h:>9.1f}")
         if oracle:
             gap = row.gap_pct
@@ -135,12 +140,47 @@ def plan_text(model: AppModel, table: PolicyTable, oracle: bool = False,
                 line += f" {row.oracle_g_per_h:>11.1f} {gap:>6.2f}"
             else:
                 line += f" {row.oracle_status or '-':>11} {'-':>6}"
+        if sized:
+            line += f" {_packed_at(level):>6} {_sockets_text(level):<16}"
         status = row.status if row.within_peak or row.status == MEETS_ALL else (
             f"{row.status} (> peak)")
         lines.append(f"{line}  {status}")
     if above:
         lines.append("(> peak): a level above the planning peak, planned for load spikes")
+    if sized:
+        lines += _shares_lines(rows, width)
     return "\n".join(lines)
+
+
+def _packed_at(level: TableLevel) -> str:
+    """The socket capacity a right-sized level was packed at ('70%'), or '-'."""
+    if not level.right_sized or not math.isfinite(level.socket_capacity):
+        return "-"
+    return f"{level.socket_capacity:.0%}"
+
+
+def _sockets_text(level: TableLevel) -> str:
+    """Sockets in use per generation of a right-sized level ('old 14, new 2'), or
+    'dedicated' for a level of one socket per replica."""
+    if not isinstance(level.placement, PackedPlacement):
+        return "dedicated"
+    return ", ".join(f"{g} {n}" for g, n in sorted(level.placement.slots().items()))
+
+
+def _shares_lines(rows: list[LevelRow], width: int) -> list[str]:
+    """Per right-sized level, each service's replicas and share of a socket (sockets)."""
+    lines = ["", *textwrap.wrap("right-sized levels, per service: replicas x generation, and "
+                                "each replica's share of one socket (its CPU reservation)",
+                                width=width)]
+    for row in rows:
+        level = row.level
+        if not isinstance(level.placement, PackedPlacement):
+            continue
+        cells = [f"{s} {p.replicas}x{p.generation} {level.placement.share(s):.3f}"
+                 for s, p in level.placement.items]
+        lines += _wrapped(f"{_level_name(level)}, {_sockets_text(level)} sockets at "
+                          f"{_packed_at(level)}", cells, width)
+    return lines
 
 
 def _ranking_columns(ranking: tuple[tuple[str, float], ...], width: int) -> list[str]:
@@ -186,6 +226,14 @@ def _level_name(level: TableLevel) -> str:
     return f"{level.max_load_qps:.0f} req/s{band}"
 
 
+def _sockets_data(level: TableLevel) -> dict[str, Any]:
+    """A right-sized level's packing for --json: as the table file has it (socket capacity,
+    each socket's replicas), and the sockets in use per generation."""
+    if not isinstance(level.placement, PackedPlacement):
+        return {}
+    return {**packing_data(level), "sockets_in_use": level.placement.slots()}
+
+
 def plan_data(table: PolicyTable, rows: list[LevelRow]) -> dict[str, Any]:
     """The plan as JSON-ready data: the search summary and every level (``--json``)."""
     def finite(value: float) -> float | None:
@@ -214,8 +262,11 @@ def plan_data(table: PolicyTable, rows: list[LevelRow]) -> dict[str, Any]:
             "slots": r.slots,
             "oracle_g_per_h": r.oracle_g_per_h,
             "gap_pct": r.gap_pct,
-            "placement": {s: {"generation": p.generation, "replicas": p.replicas}
+            "placement": {s: {"generation": p.generation, "replicas": p.replicas,
+                              **({"share": r.level.placement.share(s)}
+                                 if isinstance(r.level.placement, PackedPlacement) else {})}
                           for s, p in r.level.placement.items},
+            **_sockets_data(r.level),
         } for r in rows],
         "warnings": plan_warnings(table, rows),
     }

@@ -19,7 +19,7 @@ import numpy as np
 
 from ecoscale.errors import InputError
 from ecoscale.model.app import AppModel
-from ecoscale.model.packing import PackedPlacement, Socket, pack, packed_e2e_p99_at
+from ecoscale.model.packing import PackedPlacement, Socket, pack, packed_e2e_p99_at, share_of
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.rightsize import (
     ABOVE_CANDIDATES,
@@ -198,6 +198,36 @@ class PolicyTable:
     def _capacities(self) -> dict[float, tuple[tuple[int, float], ...]]:
         return {band: tuple((i, self.levels[i].capacity) for i in ladder)
                 for band, ladder in self._ladders.items()}
+
+    @cached_property
+    def right_sized(self) -> bool:
+        """True when some level's replicas hold shares and share sockets (``plan
+        --right-size``, the replay's ecoscale-packed)."""
+        return any(level.right_sized for level in self.levels)
+
+    def planned_capacity(self, band: float, service: str, placed: ServicePlacement,
+                         share: float) -> float:
+        """The highest capacity (req/s) among the levels of ``band`` that run ``service``
+        as ``placed`` with ``share`` (sockets per replica; a plain level's replicas hold a
+        whole socket; shares compared to SHARE_DIGITS decimals, as the file keeps them): the
+        most load that setting was planned to serve; NaN when no level runs it."""
+        return self._planned_capacities[band].get((service, placed, round(share, SHARE_DIGITS)),
+                                                  math.nan)
+
+    @cached_property
+    def _planned_capacities(self) -> dict[float, dict[tuple[str, ServicePlacement, float],
+                                                      float]]:
+        out: dict[float, dict[tuple[str, ServicePlacement, float], float]] = {}
+        for band, ladder in self._ladders.items():
+            seen: dict[tuple[str, ServicePlacement, float], float] = {}
+            for i in ladder:
+                level = self.levels[i]
+                for service, placed in level.placement.items:
+                    key = (service, placed, round(share_of(level.placement, service),
+                                                  SHARE_DIGITS))
+                    seen[key] = max(seen.get(key, -math.inf), level.capacity)
+            out[band] = seen
+        return out
 
     @property
     def most_critical(self) -> tuple[str, ...]:
@@ -556,7 +586,7 @@ def table_to_data(table: PolicyTable) -> dict[str, object]:
                         "reason": level.reasons.get(s, "")}
                     for s, p in level.placement.items
                 },
-                **_packing_data(level),
+                **packing_data(level),
             }
             for level in table.levels
         ],
@@ -567,7 +597,7 @@ SHARE_DIGITS = 6
 """Decimals of a share in the table file (a millionth of a socket)."""
 
 
-def _packing_data(level: TableLevel) -> dict[str, object]:
+def packing_data(level: TableLevel) -> dict[str, object]:
     """A right-sized level's packing: the socket capacity it was packed at and its sockets,
     each the list of the replicas on it (one service name per replica)."""
     if not isinstance(level.placement, PackedPlacement):

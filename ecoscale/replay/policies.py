@@ -241,10 +241,11 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
                  settings: ControlSettings | None = None,
                  notes: list[str] | None = None) -> list[Any]:
     """The policies named in ``names``, in report order; ``table`` and ``ct_table`` are
-    the policy tables of ecoscale and ecoscale-ct (default: planned for the scenario),
-    ``settings`` their control settings (default: ControlSettings()). A policy that cannot
-    run (oracle-packed where its MILP does not finish) is left out, with the reason appended
-    to ``notes``."""
+    the policy tables of ecoscale and ecoscale-ct (default: planned for the scenario; a
+    right-sized ``table``, from ``plan --right-size``, is ecoscale-packed's as it is, and
+    ecoscale runs its ladder on dedicated slots: ``unpacked_view``), ``settings`` their
+    control settings (default: ControlSettings()). A policy that cannot run (oracle-packed
+    where its MILP does not finish) is left out, with the reason appended to ``notes``."""
     model = scenario.model
     wanted = set(names)
     policies: list[Any] = [
@@ -260,6 +261,11 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
                                             model.hardware.newest))
     if wanted & {"ecoscale", "ecoscale-packed", "oracle-packed"}:
         table = table or build_table(model, scenario.slo_ms, peak)
+    sized = None
+    if table is not None and table.right_sized:
+        # a right-sized table (plan --right-size) is what ecoscale-packed runs; ecoscale
+        # runs the same ladder on dedicated slots
+        sized, table = table, unpacked_view(table)
     if "ecoscale" in wanted:
         policies.append(EcoscalePolicy("ecoscale", for_period(table, scenario.step_s),
                                        settings or ControlSettings()))
@@ -269,11 +275,10 @@ def all_policies(scenario: Scenario, table: PolicyTable | None = None,
         policies.append(EcoscalePolicy("ecoscale-ct", for_period(ct_table, scenario.step_s),
                                        settings or ControlSettings()))
     if "ecoscale-packed" in wanted:
-        sized = right_size_table(model, table)
-        inner = EcoscalePolicy("ecoscale", for_period(unpacked_view(sized), scenario.step_s),
+        sized = sized or right_size_table(model, table)
+        inner = EcoscalePolicy("ecoscale", for_period(sized, scenario.step_s),
                                settings or ControlSettings())
-        policies.append(PackedPolicy("ecoscale-packed", inner, model, scenario.slo_ms, peak,
-                                     levels=tuple(level.placement for level in sized.levels)))
+        policies.append(PackedPolicy("ecoscale-packed", inner, model))
     if "oracle" in wanted:
         policies.append(OraclePolicy(scenario))
     if "oracle-packed" in wanted:

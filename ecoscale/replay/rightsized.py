@@ -11,9 +11,9 @@
   does: the highest bucket of the last SCALE_DOWN_WINDOW_S.
 - ``ecoscale-packed``: ecoscale's decision function over a right-sized policy table
   (``planner.table.right_size_table``: per level, generation, replicas and shares chosen
-  together with the packing per generation, old sockets too). A decision that is not a
-  level's placement (the closed loop's escalation, moves held back) is packed for its bucket
-  as right-sized-new's plans are.
+  together with the packing per generation, old sockets too). The decision function keeps
+  the shares where its placement is not a level's (an escalation, moves held back), and
+  grows shares at once but shrinks them after a hold (``control.decide``).
 
 The packing and its repair (``planner.rightsize.pack_for_slo``): when a packing misses the
 SLO at the planned load, the service whose co-location costs it most gets sockets of its own
@@ -76,10 +76,6 @@ class _Planned:
     """Recent (time s, planned bucket) pairs for HPA-like scale-down, oldest first."""
 
     recent: tuple[tuple[float, int], ...] = ()
-    inner: Any = None
-    """The wrapped policy's state (ecoscale-packed)."""
-    unpacked: Placement | None = None
-    """The wrapped policy's last placement, before packing (ecoscale-packed)."""
 
 
 @dataclass
@@ -160,77 +156,38 @@ class RightSizedNewPolicy:
 
 @dataclass
 class PackedPolicy:
-    """``ecoscale-packed``: ecoscale's decision function over a right-sized policy table
-    (``planner.table.right_size_table``: generation, replicas and shares chosen with the
-    packing per level). The decision function sees the table's placements without shares
-    (the same ladder, hysteresis on the capacities measured under the co-location model)
-    and the packed p99; a decision that is a level's placement runs that level's packing.
-    Any other placement (the closed loop's escalation, moves held back by cooldowns) is
-    right-sized and packed for the observed load's bucket, the SLO kept under the
-    co-location model, as a daemon would have to."""
+    """``ecoscale-packed``: ecoscale's decision function (``inner``) over a right-sized policy
+    table (``planner.table.right_size_table``: generation, replicas and shares chosen with
+    the packing per level). The decision function itself keeps the shares: a level's
+    packing, an escalation's services on whole sockets of the newest generation, the
+    services a move holds back on their sockets, and shares that grow at once and shrink
+    after a hold (``control.decide``, as the daemon runs it). This wrapper only measures
+    what a live daemon would: the closed loop sees the packed placement's p99 under the
+    co-location model, and the steps are scored under it."""
 
     name: str
     inner: Any
     model: AppModel
-    slo_ms: float
-    peak_qps: float
-    capacity: float = TARGET_SOCKET_UTILISATION
-    levels: tuple[Placement, ...] = ()
-    """The right-sized table's placement per level (PackedPlacement where right-sized), in
-    the order of the inner policy's table."""
-    plans: dict[tuple[Placement, int], PackingPlan] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self.buckets = _Buckets(self.peak_qps)
         self.feedback = self.inner.feedback
 
-    def plan(self, placement: Placement, bucket: int) -> PackingPlan:
-        key = (placement, bucket)
-        if key not in self.plans:
-            self.plans[key] = pack_for_slo(self.model, placement, self.buckets.load_of(bucket),
-                                           self.slo_ms, self.capacity)
-        return self.plans[key]
-
-    def _packed(self, placement: Placement, level: int | None, bucket: int) -> Placement:
-        """The level's packing when ``placement`` is the level's placement, else
-        ``placement`` packed for ``bucket``."""
-        if level is not None and level < len(self.levels):
-            packed = self.levels[level]
-            if packed.items == placement.items:
-                return packed
-        return self.plan(placement, bucket).packed
-
-    def initial_state(self) -> _Planned:
-        return _Planned(inner=self.inner.initial_state())
+    def initial_state(self) -> Any:
+        return self.inner.initial_state()
 
     def initial_placement(self, load_qps: float, ci_g_per_kwh: float) -> Placement:
         start = getattr(self.inner, "initial_placement", None)
-        unpacked = (start(load_qps, ci_g_per_kwh) if start is not None
-                    else Placement.uniform(self.model.services, self.model.hardware.newest))
-        level = next((i for i, p in enumerate(self.levels) if p.items == unpacked.items),
-                     None)
-        return self._packed(unpacked, level, self.buckets.of(load_qps))
+        return (start(load_qps, ci_g_per_kwh) if start is not None
+                else Placement.uniform(self.model.services, self.model.hardware.newest))
 
-    def decide(self, observation: Observation, state: _Planned) -> tuple[Decision, Any]:
-        unpacked = state.unpacked or Placement(observation.current.items)
-        seen = replace(observation, current=unpacked)
+    def decide(self, observation: Observation, state: Any) -> tuple[Decision, Any]:
+        seen = observation
         if (isinstance(observation.current, PackedPlacement) and observation.has_latency
                 and observation.has_load):
             # the closed loop sees the packed placement's p99, as a live daemon would
-            seen = replace(seen, p99_ms=packed_e2e_p99_at(self.model, observation.current,
-                                                          observation.qps))
-        inner_decision, inner_state = self.inner.decide(seen, state.inner)
-        bucket, recent = self.buckets.stabilised(observation.clock_s,
-                                                 self.buckets.of(observation.qps), state.recent)
-        placement = self._packed(inner_decision.placement,
-                                 getattr(inner_state, "level", None), bucket)
-        moves = changed_moves(observation.current, placement, Cause.PACKING,
-                              f"{self.inner.name}'s placement, right-sized and packed")
-        for service, inner_move in inner_decision.moves.items():   # ecoscale's own cause
-            if service in moves:
-                moves[service] = replace(moves[service], cause=inner_move.cause)
-        return (Decision(placement, moves, inner_decision.note),
-                _Planned(recent, inner_state, inner_decision.placement))
+            seen = replace(observation, p99_ms=packed_e2e_p99_at(
+                self.model, observation.current, observation.qps))
+        return self.inner.decide(seen, state)
 
     def evaluate_sequence(self, placements: list[Placement], frontend_qps: np.ndarray,
                           ci_g_per_kwh: np.ndarray, step_h: float

@@ -33,6 +33,25 @@ def test_pure_core_reads_no_clock(path):
             )
 
 
+CLOCKED = ["lab"]
+"""Packages that wait through an injected ``ports.Clock`` (the lab's), never on ``time``."""
+
+
+def clocked_files():
+    return sorted(p for part in CLOCKED for p in (PACKAGE / part).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", clocked_files(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_lab_waits_on_its_clock(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            assert (node.value.id, node.attr) not in FORBIDDEN_CALLS, (
+                f"{path.name} reads the clock ({node.value.id}.{node.attr}); take a "
+                "ports.Clock (default adapters.clock.SYSTEM_CLOCK) and use it"
+            )
+
+
 def test_there_is_a_core_to_check():
     assert len(pure_files()) >= 5
 

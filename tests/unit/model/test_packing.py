@@ -3,10 +3,13 @@ import pytest
 
 from ecoscale.model.packing import (
     FIT_TOLERANCE,
+    WHOLE_SOCKET,
     PackedPlacement,
     Socket,
+    as_packed,
     evaluate_packed_sequence,
     first_fit_decreasing,
+    merged,
     one_per_socket,
     pack,
     packed_carbon,
@@ -158,3 +161,43 @@ def test_first_fit_decreasing_equals_the_plain_scan(seed, items, capacity, apart
     sizes = [(f"s{k}", float(round(v, 3))) for k, v in
              zip(keys, rng.uniform(0.005, 0.6, size=items), strict=True)]
     assert first_fit_decreasing(sizes, capacity, apart) == _first_fit_scan(sizes, capacity, apart)
+
+
+OLD1, OLD2, NEW1 = (ServicePlacement("old", 1), ServicePlacement("old", 2),
+                    ServicePlacement("new", 1))
+
+
+def test_merged_takes_the_services_with_their_sockets_and_leaves_the_rest_in_place():
+    base = pack(Placement((("a", OLD1), ("b", OLD2), ("c", OLD1))),
+                {"a": 0.3, "b": 0.2, "c": 0.3}, 0.7)
+    other = pack(Placement((("a", NEW1), ("b", OLD1), ("c", OLD1))),
+                 {"a": 0.5, "b": 0.4, "c": 0.1}, 0.7)
+    out = merged(base, other, {"a", "b"})
+    assert out.items == (("a", NEW1), ("b", OLD1), ("c", OLD1))
+    assert dict(out.shares) == {"a": 0.5, "b": 0.4, "c": 0.3}
+    kept = [tuple(r for r in s.replicas if r[0] == "c") for s in base.sockets]
+    taken = [tuple(r for r in s.replicas if r[0] in "ab") for s in other.sockets]
+    assert [s.replicas for s in out.sockets] == [r for r in kept + taken if r]
+    assert sorted(name for s in out.sockets for name, _ in s.replicas) == ["a", "b", "c"]
+
+
+def test_merged_counts_a_plain_placement_as_whole_sockets():
+    plain = Placement((("a", OLD2), ("b", OLD1)))
+    assert as_packed(plain).sockets == (Socket("old", (("a", WHOLE_SOCKET),)),
+                                        Socket("old", (("a", WHOLE_SOCKET),)),
+                                        Socket("old", (("b", WHOLE_SOCKET),)))
+    sized = pack(Placement((("a", OLD1), ("b", OLD1))), {"a": 0.2, "b": 0.2}, 0.7)
+    out = merged(plain, sized, {"b"})
+    assert out.share("a") == WHOLE_SOCKET and out.share("b") == 0.2
+    assert len(out.sockets) == 3
+
+
+def test_changes_asked_twice_give_the_same_answer_and_follow_the_other_placement():
+    a = pack(Placement((("a", OLD1), ("b", OLD1))), {"a": 0.2, "b": 0.2}, 0.7)
+    b = pack(Placement((("a", OLD1), ("b", OLD1))), {"a": 0.3, "b": 0.2}, 0.7)
+    c = pack(Placement((("a", OLD2), ("b", OLD1))), {"a": 0.2, "b": 0.4}, 0.7)
+    first = a.changes(b)
+    first.clear()                                      # the caller's list, not the cache
+    assert a.changes(b) == [("a", OLD1, OLD1)]
+    assert a.changes(c) == [("a", OLD1, OLD2), ("b", OLD1, OLD1)]
+    assert a.changes(b) == [("a", OLD1, OLD1)]

@@ -5,7 +5,7 @@ import pytest
 
 from ecoscale.cli import main
 from ecoscale.control.policy import Decision
-from ecoscale.model.packing import PackedPlacement, packed_e2e_p99, packed_e2e_p99_at
+from ecoscale.model.packing import packed_e2e_p99, packed_e2e_p99_at
 from ecoscale.model.placement import Placement
 from ecoscale.replay.baselines import StaticPolicy
 from ecoscale.replay.engine import RIGHT_SIZED_REFERENCE, SUMMARY_COLUMNS, replay
@@ -149,21 +149,23 @@ class _Recording:
         return Decision(self.placement), state
 
 
-def test_ecoscale_packed_packs_the_inner_placement_and_feeds_back_its_packed_p99(scenario):
+def test_ecoscale_packed_runs_the_inner_placement_and_feeds_back_its_packed_p99(scenario):
     model = scenario.model
-    wanted = Placement.uniform(model.services, "old", 2)
+    plain = Placement.uniform(model.services, "old", 2)
+    wanted = pack_for_slo(model, plain, float(np.max(scenario.load_qps)), scenario.slo_ms,
+                          TARGET_SOCKET_UTILISATION).packed
     inner = _Recording(wanted)
-    policy = PackedPolicy("packed", inner, model, scenario.slo_ms,
-                          float(np.max(scenario.load_qps)))
+    policy = PackedPolicy("packed", inner, model)
     result = replay(scenario, [policy])
     run = result.runs[0]
-    assert all(isinstance(p, PackedPlacement) and p.items == wanted.items
-               for p in run.placements)
-    assert all(not isinstance(o.current, PackedPlacement) for o in inner.seen)
+    assert all(p is wanted for p in run.placements)   # the decision's shares, as they are
     later = inner.seen[5]
-    packed = run.placements[4]
-    assert later.p99_ms == pytest.approx(packed_e2e_p99_at(model, packed, later.qps))
-    assert later.p99_ms != pytest.approx(float(model.e2e_p99(wanted, later.qps)))
+    assert later.current is wanted
+    assert later.p99_ms == pytest.approx(packed_e2e_p99_at(model, wanted, later.qps))
+    assert later.p99_ms != pytest.approx(float(model.e2e_p99(plain, later.qps)))
+    scored = run.p99_ms[4]
+    assert scored == pytest.approx(packed_e2e_p99_at(model, wanted,
+                                                     float(scenario.load_qps[4])))
 
 
 @pytest.fixture(scope="module")
