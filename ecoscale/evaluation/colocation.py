@@ -81,7 +81,7 @@ def plan_text(options: ColocationOptions, pool_like: PoolConfig | None = None
     lines = [f"ecoscale lab colocation: {options.app}, {len(options.services)} services on "
              f"old, loads {loads} req/s, each {options.warmup_s:g} s warm-up + "
              f"{options.measure_s:g} s window"]
-    lines += [f"  {e.name}" for e in plan]
+    lines += [f"  {e.name} @ {', '.join(f'{q:g}' for q in e.loads_qps)} req/s" for e in plan]
     lines.append(f"  expected duration: about {seconds / 60:.0f} min "
                  f"({point_seconds(pool):g} s per point, ~20 s per change of placement)")
     return plan, "\n".join(lines)

@@ -1,9 +1,9 @@
 """Checking the co-location latency model against a measurement (pure).
 
-The check (``ecoscale lab colocation``) runs the profiler's own experiments: each chosen
-service alone on the oldest generation with the others on the newest (``alone-old:<s>``,
-as in the criticality ranking), then all of them together there (``colocated-old:<a>+<b>``),
-at the same front-end loads. On the lab the old node is one CFS quota over all its
+The check (``ecoscale lab colocation``) runs the profiler's own experiments: at each
+front-end load, each chosen service alone on the oldest generation with the others on the
+newest (``alone-old:<s>``, as in the criticality ranking), then all of them together there
+(``colocated-old:<a>+<b>``). On the lab the old node is one CFS quota over all its
 containers: exactly one shared socket.
 
 From those raw rows (``profiler.store.Row``):
@@ -56,11 +56,15 @@ def colocated_name(services: Sequence[str]) -> str:
 
 
 def colocation_plan(services: Sequence[str], loads_qps: Sequence[float]) -> list[Experiment]:
-    """Each service alone on old at every load, then all of them together at the same
-    loads (front-end req/s)."""
-    loads = tuple(float(q) for q in loads_qps)
-    alone = [Experiment(alone_name(s), (s,), loads) for s in services]
-    return [*alone, Experiment(colocated_name(services), tuple(services), loads)]
+    """Load by load (front-end req/s, ascending): each service alone on old, then all of
+    them together, so that the alone and co-located points of one load are measured
+    minutes apart, not a whole run (a busy shared machine drifts over minutes)."""
+    plan = []
+    for load in loads_qps:
+        at = (float(load),)
+        plan += [Experiment(alone_name(s), (s,), at) for s in services]
+        plan.append(Experiment(colocated_name(services), tuple(services), at))
+    return plan
 
 
 def check_services(services: Sequence[str], topology: Topology) -> list[str]:

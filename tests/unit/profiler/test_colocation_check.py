@@ -71,11 +71,12 @@ def colocated_rows(measured_p99) -> list[Row]:
     return rows
 
 
-def test_the_plan_measures_each_alone_then_all_together_at_the_same_loads():
+def test_the_plan_measures_each_alone_then_all_together_load_by_load():
     plan = colocation_plan((A, B), LOADS)
-    assert [e.name for e in plan] == [alone_name(A), alone_name(B), colocated_name((A, B))]
-    assert [e.on_old for e in plan] == [(A,), (B,), (A, B)]
-    assert all(e.loads_qps == LOADS for e in plan)
+    names = [alone_name(A), alone_name(B), colocated_name((A, B))]
+    assert [e.name for e in plan] == names * len(LOADS)
+    assert [e.on_old for e in plan] == [(A,), (B,), (A, B)] * len(LOADS)
+    assert [e.loads_qps for e in plan] == [(q,) for q in LOADS for _ in names]
 
 
 @pytest.mark.parametrize("services,fragment", [
