@@ -279,11 +279,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  "together at each")
     colocation.add_argument("--warmup-s", type=duration_flag("--warmup-s", positive=False),
                             default=DEFAULT_WARMUP_S,
-                            help="warm-up before each window, e.g. 5s")
+                            help="warm-up before each window, e.g. 5s; a bare number is in seconds")
     colocation.add_argument("--measure-s", type=duration_flag("--measure-s", minimum_s=15.0),
                             default=DEFAULT_MEASURE_S,
-                            help="measured window per point, e.g. 20s (at least 15 s: three "
-                                 "5-s slices)")
+                            help="measured window per point, e.g. 25s; a bare number is in "
+                                 "seconds (at least 15 s: three 5-s slices)")
     colocation.add_argument("--out", type=Path, default=Path("lab-colocation"),
                             help=f"folder for {', '.join(COLOCATION_OUTPUTS)}; a raw CSV "
                                  "already there is resumed (finished points are not re-run)")
