@@ -10,7 +10,6 @@ the error. This module is the wiring only: the lab, the runner, the files.
 from __future__ import annotations
 
 import csv
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -162,8 +161,10 @@ def report_text(options: ColocationOptions, pool: PoolConfig,
         "x + U_o * mu (x its per-replica load, mu its fitted saturation, U_o the utilisation "
         "the other services add to the socket). Error = predicted - measured (negative: "
         f"optimistic). Summary (U_o measured): median |error| {measured.median_abs_pct:.1f} %, "
-        f"max {measured.max_abs_pct:.1f} %, mean {measured.mean_pct:+.1f} % "
-        f"({measured.direction}).",
+        f"max {measured.max_abs_pct:.1f} %, median {measured.median_pct:+.1f} % "
+        f"({measured.direction}) over {measured.points} points"
+        + (f", and {measured.saturated} predicted saturated (inf) that were not"
+           if measured.saturated else "") + ".",
         "",
         "```",
         format_table(points),
@@ -194,7 +195,7 @@ def report_text(options: ColocationOptions, pool: PoolConfig,
         "'alone': the alone curve at the same load, no interference",
         f"- bases reported: {', '.join(BASES)}",
     ]
-    saturated = [p for p in points if not math.isfinite(p.predicted_ms["measured"])]
-    if saturated:
-        lines.append(f"- {len(saturated)} point(s) predicted saturated (inf): x / mu + U_o >= 1")
+    if measured.saturated:
+        lines.append(f"- {measured.saturated} point(s) predicted saturated (inf): "
+                     "x / mu + U_o >= 1 with the fitted mu")
     return "\n".join(lines) + "\n"

@@ -171,33 +171,39 @@ def _finite(value: float) -> float:
 
 @dataclass(frozen=True)
 class ErrorSummary:
-    """Absolute % errors of one basis over the points that have a finite error."""
+    """% errors of one basis: statistics over the points with a finite error, and the
+    points predicted saturated (inf) although the measurement was finite."""
 
     basis: str
     points: int
+    """Points with a finite error."""
     median_abs_pct: float
     max_abs_pct: float
-    mean_pct: float
-    """Signed mean: below zero the model is optimistic on average."""
+    median_pct: float
+    """Signed median: below zero the model is optimistic on most points."""
     optimistic: int
     """Points predicted below the measurement."""
+    saturated: int = 0
+    """Points predicted at saturation (inf) with a finite measurement: pessimistic."""
 
     @property
     def direction(self) -> str:
         if not self.points:
             return "no points"
-        return "optimistic" if self.mean_pct < 0 else "pessimistic"
+        return "optimistic" if self.median_pct < 0 else "pessimistic"
 
 
 def summarise(points: Sequence[ColocatedPoint], basis: str) -> ErrorSummary:
-    """Median and largest absolute % error, signed mean and optimistic count of ``basis``."""
+    """Median and largest absolute % error, signed median, optimistic and saturated counts
+    of ``basis``."""
     errors = np.array([p.error_pct(basis) for p in points], dtype=float)
+    saturated = int(np.sum(np.isposinf(errors)))
     errors = errors[np.isfinite(errors)]
     if not len(errors):
-        return ErrorSummary(basis, 0, math.nan, math.nan, math.nan, 0)
+        return ErrorSummary(basis, 0, math.nan, math.nan, math.nan, 0, saturated)
     return ErrorSummary(basis, len(errors), float(np.median(np.abs(errors))),
-                        float(np.max(np.abs(errors))), float(np.mean(errors)),
-                        int(np.sum(errors < 0)))
+                        float(np.max(np.abs(errors))), float(np.median(errors)),
+                        int(np.sum(errors < 0)), saturated)
 
 
 TABLE_COLUMNS = ("service", "offered_qps", "load_qps", "utilisation", "others_measured",
@@ -242,7 +248,9 @@ def format_table(points: Sequence[ColocatedPoint]) -> str:
         what = {"measured": "co-location model, others' utilisation measured",
                 "modelled": "co-location model, others' utilisation from their curves",
                 "alone": "alone curve (no interference)"}[basis]
+        saturated = (f"; {s.saturated} more predicted saturated (inf)" if s.saturated
+                     else "")
         lines.append(f"{what}: median |error| {s.median_abs_pct:.1f} %, max "
-                     f"{s.max_abs_pct:.1f} %, mean {s.mean_pct:+.1f} % ({s.direction}; "
-                     f"{s.optimistic} of {s.points} points below the measurement)")
+                     f"{s.max_abs_pct:.1f} %, median {s.median_pct:+.1f} % ({s.direction}: "
+                     f"{s.optimistic} of {s.points} points below the measurement{saturated})")
     return "\n".join(lines)

@@ -131,7 +131,7 @@ def test_a_socket_slower_than_the_model_is_reported_optimistic_by_how_much():
     assert summary.direction == "optimistic" and summary.optimistic == 6
     assert summary.median_abs_pct == pytest.approx(20.0)
     text = format_table(points)
-    assert "median |error| 20.0 %" in text and "optimistic; 6 of 6" in text
+    assert "median |error| 20.0 %" in text and "optimistic: 6 of 6" in text
     table = table_rows(points)
     assert table[0]["error_measured_pct"] == pytest.approx(-20.0)
 
@@ -179,3 +179,19 @@ def test_the_command_writes_the_error_table_and_a_report_that_says_where_from(tm
     report = (tmp_path / "report.md").read_text()
     assert "EMULATED on one 2-CPU machine" in report and "CFS quota" in report
     assert "median |error| 9.1 %" in report and "(optimistic)" in report
+
+
+def test_a_prediction_at_saturation_is_counted_apart_not_averaged_in():
+    from ecoscale.profiler.colocation import ColocatedPoint
+
+    def point(predicted: float) -> ColocatedPoint:
+        return ColocatedPoint(A, 70.0, 49.0, 0.2, 0.3, 0.3, 100.0,
+                              {"measured": predicted, "modelled": predicted, "alone": 80.0})
+
+    points = [point(90.0), point(80.0), point(130.0), point(math.inf)]
+    summary = summarise(points, "measured")
+    assert summary.points == 3 and summary.saturated == 1
+    assert summary.median_pct == pytest.approx(-10.0)
+    assert summary.max_abs_pct == pytest.approx(30.0)
+    assert summary.direction == "optimistic" and summary.optimistic == 2
+    assert "1 more predicted saturated (inf)" in format_table(points)
