@@ -108,6 +108,17 @@ def test_every_command_documents_the_exit_codes():
                   "1998-06-30 00:00 .. 07-02 23:59 UTC", id="lab-load-window-outside"),
     pytest.param(["lab", "evaluate", "--policies", "magic"], 2, "unknown policies magic",
                  id="lab-evaluate-policy"),
+    pytest.param(["lab", "colocation", "--services", "home-timeline-service"], 2,
+                 "--services: name at least two services", id="lab-colocation-one-service"),
+    pytest.param(["lab", "colocation", "--services", "home-timeline-service,nope"], 2,
+                 "nope: not a service of socialNetwork; choose from", id="lab-colocation-unknown"),
+    pytest.param(["lab", "colocation", "--loads", "70,40"], 2,
+                 "--loads: at least two distinct loads in ascending order",
+                 id="lab-colocation-loads-order"),
+    pytest.param(["lab", "colocation", "--loads", "40,fast"], 2, "e.g. 40,70,100",
+                 id="lab-colocation-loads-text"),
+    pytest.param(["lab", "colocation", "--measure-s", "10s"], 2, "must be >= 15 s",
+                 id="lab-colocation-short-window"),
 ])
 def test_exit_codes(tmp_path, capsys, args, code, fragment):
     """0 ok, 1 a runtime error (EcoscaleError), 2 a usage error (argparse, UsageError)."""
@@ -465,3 +476,14 @@ def test_plan_writes_beside_a_tracked_table(tracked_profile, capsys):
     assert target.read_text() == original
     assert (tracked_profile / "lab.new.yaml").exists()
     assert "tracked by git" in capsys.readouterr().err
+
+
+def test_lab_colocation_dry_run_prints_the_plan_and_touches_nothing(capsys, tmp_path):
+    out = tmp_path / "colo"
+    assert main(["lab", "colocation", "--dry-run", "--loads", "30,60", "--out", str(out),
+                 "--services", "home-timeline-service,post-storage-service"]) == 0
+    text = capsys.readouterr().out
+    assert "alone-old:home-timeline-service" in text
+    assert "colocated-old:home-timeline-service+post-storage-service" in text
+    assert "loads 30, 60 req/s" in text and "expected duration: about" in text
+    assert not out.exists()

@@ -352,7 +352,8 @@ LAB_FLAGS = [("up", "--new-nodes"), ("up", "--old-nodes"), ("up", "--old-cpu-fac
              ("load", "--steps"), ("load", "--step-s"), ("load", "--seed"),
              ("load", "--timeout"), ("evaluate", "--minutes"), ("evaluate", "--period-s"),
              ("evaluate", "--peak-fraction"), ("evaluate", "--headroom"),
-             ("evaluate", "--move-time"), ("evaluate", "--trend-periods")]
+             ("evaluate", "--move-time"), ("evaluate", "--trend-periods"),
+             ("colocation", "--warmup-s"), ("colocation", "--measure-s")]
 
 
 @FAST
