@@ -40,7 +40,7 @@ import docker
 import pytest
 import yaml
 from conftest import REPORT
-from waiting import Load, free_port, wait_for
+from waiting import Load, daemon_actions, free_port, wait_for
 
 from ecoscale.adapters.files import (
     load_hardware,
@@ -147,22 +147,10 @@ def all_new_model_ms(profile: Path) -> tuple[float, float]:
             float(raw.e2e_p99(all_new, load)) * fitted.e2e_calibration)
 
 
-def actions(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == "action" and record.get("applied", True):
-            out.append(record)
-    return out
-
-
 def settled(lab: Lab, services, log: Path) -> dict[str, dict[str, int]] | None:
     """The running placement once the daemon has made no action for three periods and every
     service runs on one generation with some on old; else None."""
-    records = actions(log)
+    records = daemon_actions(log, applied_only=True)
     if not records:
         return None
     now = running(lab, services)
@@ -299,6 +287,12 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     REPORT["stack: profile (s)"] = profile_s
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert profile_s < PROFILE_BOUND_S, profile_s
+    # the profiler gave every service back as it found it, its own update settings too
+    given_back = specs(client)
+    assert {n: s.get("UpdateConfig") for n, s in given_back.items()} == {
+        n: s.get("UpdateConfig") for n, s in before.items()}
+    changed = {name: unexpected_changes(before[name], given_back[name]) for name in before}
+    assert not any(changed.values()), {k: v for k, v in changed.items() if v}
     document = read_yaml(profile)
     measured = document["measured"]
     slo_load, slo_ms = float(measured["slo_load_qps"]), float(measured["slo_ms"])
@@ -334,8 +328,8 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
                                str(config)], stdout=handle, stderr=subprocess.STDOUT,
                               cwd=project_root())
     try:
-        wait_for("a move to old at low load",
-                 lambda: any(r["change"].endswith("old") for r in actions(log)), 300, 2)
+        wait_for("a move to old at low load", lambda: any(
+            r["change"].endswith("old") for r in daemon_actions(log, applied_only=True)), 300, 2)
         low = wait_for("the low-load placement running and settled", lambda: settled(
             lab, stack.services, log), 300, 1)
         load.rate = HIGH_FRACTION * slo_load
@@ -365,7 +359,7 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     assert after[swarm_name(STACK, UNMAPPED)] == before[swarm_name(STACK, UNMAPPED)]
     order = {name: (update_order(before[name]), update_order(after[name]))
              for name in before if name != swarm_name(STACK, UNMAPPED)}
-    touched = {r["service"] for r in actions(log)}
+    touched = {r["service"] for r in daemon_actions(log, applied_only=True)}
     assert touched <= set(stack.services), touched
     assert all(order[swarm_name(STACK, s)][1] == "start-first" for s in touched), order
     assert any(order[swarm_name(STACK, s)][0] == "stop-first" for s in touched), order
