@@ -430,14 +430,16 @@ class DockerSwarm:
         if service.target_id not in self._update_configs:
             return
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
+        while True:
             current = read_api("inspect", self.client.api.inspect_service, service.target_id)
-            if (current.get("UpdateStatus") or {}).get("State") not in ROLLING:
+            if ((current.get("UpdateStatus") or {}).get("State") not in ROLLING
+                    or time.monotonic() >= deadline):
                 break
             self._sleep(1.0)
         before = self._update_configs[service.target_id]
-        self._update(service, lambda spec: with_update_config(spec, before))
-        del self._update_configs[service.target_id]
+        if (current.get("Spec") or {}).get("UpdateConfig") != before:   # else: nothing to do
+            self._update(service, lambda spec: with_update_config(spec, before))
+        del self._update_configs[service.target_id]   # after: ``_update`` keeps what it saw
 
     def resume(self, service: ManagedService) -> None:
         """Start the service's paused rolling update again: the same spec with

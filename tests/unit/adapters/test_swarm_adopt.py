@@ -372,6 +372,13 @@ def test_an_update_order_is_given_back_once_the_rolling_update_is_done():
     assert len(api.posted) == 2
     swarm.give_back_update_order(service)        # given back once
     assert len(api.posted) == 2
+    # a service that was start-first already (the lab's own app) is not written again
+    api = Rolling()
+    api.recorded["socialnetwork_nginx-thrift"]["Spec"]["UpdateConfig"]["Order"] = "start-first"
+    swarm = adopter(api)
+    swarm.apply(swarm.read().services["nginx-thrift"], ServicePlacement("old", 1))
+    swarm.give_back_update_order(swarm.read().services["nginx-thrift"])
+    assert len(api.posted) == 1
 
 
 @pytest.mark.parametrize("swarm_name", ["socialnetwork_media-memcached",
