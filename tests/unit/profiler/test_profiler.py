@@ -7,6 +7,7 @@ import pytest
 from ecoscale.adapters.files import parse_profile, read_yaml
 from ecoscale.errors import InputError
 from ecoscale.lab.queries import LAB_QUERIES
+from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement
 from ecoscale.profiler.build import build_profile, prune_measured, ranking_measured
 from ecoscale.profiler.experiments import criticality_plan, parse_pool
@@ -204,6 +205,27 @@ def test_a_clamped_own_time_is_counted_in_the_profile(social_model, hardware):
     summary = document["measured"]["own_time"]
     assert summary["clamped"] == 1 and summary["clamped_by_service"] == {topology.frontend: 1}
     assert "5 %" in summary["floor"]
+
+
+def test_the_all_new_curves_reach_the_point_that_set_the_saturation(social_model, hardware):
+    # the top load was served at 97 % of what was offered: it sets the saturation, and its
+    # achieved load lies below its offered one
+    loads = [500.0, 1500.0, 2500.0]
+    rows = [dataclasses.replace(r, achieved_qps=0.97 * r.offered_qps)
+            if r.offered_qps == loads[-1] else r
+            for r in rows_from_model(social_model, loads, "all-new", ())]
+    rows += rows_from_model(social_model, loads, "all-old", social_model.services)
+    document = build_profile(rows, social_model.topology, hardware, sim_pool(loads, "own"),
+                             "t", "sim.csv")
+    assert document["measured"]["saturation_qps"] == pytest.approx(0.97 * loads[-1])
+    visits = social_model.visits["post-storage-service"]
+    last = document["services"]["post-storage-service"]["new"]["points"][-1][0]
+    assert last == pytest.approx(visits * 0.97 * loads[-1], rel=1e-3)
+    profile = parse_profile(document, "sim.yaml")
+    all_new = Placement.uniform(social_model.services, "new")
+    modelled = AppModel(social_model.topology, profile, hardware).e2e_p99(
+        all_new, document["measured"]["slo_load_qps"])
+    assert float(modelled) == pytest.approx(document["slo_ms"], rel=1e-4)
 
 
 def test_store_resumes_and_drops_unfinished_points(tmp_path):
