@@ -22,6 +22,7 @@ from typing import Any
 
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import InputError
+from ecoscale.model.spans import SERVICE_LATENCIES
 from ecoscale.values import BadNumber, number
 
 DEFAULT_LISTEN_PORT = 9464
@@ -69,6 +70,11 @@ class RoleQueries:
     """The label that carries the service name in ``service_p99_ms``."""
     cpu_service_label: str = ""
     """The label carrying the service name in ``service_cpu_cores``; empty: ``service_label``."""
+    service_latency: str = "own"
+    """What ``service_p99_ms`` measures (``SERVICE_LATENCIES``): ``own``, each service's own
+    time without its downstream calls, the model's input as it is; or ``server-span``, a span
+    that lasts through the service's downstream calls (OpenTelemetry spanmetrics'
+    ``SPAN_KIND_SERVER``), from which the profiler derives own time (``ecoscale.model.spans``)."""
 
     @property
     def cpu_label(self) -> str:
@@ -103,6 +109,10 @@ def parse_role_queries(raw: Any, where: str, problems: list[str]) -> RoleQueries
     for label in ("service_label",):
         if not getattr(queries, label).strip():
             problems.append(f"{where}.{label}: required (the label carrying the service name)")
+    if queries.service_latency not in SERVICE_LATENCIES:
+        problems.append(f"{where}.service_latency: {queries.service_latency!r} is not one of "
+                        f"{', '.join(SERVICE_LATENCIES)} (own: service_p99_ms is each service's "
+                        "own time; server-span: its server span, callees included)")
     return queries if len(problems) == before else None
 
 

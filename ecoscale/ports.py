@@ -8,8 +8,8 @@ ecoscale/testing.py implements them in memory for tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from ecoscale.errors import EcoscaleError
@@ -103,6 +103,13 @@ class ClusterState:
     """Topology name -> the orchestrator's names of every service that maps to it, where
     more than one does (``services`` holds the first by name; the adoption report fails)."""
 
+    def only(self, services: Iterable[str]) -> ClusterState:
+        """The same read of ``services`` alone: a stack rule maps every service of the
+        stack, and the ones outside the topology are neither acted on nor counted."""
+        keep = set(services)
+        return replace(self, services={n: s for n, s in self.services.items() if n in keep},
+                       ambiguous={n: a for n, a in self.ambiguous.items() if n in keep})
+
     def placement(self, services: tuple[str, ...]) -> Placement:
         """Current placement of ``services`` that are managed and have a known placement."""
         return Placement(tuple(
@@ -132,13 +139,19 @@ class Orchestrator(Protocol):
 
 @runtime_checkable
 class Releasing(Protocol):
-    """An Orchestrator that can also give a service's placement back to the user: the
-    profiler's restore of a service that had no generation constraint before it ran."""
+    """An Orchestrator that can also give a service back to the user as it was: the
+    profiler's restore of the services it moved."""
 
     def release(self, service: ManagedService, replicas: int) -> None:
         """Remove the service's generation constraint (it runs wherever its own constraints
         let it) and set ``replicas``, changing nothing else; raises SourceUnavailable or
         ActionFailed."""
+        ...
+
+    def give_back_update_order(self, service: ManagedService) -> None:
+        """Put back the update settings the service had before this process first moved it
+        (its moves run start-first), once its rolling update is done; nothing when this
+        process never changed it. Raises SourceUnavailable or ActionFailed."""
         ...
 
 

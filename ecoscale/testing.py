@@ -1,6 +1,7 @@
 """In-memory stand-ins for the daemon's ports, for tests: a fake clock, metrics you set,
 an orchestrator that records what it is asked to do, a fixed carbon intensity; and the toy
-policy table the control and daemon tests share (``toy_table``)."""
+policy table the control and daemon tests share (``toy_table``); server spans from a model
+(``server_spans``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ecoscale.model.latency import E2EModel, path_latency
 from ecoscale.model.placement import Placement, ServicePlacement
+from ecoscale.model.topology import Topology
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
 from ecoscale.ports import (
     ActionFailed,
@@ -630,3 +633,20 @@ def toy_table(levels: Sequence[tuple[float, Placement]] = TOY_LEVELS,
 
 TOY_TABLE = toy_table()
 """``toy_table()``: the three levels of TOY_LEVELS."""
+
+
+def server_spans(topology: Topology, own_ms: dict[str, float]) -> dict[str, float]:
+    """Server-span p99s (ms) as a tracer would see them on a pool that the model describes
+    exactly, from each service's own p99 ``own_ms``: each visit lasts its service's own time
+    plus its sub-path (the model's composition of own times), a service's span is the mean
+    over its visits weighted by how often each happens, and the front end's span is the
+    request (the model's mix p99). ``ecoscale.model.spans.own_times`` inverts it."""
+    visits = topology.visits_per_request()
+    spans = {s: (0.0 if visits[s] > 0 else own_ms[s]) for s in topology.services}
+    for endpoint in topology.endpoints:
+        for call in endpoint.calls():
+            if call.service != topology.frontend:
+                lasts = own_ms[call.service] + float(path_latency(call.path, own_ms))
+                spans[call.service] += endpoint.share / visits[call.service] * lasts
+    spans[topology.frontend] = float(E2EModel(topology).mix_p99(own_ms))
+    return spans

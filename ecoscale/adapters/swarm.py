@@ -158,6 +158,24 @@ def released_spec(spec: Mapping[str, Any], replicas: int,
     return new
 
 
+def with_update_config(spec: Mapping[str, Any], update_config: Mapping[str, Any] | None
+                       ) -> dict[str, Any]:
+    """The spec with ``update_config`` as its ``UpdateConfig`` (None: none, as a spec that
+    never had one), everything else unchanged: a service given back its own update order."""
+    new = copy.deepcopy(dict(spec))
+    if update_config is None:
+        new.pop("UpdateConfig", None)
+    else:
+        new["UpdateConfig"] = copy.deepcopy(dict(update_config))
+    return new
+
+
+ROLLING = ("updating", "rollback_started")
+"""``UpdateStatus.State`` of a service whose rolling update is still replacing tasks."""
+GIVE_BACK_WAIT_S = 120.0
+"""How long ``give_back_update_order`` waits for the service's rolling update to end (s)."""
+
+
 def forced_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The same spec with ``ForceUpdate`` incremented (``docker service update --force``):
     the tasks are replaced even though nothing else changed, which also starts a paused
@@ -327,6 +345,9 @@ class DockerSwarm:
         self.timeout_s = timeout_s
         self._client = client
         self._sleep = sleep
+        self._update_configs: dict[str, Mapping[str, Any] | None] = {}
+        """Service id -> its ``UpdateConfig`` (None: none) before this adapter first
+        changed it (``give_back_update_order``)."""
 
     @property
     def client(self) -> Any:
@@ -399,6 +420,27 @@ class DockerSwarm:
         self._update(service, lambda spec: released_spec(spec, replicas,
                                                          self.labels.generation))
 
+    def give_back_update_order(self, service: ManagedService,
+                               wait_s: float = GIVE_BACK_WAIT_S) -> None:
+        """The service's own ``UpdateConfig`` again, as before this adapter first changed it
+        (``ports.Releasing``), written once its rolling update is no longer replacing tasks
+        (at most ``wait_s`` s): written while tasks are still being replaced, the rest of
+        them would be replaced in the user's order (stop-first drops capacity). Only
+        ``UpdateConfig`` changes, so no task is replaced for it."""
+        if service.target_id not in self._update_configs:
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            current = read_api("inspect", self.client.api.inspect_service, service.target_id)
+            if ((current.get("UpdateStatus") or {}).get("State") not in ROLLING
+                    or time.monotonic() >= deadline):
+                break
+            self._sleep(1.0)
+        before = self._update_configs[service.target_id]
+        if (current.get("Spec") or {}).get("UpdateConfig") != before:   # else: nothing to do
+            self._update(service, lambda spec: with_update_config(spec, before))
+        del self._update_configs[service.target_id]   # after: ``_update`` keeps what it saw
+
     def resume(self, service: ManagedService) -> None:
         """Start the service's paused rolling update again: the same spec with
         ``ForceUpdate`` incremented (as `docker service update --force`)."""
@@ -418,6 +460,15 @@ class DockerSwarm:
                 f"{now}; check target.stack, target.services and its labels)")
 
     def _update(self, service: ManagedService, change: SpecChange) -> None:
-        """Re-read the service, update it with ``change(spec)``; retry out of sequence."""
-        update_service(self.client.api, service.target_id, change,
+        """Re-read the service, update it with ``change(spec)``; retry out of sequence. The
+        service's ``UpdateConfig`` before its first update here is kept
+        (``give_back_update_order``)."""
+        def remembering(spec: Mapping[str, Any]) -> dict[str, Any]:
+            if service.target_id not in self._update_configs:
+                config = spec.get("UpdateConfig")
+                self._update_configs[service.target_id] = (
+                    None if config is None else copy.deepcopy(dict(config)))
+            return change(spec)
+
+        update_service(self.client.api, service.target_id, remembering,
                        check=lambda spec: self.still_mapped(service, spec), sleep=self._sleep)

@@ -229,8 +229,10 @@ class Daemon:
         if not swarm.is_controller:
             problems.append("this engine is not a Swarm manager: only a manager acts")
             return self._finish(now, began, problems, (), "not a manager: no action")
-        services = tuple(s for s, _ in self.table.levels[0].placement.items
-                         if s in swarm.services and swarm.services[s].placement is not None)
+        # the table's services only: a stack rule maps the stack's others too (a tracing
+        # agent), which the daemon neither moves, resumes nor counts in its gauges
+        swarm = swarm.only(s for s, _ in self.table.levels[0].placement.items)
+        services = tuple(s for s in swarm.services if swarm.services[s].placement is not None)
         current = swarm.placement(services)
         self._account_carbon(now, swarm, metrics, ci)
         self._report_paused_updates(swarm)

@@ -202,26 +202,29 @@ class E2EModel:
 
     def endpoint_p99(self, name: str, service_p99: Mapping[str, np.ndarray]) -> np.ndarray:
         endpoint = next(e for e in self.topology.endpoints if e.name == name)
-        return self.calibration * _path_latency(endpoint.path, service_p99)
+        return self.calibration * path_latency(endpoint.path, service_p99)
 
     def mix_p99(self, service_p99: Mapping[str, np.ndarray]) -> np.ndarray:
         """p99 of the request mix (ms): slowest endpoint with >= 1 % of requests."""
         result = None
         for endpoint in self.counted:
-            latency = _path_latency(endpoint.path, service_p99)
+            latency = path_latency(endpoint.path, service_p99)
             result = latency if result is None else np.maximum(result, latency)
         assert result is not None
         return self.calibration * result
 
 
-def _path_latency(path: tuple[Stage, ...], service_p99: Mapping[str, np.ndarray]) -> np.ndarray:
+def path_latency(path: tuple[Stage, ...], service_p99: Mapping[str, np.ndarray | float]
+                 ) -> np.ndarray:
+    """p99 (ms) of ``path`` from per-service own p99s: the sum over stages of the slowest
+    call, a call costing its callee's own p99 plus its sub-path (the module's composition)."""
     total: np.ndarray | float = 0.0
     for stage in path:
         slowest: np.ndarray | float = 0.0
         for call in stage:
             cost = service_p99[call.service]
             if call.path:
-                cost = cost + _path_latency(call.path, service_p99)
+                cost = cost + path_latency(call.path, service_p99)
             slowest = np.maximum(slowest, cost)
         total = total + slowest
     return np.asarray(total, dtype=float)

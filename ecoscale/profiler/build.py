@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from ecoscale.model.app import AppModel
 from ecoscale.model.carbon import Hardware, carbon_constants
 from ecoscale.model.latency import AppProfile, LatencyCurve
 from ecoscale.model.placement import Placement
+from ecoscale.model.spans import OWN_TIME_FLOOR_FRACTION, own_times, sub_paths
 from ecoscale.model.topology import Topology
 from ecoscale.profiler.experiments import REFERENCE, SLICE_S, PoolConfig, sliced_window
 from ecoscale.profiler.fit import (
@@ -29,6 +31,67 @@ from ecoscale.profiler.store import E2E, Row
 
 IDLE_SERVICE_P99_MS = 1.0
 IDLE_SERVICE_SATURATION_QPS = 1e6
+
+
+@dataclass(frozen=True)
+class OwnTimeConversion:
+    """How server-span rows became own time (``ecoscale.model.spans``), for the profile."""
+
+    points: int
+    """Measured points (experiment, load) converted."""
+    derived: int
+    """Per-service own times derived (services with a finite span, over the points)."""
+    clamped: Mapping[str, int]
+    """service -> points at which its own time was clamped at the floor."""
+
+    def summary(self) -> dict[str, Any]:
+        return {"points": self.points, "derived": self.derived,
+                "clamped": sum(self.clamped.values()),
+                "clamped_by_service": dict(sorted(self.clamped.items())),
+                "floor": f"{OWN_TIME_FLOOR_FRACTION * 100:g} % of the service's span at the point"}
+
+
+def own_time_rows(rows: Iterable[Row], topology: Topology
+                  ) -> tuple[list[Row], OwnTimeConversion]:
+    """The rows with each service's p99 replaced by its own time, derived per measured point
+    (same experiment, same offered load) from the server spans of that point; end-to-end rows
+    and the other columns stay as measured (the profile reads only p99)."""
+    rows = list(rows)
+    spans: dict[tuple[str, float], dict[str, float]] = {}
+    for row in rows:
+        if row.service != E2E:
+            spans.setdefault((row.experiment, row.offered_qps), {})[row.service] = row.p99_ms
+    paths = sub_paths(topology)
+    own = {point: own_times(topology, measured, paths) for point, measured in spans.items()}
+    clamped: dict[str, int] = {}
+    for result in own.values():
+        for service in result.clamped:
+            clamped[service] = clamped.get(service, 0) + 1
+    converted = [row if row.service == E2E or row.service not in topology.services else
+                 replace(row, p99_ms=own[(row.experiment, row.offered_qps)].own_ms[row.service])
+                 for row in rows]
+    derived = sum(math.isfinite(v) for result in own.values() for v in result.own_ms.values())
+    return converted, OwnTimeConversion(len(own), derived, clamped)
+
+
+def service_latency_rows(rows: Iterable[Row], topology: Topology, pool: PoolConfig
+                         ) -> tuple[list[Row], OwnTimeConversion | None]:
+    """Rows whose per-service p99 is own time, the model's input: as measured where the
+    pool's ``queries.service_latency`` is ``own``, derived from the spans (``own_time_rows``)
+    where it is ``server-span``; the conversion's summary, or None."""
+    if pool.service_latency == "server-span":
+        return own_time_rows(rows, topology)
+    return list(rows), None
+
+
+SERVICE_LATENCY_SOURCES = {
+    "own": "own time: queries.service_p99_ms as measured (each service without its "
+           "downstream calls)",
+    "server-span": "server spans (queries.service_p99_ms, downstream calls included), "
+                   "converted to own time per measured point by inverting the model's "
+                   "composition (ecoscale.model.spans); the raw CSV keeps the spans",
+}
+"""The profile's ``provenance.service_latency``: which latency the curves came from."""
 
 
 def sweep_points(rows: Iterable[Row], experiment: str) -> list[SweepPoint]:
@@ -136,9 +199,14 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
                   created: str, raw_csv_name: str, prune_threshold: float = 0.05,
                   power_source: str = "modelled") -> dict[str, Any]:
     """The profile document (profiles/<app>/<pool>.yaml)."""
-    saturation, slo_load, slo_ms = saturation_and_slo(sweep_points(rows, "all-new"))
+    rows, conversion = service_latency_rows(rows, topology, pool)
+    all_new = sweep_points(rows, "all-new")
+    saturation, slo_load, slo_ms = saturation_and_slo(all_new)
     peak = pruning_peak(rows, pool, slo_load)
-    new_limit = max((q for q in pool.loads_qps if q <= saturation * 1.0001),
+    # the all-new curves end at the point that set the saturation, by its offered load (it
+    # achieved 95 % of it or more): comparing offered loads with the achieved saturation
+    # would drop that point, and the fitted saturation would then fall below the SLO load
+    new_limit = max((p.offered_qps for p in all_new if p.achieved_qps == saturation),
                     default=pool.loads_qps[0])
     points = service_points(rows, topology, {"all-new": new_limit, "all-old": peak})
     services: dict[str, dict[str, Any]] = {}
@@ -179,6 +247,7 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
             "created": created,
             "emulation": pool.emulation or "none: real server generations",
             "power_source": power_source,
+            "service_latency": SERVICE_LATENCY_SOURCES[pool.service_latency],
             "raw_measurements": raw_csv_name,
             "loads_qps": list(pool.loads_qps),
             "warmup_s": pool.warmup_s,
@@ -207,6 +276,8 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
         "e2e_calibration": 1.0,
         "services": services,
     }
+    if conversion is not None:
+        document["measured"]["own_time"] = conversion.summary()
     if pool.replica_limits:
         document["replica_limits"] = dict(pool.replica_limits)
     # rounded down, against the SLO and its load as written: the model's all-new deployment

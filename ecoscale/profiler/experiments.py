@@ -60,6 +60,11 @@ class PoolConfig:
         return self.generations[0]
 
     @property
+    def service_latency(self) -> str:
+        """What the per-service p99 query measures (``RoleQueries.service_latency``)."""
+        return self.queries.service_latency if self.queries else "own"
+
+    @property
     def oldest(self) -> str:
         return self.generations[-1]
 

@@ -17,7 +17,13 @@ from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.model.topology import Topology
 from ecoscale.paths import profiles_dir
 from ecoscale.ports import Orchestrator, SourceUnavailable
-from ecoscale.profiler.build import build_profile, prune_measured, pruning_peak, sweep_points
+from ecoscale.profiler.build import (
+    build_profile,
+    prune_measured,
+    pruning_peak,
+    service_latency_rows,
+    sweep_points,
+)
 from ecoscale.profiler.experiments import (
     PoolConfig,
     criticality_plan,
@@ -130,7 +136,7 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
         sweeps = sweep_plan(pool, topology.service_names)
         progress = Progress(sum(len(e.loads_qps) for e in sweeps), point_seconds(pool))
         runner.run(sweeps, progress)
-        rows = complete_rows(read_rows(raw_csv))
+        rows, _ = service_latency_rows(complete_rows(read_rows(raw_csv)), topology, pool)
         _, slo_load, slo_ms = saturation_and_slo(sweep_points(rows, "all-new"))
         peak = pruning_peak(rows, pool, slo_load)
         critical, _ = prune_measured(rows, slo_ms, prune_threshold, pool.oldest, peak,

@@ -166,8 +166,9 @@ class Runner:
 
     def restore(self) -> None:
         """Put every service back as it was: its generation constraint and replicas; a
-        service that had no generation constraint gets none again (with an orchestrator
-        that can release one, ``ports.Releasing``), and Swarm places it as before."""
+        service that had no generation constraint gets none again, and Swarm places it as
+        before; then each moved service's own update order (the moves ran start-first).
+        The last two need an orchestrator that can give services back (``ports.Releasing``)."""
         if not self.original:
             return
         self.log("restoring the services' placements from before the run")
@@ -181,6 +182,9 @@ class Runner:
             for name in sorted(self.pinned):
                 releaser.release(state.services[name], self.original[name].replicas)
             self.pinned.clear()
+        state = self.orchestrator.read()
+        for name in sorted(self.original):
+            releaser.give_back_update_order(state.services[name])
 
     def placement_for(self, experiment: Experiment) -> dict[str, ServicePlacement]:
         return {s: ServicePlacement(self.pool.oldest if s in experiment.on_old

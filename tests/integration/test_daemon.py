@@ -17,11 +17,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import docker
 import pytest
-from waiting import Load, free_port, wait_for
+from waiting import Load, daemon_actions, free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
@@ -87,18 +86,6 @@ def measured_p99(lab) -> float:
     query = lab_queries("nginx-thrift", 10)["p99_ms"]
     samples = PrometheusClient(lab.prometheus_url).query(query)
     return samples[0][2] if samples else math.nan
-
-
-def actions(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == "action":
-            out.append(record)
-    return out
 
 
 def scale(service, replicas: int) -> None:
@@ -190,7 +177,7 @@ def test_load_steps_move_services_and_p99_recovers(social_network, daemon_dir, b
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=90)
     assert code == 0, log.read_text()[-2000:]
-    records = actions(log)
+    records = daemon_actions(log)
     assert records and all(r["service"] in load.topology.services for r in records)
     assert all(" -> " in r["change"] and r["reason"] for r in records)
     bystander.reload()
@@ -214,14 +201,14 @@ def test_prometheus_outage_holds_reports_unhealthy_and_recovers(social_network, 
         wait_for("every service on old", lambda: only_on(lab, load.topology.service_names,
                                                          "old"), 240, 2)
         wait_for("a healthy daemon", lambda: healthz(port)[0] == 200, 60)
-        before = len(actions(log))
+        before = len(daemon_actions(log))
         scale(prometheus, 0)
         load.rate = HIGH_QPS   # the daemon cannot see this: it must not act on it
         status, body = wait_for("/healthz to report the outage",
                                 lambda: (r := healthz(port))[0] == 503 and r, 90)
         assert any("prometheus" in p for p in body["problems"])
         time.sleep(4 * INTERVAL_S)
-        assert len(actions(log)) == before          # held: nothing it cannot see
+        assert len(daemon_actions(log)) == before          # held: nothing it cannot see
         assert only_on(lab, load.topology.service_names, "old")
         assert daemon.poll() is None                 # still running
         scale(prometheus, 1)
@@ -250,10 +237,10 @@ def test_sigkill_mid_run_then_restart_neither_repeats_nor_loses_an_action(social
     services = load.topology.service_names
     try:
         first = start_process(config, first_log)
-        wait_for("the first action", lambda: len(actions(first_log)) >= 1, 120, 0.2)
+        wait_for("the first action", lambda: len(daemon_actions(first_log)) >= 1, 120, 0.2)
         first.send_signal(signal.SIGKILL)   # mid-run: most of the 26 moves still to do
         first.wait(timeout=30)
-        done_first = {r["service"] for r in actions(first_log) if r["applied"]}
+        done_first = {r["service"] for r in daemon_actions(first_log, applied_only=True)}
         assert 0 < len(done_first) < len(services)
         second = start_process(config, second_log)
         try:
@@ -264,7 +251,7 @@ def test_sigkill_mid_run_then_restart_neither_repeats_nor_loses_an_action(social
             assert second.wait(timeout=90) == 0
     finally:
         load.close()
-    done_second = [r["service"] for r in actions(second_log) if r["applied"]]
+    done_second = [r["service"] for r in daemon_actions(second_log, applied_only=True)]
     assert len(done_second) == len(set(done_second)), "an action was repeated"
     assert not set(done_second) & done_first, "the restarted daemon redid an action"
     # nothing lost: every service moved exactly once across both runs, but for at most the

@@ -1,12 +1,14 @@
 """Helpers the lab's integration tests share: polling with a deadline, a free local port,
-open-loop load in the background."""
+open-loop load in the background, the daemon's actions from its log."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,21 @@ def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0):
             return last
         time.sleep(poll_s)
     pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+
+
+def daemon_actions(log: Path, applied_only: bool = False) -> list[dict]:
+    """The "action" records of the daemon's JSON log ``log``, in order (lines that are not
+    JSON are skipped); ``applied_only``: only the moves it made, not those it tried (an
+    error) or held (dry run, pause)."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "action" and (record.get("applied") or not applied_only):
+            out.append(record)
+    return out
 
 
 class Load:

@@ -312,15 +312,16 @@ def test_the_profiler_moves_adopted_services_and_gives_them_back_as_they_were(tm
     assert runner.place(dict.fromkeys(names, ServicePlacement("old", 1))) == 0
     moved = api.recorded["socialnetwork_jaeger-agent"]["Spec"]["TaskTemplate"]["Placement"]
     assert moved["Constraints"] == ["node.role == manager", "node.labels.ecoscale.generation==old"]
+    moved = {name: api.recorded[f"socialnetwork_{name}"]["Spec"].get("UpdateConfig")
+             for name in names}
+    assert all(config["Order"] == "start-first" for config in moved.values())
     runner.restore()
     for name in names:
         before = SERVICES[f"socialnetwork_{name}"]["Spec"]
         after = api.recorded[f"socialnetwork_{name}"]["Spec"]
-        allowed = {"UpdateConfig.Order", "TaskTemplate.Placement.Constraints"} | (
-            {f"UpdateConfig.{k}" for k in SWARM_UPDATE_DEFAULTS}
-            if "UpdateConfig" not in before else set())
-        assert set(differences(before, after)) <= allowed, name
-        assert after["UpdateConfig"]["Order"] == "start-first"
+        # its own update settings again (none where it had none), and no other change
+        assert after.get("UpdateConfig") == before.get("UpdateConfig"), name
+        assert set(differences(before, after)) <= {"TaskTemplate.Placement.Constraints"}, name
         was = before["TaskTemplate"].get("Placement", {}).get("Constraints", [])
         now = after["TaskTemplate"].get("Placement", {}).get("Constraints", [])
         assert [c for c in now if not GENERATION.match(c)] == [
@@ -330,6 +331,54 @@ def test_the_profiler_moves_adopted_services_and_gives_them_back_as_they_were(tm
     assert timeline["TaskTemplate"]["Placement"]["Constraints"][-1] == \
         "node.labels.ecoscale.generation==new"   # its generation again, and 2 replicas
     assert timeline["Mode"] == {"Replicated": {"Replicas": 2}}
+
+
+def test_an_update_order_is_given_back_once_the_rolling_update_is_done():
+    class Rolling(SwarmLike):
+        """After each update the service's rolling update replaces tasks for two reads."""
+
+        rolling = 0
+        events: list[str] = []
+
+        def _post_json(self, url, data, params=None, headers=None, **kwargs):
+            super()._post_json(url, data, params, headers, **kwargs)
+            self.events.append("update")
+            self.rolling = 2
+
+        def inspect_service(self, service, insert_defaults=None):
+            found = super().inspect_service(service, insert_defaults)
+            if self.rolling:
+                self.rolling -= 1
+                found["UpdateStatus"] = {"State": "updating"}
+            self.events.append(found.get("UpdateStatus", {}).get("State", "read"))
+            return found
+
+    api = Rolling()
+    swarm = adopter(api)
+    service = swarm.read().services["nginx-thrift"]
+    stop_first = api.recorded["socialnetwork_nginx-thrift"]["Spec"]["UpdateConfig"]
+    assert stop_first["Order"] == "stop-first"
+    swarm.give_back_update_order(service)        # never changed here: nothing written
+    assert not api.posted
+    swarm.apply(service, ServicePlacement("old", 1))
+    assert api.recorded["socialnetwork_nginx-thrift"]["Spec"]["UpdateConfig"]["Order"] == \
+        "start-first"
+    api.events.clear()
+    swarm.give_back_update_order(service)
+    # it waited for the move's rolling update to end, then wrote (a read before each write)
+    assert api.events == ["updating", "updating", "read", "read", "update"]
+    assert api.recorded["socialnetwork_nginx-thrift"]["Spec"]["UpdateConfig"] == stop_first
+    assert generation_of(api.recorded["socialnetwork_nginx-thrift"]["Spec"]) == "old"
+    assert len(api.posted) == 2
+    swarm.give_back_update_order(service)        # given back once
+    assert len(api.posted) == 2
+    # a service that was start-first already (the lab's own app) is not written again
+    api = Rolling()
+    api.recorded["socialnetwork_nginx-thrift"]["Spec"]["UpdateConfig"]["Order"] = "start-first"
+    swarm = adopter(api)
+    swarm.apply(swarm.read().services["nginx-thrift"], ServicePlacement("old", 1))
+    swarm.give_back_update_order(swarm.read().services["nginx-thrift"])
+    assert len(api.posted) == 1
 
 
 @pytest.mark.parametrize("swarm_name", ["socialnetwork_media-memcached",

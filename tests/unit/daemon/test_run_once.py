@@ -14,6 +14,7 @@ from ecoscale.daemon.loop import Daemon, backoff_s
 from ecoscale.daemon.telemetry import Health, Log, Telemetry, serve
 from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.planner.table import Hysteresis
+from ecoscale.ports import ManagedService
 from ecoscale.testing import (
     TOY_HIGH,
     TOY_LOW,
@@ -178,6 +179,31 @@ def test_services_outside_the_swarm_are_ignored():
     del daemon.orchestrator.services["b"]
     tick(daemon, qps=290)
     assert [name for name, _ in daemon.orchestrator.applied] == ["a"]
+
+
+def test_services_outside_the_table_are_neither_touched_nor_counted(social_model):
+    # a stack rule maps every service of the stack: a tracing agent is not in the topology
+    start = Placement.uniform(social_model.services, "old")
+    table = toy_table(((3000.0, start),), app="socialNetwork", slo_ms=20.0, ranking=(),
+                      non_critical={}, critical={}, hysteresis=Hysteresis())
+    orchestrator = RecordingOrchestrator.of(start)
+    orchestrator.services["jaeger-agent"] = ManagedService(
+        "jaeger-agent", "id-agent", "app_jaeger-agent", OLD2, {"old": 2},
+        update_paused="paused: task failed")
+    daemon = Daemon(config=DaemonConfig(app="socialNetwork", table="t.yaml"), table=table,
+                    orchestrator=orchestrator, metrics=InMemoryMetrics(1000.0, 50.0),
+                    carbon=FixedCarbon(300.0), clock=FakeClock(), model=social_model,
+                    log=Log(io.StringIO()))
+    tick(daemon)
+    assert "jaeger-agent" not in {name for name, _ in orchestrator.applied}
+    assert orchestrator.resumed == []
+    registry = daemon.telemetry.registry
+    assert registry.get_sample_value("ecoscale_running_tasks", {"generation": "old"}) == 26
+    assert registry.get_sample_value("ecoscale_service_replicas", {
+        "service": "jaeger-agent", "generation": "old"}) is None
+    assert registry.get_sample_value("ecoscale_service_replicas", {
+        "service": "nginx-thrift", "generation": "old"}) == 1
+    assert daemon.telemetry.updates_paused._value.get() == 0
 
 
 def test_refused_action_is_retried_and_starts_no_cooldown():

@@ -1,17 +1,21 @@
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from ecoscale.adapters.files import parse_profile
+from ecoscale.adapters.files import parse_profile, read_yaml
 from ecoscale.errors import InputError
 from ecoscale.lab.queries import LAB_QUERIES
+from ecoscale.model.app import AppModel
 from ecoscale.model.placement import Placement
 from ecoscale.profiler.build import build_profile, prune_measured, ranking_measured
 from ecoscale.profiler.experiments import criticality_plan, parse_pool
 from ecoscale.profiler.fit import Point, SweepPoint, fit_curve, saturation_and_slo
+from ecoscale.profiler.main import write_profile
 from ecoscale.profiler.runner import sliced_p99
 from ecoscale.profiler.store import E2E, Row, append_rows, compact, finished_points, read_rows
+from ecoscale.testing import server_spans
 
 
 def test_fit_recovers_a_queue():
@@ -108,6 +112,120 @@ def test_build_profile_from_model_measurements(social_model, hardware):
     assert profile.kind == "measured" and "pool 'sim'" in profile.provenance["statement"]
     assert document["provenance"]["power_source"]
     assert document["replica_limits"] == {"old": 1} and profile.replica_limits == {"old": 1}
+
+
+def as_server_spans(rows: list[Row], topology) -> list[Row]:
+    """The rows as a tracer's server spans would show them: per point, each service's p99 is
+    its own time plus its callees' (``ecoscale.testing.server_spans``)."""
+    own: dict[tuple[str, float], dict[str, float]] = {}
+    for row in rows:
+        if row.service != E2E:
+            own.setdefault((row.experiment, row.offered_qps), {})[row.service] = row.p99_ms
+    spans = {point: server_spans(topology, values) for point, values in own.items()}
+    return [row if row.service == E2E else
+            dataclasses.replace(row, p99_ms=spans[(row.experiment, row.offered_qps)][row.service])
+            for row in rows]
+
+
+def sweep_rows(model) -> tuple[list[Row], list[float]]:
+    loads = [500, 1000, 2000, 3000, 3600, 3900, 4200]
+    rows = rows_from_model(model, loads, "all-new", ())
+    rows += rows_from_model(model, loads[:5], "all-old", model.services)
+    for s in ("user-timeline-service", "media-service"):
+        rows += rows_from_model(model, [2925.0], f"alone-old:{s}", (s,))
+    return rows, loads
+
+
+def sim_pool(loads: list[float], service_latency: str):
+    queries = dataclasses.replace(LAB_QUERIES, service_latency=service_latency)
+    return parse_pool({"name": "sim", "frontend_url": "http://a", "prometheus_url": "http://b",
+                       "loads_qps": loads, "queries": queries}, "sim")
+
+
+def curves(document) -> list[float]:
+    """Every number of the profile's curves, in order."""
+    return [value for per_gen in document["services"].values()
+            for curve in per_gen.values() for row in curve["points"] for value in row]
+
+
+def test_a_profile_from_server_spans_is_the_profile_from_own_times(social_model, hardware,
+                                                                   tmp_path):
+    topology = social_model.topology
+    own_rows, loads = sweep_rows(social_model)
+    span_rows = as_server_spans(own_rows, topology)
+    frontend = [(own.p99_ms, span.p99_ms) for own, span in zip(own_rows, span_rows, strict=True)
+                if own.service == topology.frontend]
+    assert all(span > 3 * own for own, span in frontend)   # a span holds the whole request
+    from_own = build_profile(own_rows, topology, hardware, sim_pool(loads, "own"), "t",
+                             "sim.csv")
+    from_spans = build_profile(span_rows, topology, hardware, sim_pool(loads, "server-span"),
+                               "t", "sim.csv")
+    assert curves(from_spans) == pytest.approx(curves(from_own), abs=2e-4)
+    for key in ("critical", "non_critical"):
+        assert set(from_spans["measured"][key]) == set(from_own["measured"][key])
+    assert from_spans["e2e_calibration"] == pytest.approx(from_own["e2e_calibration"],
+                                                          abs=1e-5)
+    assert "server spans" in from_spans["provenance"]["service_latency"]
+    assert "as measured" in from_own["provenance"]["service_latency"]
+    points = len({(r.experiment, r.offered_qps) for r in span_rows})
+    summary = from_spans["measured"]["own_time"]
+    assert summary["points"] == points and summary["clamped"] == 0
+    assert "own_time" not in from_own["measured"]
+    # read as if they were own times, the spans make the front end look critical: its span
+    # holds every callee's rise on old
+    naive = build_profile(span_rows, topology, hardware, sim_pool(loads, "own"), "t",
+                          "sim.csv")
+    assert topology.frontend in naive["measured"]["critical"]
+    assert topology.frontend not in from_spans["measured"]["critical"]
+
+    # the raw CSV keeps the spans; a refit of it gives the same profile
+    raw = tmp_path / "sim.csv"
+    append_rows(raw, span_rows)
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    for out in (first, second):
+        write_profile(out, raw, topology, hardware, sim_pool(loads, "server-span"), 0.05)
+    assert curves(read_yaml(first)) == curves(read_yaml(second))
+    assert curves(read_yaml(first)) == pytest.approx(curves(from_spans), abs=2e-4)  # CSV: 6 digits
+    kept = {(r.experiment, r.offered_qps, r.service): r.p99_ms for r in read_rows(raw)}
+    assert all(kept[(r.experiment, r.offered_qps, r.service)] == pytest.approx(r.p99_ms,
+                                                                             rel=1e-5)
+               for r in span_rows if math.isfinite(r.p99_ms))
+
+
+def test_a_clamped_own_time_is_counted_in_the_profile(social_model, hardware):
+    topology = social_model.topology
+    own_rows, loads = sweep_rows(social_model)
+    span_rows = as_server_spans(own_rows, topology)
+    # one point's front-end span below what its callees take (noise of p99s that add up)
+    low = [dataclasses.replace(r, p99_ms=0.5 * r.p99_ms)
+           if r.service == topology.frontend and r.experiment == "all-new" and
+           r.offered_qps == loads[0] else r for r in span_rows]
+    document = build_profile(low, topology, hardware, sim_pool(loads, "server-span"), "t",
+                             "sim.csv")
+    summary = document["measured"]["own_time"]
+    assert summary["clamped"] == 1 and summary["clamped_by_service"] == {topology.frontend: 1}
+    assert "5 %" in summary["floor"]
+
+
+def test_the_all_new_curves_reach_the_point_that_set_the_saturation(social_model, hardware):
+    # the top load was served at 97 % of what was offered: it sets the saturation, and its
+    # achieved load lies below its offered one
+    loads = [500.0, 1500.0, 2500.0]
+    rows = [dataclasses.replace(r, achieved_qps=0.97 * r.offered_qps)
+            if r.offered_qps == loads[-1] else r
+            for r in rows_from_model(social_model, loads, "all-new", ())]
+    rows += rows_from_model(social_model, loads, "all-old", social_model.services)
+    document = build_profile(rows, social_model.topology, hardware, sim_pool(loads, "own"),
+                             "t", "sim.csv")
+    assert document["measured"]["saturation_qps"] == pytest.approx(0.97 * loads[-1])
+    visits = social_model.visits["post-storage-service"]
+    last = document["services"]["post-storage-service"]["new"]["points"][-1][0]
+    assert last == pytest.approx(visits * 0.97 * loads[-1], rel=1e-3)
+    profile = parse_profile(document, "sim.yaml")
+    all_new = Placement.uniform(social_model.services, "new")
+    modelled = AppModel(social_model.topology, profile, hardware).e2e_p99(
+        all_new, document["measured"]["slo_load_qps"])
+    assert float(modelled) == pytest.approx(document["slo_ms"], rel=1e-4)
 
 
 def test_store_resumes_and_drops_unfinished_points(tmp_path):

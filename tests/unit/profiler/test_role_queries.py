@@ -75,6 +75,11 @@ def test_a_pool_file_names_its_queries():
         "histogram_quantile(0.95, sum by (le) (rate(traces_spanmetrics_duration_milliseconds_"
         'bucket{service_name="nginx-thrift", span_kind="SPAN_KIND_SERVER"}[30s])))')
     assert parse_pool(POOL, "mine.yaml").queries is None
+    # what service_p99_ms measures: own time unless the file says server spans
+    assert pool.service_latency == "own" and parse_pool(POOL, "mine.yaml").service_latency == "own"
+    spans = parse_pool({**POOL, "queries": {**SPANMETRICS, "service_latency": "server-span"}},
+                       "mine.yaml")
+    assert spans.service_latency == "server-span"
 
 
 @pytest.mark.parametrize("queries,message", [
@@ -86,6 +91,9 @@ def test_a_pool_file_names_its_queries():
     pytest.param({**SPANMETRICS, "service_label": ""}, "queries.service_label: required",
                  id="no-label"),
     pytest.param("sum(rate(x[1m]))", "queries: a mapping", id="not-a-mapping"),
+    pytest.param({**SPANMETRICS, "service_latency": "span"},
+                 "queries.service_latency: 'span' is not one of own, server-span",
+                 id="unknown-latency"),
 ])
 def test_bad_pool_queries_name_the_field(queries, message):
     with pytest.raises(InputError, match=message) as caught:
