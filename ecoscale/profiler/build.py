@@ -284,6 +284,13 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
     # must meet the SLO at the SLO load, not miss it by a rounding error
     factor = calibration(document, topology, hardware, pool,
                          document["measured"]["slo_load_qps"], document["slo_ms"])
+    if factor is None:
+        document["measured"]["calibration_warning"] = (
+            f"the model's all-new deployment saturates below the SLO load "
+            f"({document['measured']['slo_load_qps']:g} req/s), so e2e_calibration stays 1.0 "
+            "and the model is not matched to the measured SLO: measure the all-new sweep at "
+            "loads up to and past its saturation (--loads), then --refit")
+        factor = 1.0
     document["e2e_calibration"] = math.floor(factor * 1e6) / 1e6
     constants = carbon_constants(hardware)
     document["measured"]["carbon_constants"] = {
@@ -295,11 +302,12 @@ def build_profile(rows: list[Row], topology: Topology, hardware: Hardware, pool:
 
 
 def calibration(document: Mapping[str, Any], topology: Topology, hardware: Hardware,
-                pool: PoolConfig, slo_load: float, slo_ms: float) -> float:
+                pool: PoolConfig, slo_load: float, slo_ms: float) -> float | None:
     """Measured SLO / modelled all-new p99 at the SLO load: the factor that maps the stage
     composition (sum of per-service p99s: conservative) onto what the pool measures, chosen
     so that the model's all-new deployment meets the SLO exactly at the SLO load, as the
-    measurement defines it."""
+    measurement defines it. None where the model has no finite p99 there (its curves
+    saturate below the SLO load)."""
     profile = AppProfile(
         app=topology.app, name=pool.name, kind="measured",
         curves={s: {g: LatencyCurve.from_points(c["points"], c["saturation_qps"])
@@ -312,4 +320,4 @@ def calibration(document: Mapping[str, Any], topology: Topology, hardware: Hardw
     model = AppModel(topology, profile, sliced)
     modelled = float(model.e2e_p99(Placement.uniform(topology.service_names, pool.newest),
                                    slo_load))
-    return slo_ms / modelled if math.isfinite(modelled) and modelled > 0 else 1.0
+    return slo_ms / modelled if math.isfinite(modelled) and modelled > 0 else None

@@ -253,6 +253,9 @@ def write_profile(out: Path, raw_csv: Path, topology: Topology, hardware: Any,
               "# points: [per-replica load req/s, p99 ms, CPU utilisation of the slot 0..1]\n")
     write_yaml(out, document, header)
     print(f"wrote {out} (raw measurements: {raw_csv})")
+    warning = document["measured"].get("calibration_warning")
+    if warning:
+        print(f"warning: {out}: {warning}", file=sys.stderr)
 
 
 def pool_overrides(args: Any) -> dict[str, Any]:

@@ -298,3 +298,33 @@ def test_end_to_end_p99_is_the_median_of_the_windows_slices():
     assert sliced_p99(prometheus, LAB_QUERIES, "nginx-thrift", 15, 100.0) == pytest.approx(42.0)
     assert all("[5s]" in q and 'service="nginx-thrift"' in q for q, _ in prometheus.asked)
     assert math.isnan(sliced_p99(prometheus, LAB_QUERIES, "nginx-thrift", 10, 100.0))  # < 3
+
+
+def test_a_model_saturated_at_the_slo_load_is_a_warning_not_a_silent_calibration(
+        social_model, hardware):
+    from ecoscale.profiler.build import calibration
+
+    loads = [500.0, 1500.0, 2500.0]
+    rows = rows_from_model(social_model, loads, "all-new", ())
+    rows += rows_from_model(social_model, loads, "all-old", social_model.services)
+    pool = sim_pool(loads, "own")
+    document = build_profile(rows, social_model.topology, hardware, pool, "t", "sim.csv")
+    assert "calibration_warning" not in document["measured"]
+    saturation = document["measured"]["saturation_qps"]
+    # far past every curve's saturation the all-new model has no finite p99: no factor
+    assert calibration(document, social_model.topology, hardware, pool, 100 * saturation,
+                       document["slo_ms"]) is None
+    assert calibration(document, social_model.topology, hardware, pool,
+                       document["measured"]["slo_load_qps"], document["slo_ms"]) > 0
+
+
+def test_the_calibration_warning_is_in_the_profile(social_model, hardware, monkeypatch):
+    import ecoscale.profiler.build as build
+
+    loads = [500.0, 1500.0, 2500.0]
+    rows = rows_from_model(social_model, loads, "all-new", ())
+    monkeypatch.setattr(build, "calibration", lambda *args: None)
+    document = build.build_profile(rows, social_model.topology, hardware,
+                                   sim_pool(loads, "own"), "t", "sim.csv")
+    assert document["e2e_calibration"] == 1.0
+    assert "saturates below the SLO load" in document["measured"]["calibration_warning"]
