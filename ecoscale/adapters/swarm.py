@@ -402,8 +402,9 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
 
 UPDATING = ("updating", "rollback_started")
 """``UpdateStatus.State`` of a service whose tasks are being replaced now."""
-TASK_GONE = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
-"""Task states of a task that no longer runs, even while its desired state is running."""
+TERMINAL_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned",
+                             "remove"})
+"""Task states of a task that no longer runs (its desired state may still say running)."""
 
 
 def node_states(nodes: list[Mapping[str, Any]], tasks: list[Mapping[str, Any]],
@@ -417,7 +418,7 @@ def node_states(nodes: list[Mapping[str, Any]], tasks: list[Mapping[str, Any]],
     others: dict[str, set[str]] = {}
     for task in tasks:
         node = task.get("NodeID")
-        if not node or (task.get("Status") or {}).get("State") in TASK_GONE:
+        if not node or (task.get("Status") or {}).get("State") in TERMINAL_STATES:
             continue
         service_id = str(task.get("ServiceID", ""))
         if service_id in managed:

@@ -393,7 +393,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         limit = f"quota {quota[0]}/{quota[1]} us" if quota else "no quota"
         print(f"  {node['name']:<8} {node['generation']:<5} "
               f"{'manager' if node['manager'] else 'worker ':<7} {node['address']:<12} "
-              f"{'ready' if node['ready'] else 'NOT READY':<9} {limit}")
+              f"{'ready' if node['ready'] else 'NOT READY':<9} {limit}"
+              f"{'   ' + node['availability'] if node.get('availability') else ''}")
     print("\nemulation:")
     print(textwrap.fill(status["note"], width=96, initial_indent="  ", subsequent_indent="  "))
     for generation, how in status["emulation"].items():
