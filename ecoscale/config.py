@@ -23,7 +23,7 @@ from typing import Any
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import InputError
 from ecoscale.model.spans import SERVICE_LATENCIES
-from ecoscale.values import BadNumber, number
+from ecoscale.values import BadNumber, number, number_at
 
 DEFAULT_LISTEN_PORT = 9464
 
@@ -197,6 +197,29 @@ class LabelConfig:
     service: str = "ecoscale.service"
     generation: str = "ecoscale.generation"
     paused: str = "ecoscale.paused"
+    emptied: str = "ecoscale.emptied"
+    """A node label ecoscale sets (``true``) on a node it paused or drained to empty it (the
+    packing of a right-sized table): only such nodes does it make active again, never a
+    node an operator paused or drained."""
+
+
+MAX_SLOT_CPUS = 4096.0
+"""Most CPUs (cores) one slot may have."""
+
+
+def parse_slot_cpus(raw: Any, problems: list[str], where: str = "slot_cpus") -> dict[str, float]:
+    """``slot_cpus:`` (a daemon config, a pool file): generation -> the CPUs (cores) of one
+    slot of it, one socket, each > 0; problems appended, each naming its field."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: expected a mapping of generation -> CPUs of one slot (one "
+                        f"socket; cores > 0), e.g. {{new: 16, old: 10}}; got {raw!r}")
+        return {}
+    before = len(problems)
+    values = {str(g): number_at(raw, g, problems, where=f"{where}.", above=0,
+                                maximum=MAX_SLOT_CPUS) for g in raw}
+    return {g: float(v) for g, v in values.items()} if len(problems) == before else {}
 
 
 TARGET_KINDS = ("swarm",)
@@ -274,6 +297,11 @@ class DaemonConfig:
     labels: LabelConfig = field(default_factory=LabelConfig)
     pause_file: str = ""
     """If this file exists, the daemon observes and decides but does not act."""
+    slot_cpus: Mapping[str, float] = field(default_factory=dict)
+    """generation -> CPUs (cores) of one slot of it: one socket, which is one Swarm node of
+    the generation (README "Shares and node availability"). A right-sized table's replica
+    with share s gets a CPU reservation and limit of s x this; required for every
+    generation of a table with a right-sized level, unused otherwise."""
     state_file: str = ""
     """Where the control state survives restarts (cooldowns, escalation); empty: memory."""
     listen_address: str = "127.0.0.1"
@@ -420,8 +448,10 @@ def parse_config(raw: Any, source: str) -> DaemonConfig:
     control = _build(ControlSettings, control_raw, "control.", problems)
     if control is not None:
         problems.extend(f"control.{p}" for p in control.problems())
+    slot_cpus = parse_slot_cpus(raw.get("slot_cpus"), problems)
     top = {k: v for k, v in raw.items() if k not in ("prometheus", "carbon", "labels",
-                                                      "control", "target", "docker_host")}
+                                                      "control", "target", "docker_host",
+                                                      "slot_cpus")}
     top.setdefault("app", "")
     top.setdefault("table", "")
     config = _build(DaemonConfig, top, "", problems)
@@ -449,6 +479,6 @@ def parse_config(raw: Any, source: str) -> DaemonConfig:
     return DaemonConfig(**{
         **{f.name: getattr(config, f.name) for f in fields(DaemonConfig)},
         "prometheus": prometheus, "carbon": carbon, "labels": labels, "control": control,
-        "target": target, "source": source,
+        "target": target, "slot_cpus": slot_cpus, "source": source,
     })
 

@@ -87,6 +87,58 @@ class ManagedService:
     placement_source: str = ""
     """Where ``placement.generation`` comes from: ``constraint`` (the generation
     constraint), ``tasks`` (unconstrained: where most tasks run), '' (unknown)."""
+    cpu_reservation: float | None = None
+    """CPUs (cores) each task reserves (Swarm ``Resources.Reservations.NanoCPUs``); None
+    when the spec sets none."""
+    cpu_limit: float | None = None
+    """CPUs (cores) each task may use at most (``Resources.Limits.NanoCPUs``); None when
+    the spec sets none."""
+    updating: bool = False
+    """A rolling update of the service is in progress (its tasks are being replaced)."""
+
+    def has_cpu_budget(self, cpus: float) -> bool:
+        """Whether each task already reserves and is limited to ``cpus`` (cores, to the
+        millicore)."""
+        return all(value is not None and round(value * 1000) == round(cpus * 1000)
+                   for value in (self.cpu_reservation, self.cpu_limit))
+
+
+ACTIVE, PAUSE, DRAIN = "active", "pause", "drain"
+"""A node's availability (Swarm's words): active runs new tasks; pause keeps its tasks but
+gets no new ones; drain has its tasks moved elsewhere and gets none."""
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node of the cluster as the packing of a right-sized table sees it: one socket
+    of its generation (README "Shares and node availability")."""
+
+    node_id: str
+    name: str
+    """Its host name."""
+    generation: str
+    """Its generation label; '' when unlabelled."""
+    ready: bool
+    availability: str
+    """ACTIVE, PAUSE or DRAIN."""
+    emptied: bool = False
+    """ecoscale set this availability (the node label ``labels.emptied``) to empty the
+    node; only such nodes does ecoscale make active again."""
+    tasks: Mapping[str, int] = field(default_factory=dict)
+    """Topology service -> tasks of that managed service on this node (desired running)."""
+    other_tasks: tuple[str, ...] = ()
+    """The orchestrator's names of the replicated services ecoscale does not manage that
+    have a task on this node (global services, which run on every node, are left out)."""
+
+    @property
+    def task_count(self) -> int:
+        return sum(self.tasks.values()) + len(self.other_tasks)
+
+    @property
+    def usable(self) -> bool:
+        """Whether ecoscale may count this node as a socket: ready, and active or emptied
+        by ecoscale itself (a node an operator paused or drained is theirs)."""
+        return self.ready and (self.availability == ACTIVE or self.emptied)
 
 
 @dataclass(frozen=True)
@@ -102,6 +154,9 @@ class ClusterState:
     ambiguous: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Topology name -> the orchestrator's names of every service that maps to it, where
     more than one does (``services`` holds the first by name; the adoption report fails)."""
+    nodes: tuple[NodeState, ...] = ()
+    """Every node, with its availability and tasks (empty: the orchestrator reports none,
+    and the daemon manages no node)."""
 
     def only(self, services: Iterable[str]) -> ClusterState:
         """The same read of ``services`` alone: a stack rule maps every service of the
@@ -125,10 +180,14 @@ class Orchestrator(Protocol):
         """Managed services, their placement and running tasks; raises SourceUnavailable."""
         ...
 
-    def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
+    def apply(self, service: ManagedService, placed: ServicePlacement, *,
+              replica_cpus: float | None = None, restart: bool = False) -> None:
         """Move/scale one managed service (start-first: capacity never drops), changing only
-        its generation constraint and replica count; raises SourceUnavailable (unreachable)
-        or ActionFailed (refused)."""
+        its generation constraint and replica count, and with ``replica_cpus`` each task's
+        CPU budget: a reservation and a limit of that many CPUs (cores; None leaves the
+        spec's resources as they are). ``restart`` replaces every task even where nothing
+        else changes (a forced update, start-first: moves tasks off a paused node). Raises
+        SourceUnavailable (unreachable) or ActionFailed (refused)."""
         ...
 
     def resume(self, service: ManagedService) -> None:
@@ -152,6 +211,19 @@ class Releasing(Protocol):
         """Put back the update settings the service had before this process first moved it
         (its moves run start-first), once its rolling update is done; nothing when this
         process never changed it. Raises SourceUnavailable or ActionFailed."""
+        ...
+
+
+@runtime_checkable
+class NodeAvailability(Protocol):
+    """An Orchestrator that can also make its nodes available for tasks or not: the daemon
+    keeps as many nodes of a generation active as a right-sized level has sockets there and
+    empties the others (``ClusterState.nodes`` is what it reads)."""
+
+    def set_availability(self, node: NodeState, availability: str) -> None:
+        """Set ``node``'s availability (ACTIVE, PAUSE or DRAIN), marking a paused or drained
+        node as emptied by ecoscale and clearing that mark when it is active again; changes
+        nothing else of the node. Raises SourceUnavailable or ActionFailed."""
         ...
 
 

@@ -15,10 +15,13 @@ from ecoscale.model.placement import Placement, ServicePlacement
 from ecoscale.model.topology import Topology
 from ecoscale.planner.table import Hysteresis, PolicyTable, TableLevel
 from ecoscale.ports import (
+    ACTIVE,
+    DRAIN,
     ActionFailed,
     ClusterState,
     ManagedService,
     Metrics,
+    NodeState,
     SourceUnavailable,
 )
 
@@ -77,7 +80,12 @@ class FixedCarbon:
 @dataclass
 class RecordingOrchestrator:
     """An Orchestrator of managed services held in memory (it behaves as a Swarm does);
-    ``applied`` records every update."""
+    ``applied`` records every update.
+
+    With ``nodes`` (``of(..., nodes={"old": 2})``) it is also a ``NodeAvailability``
+    whose tasks run on nodes: an update places the service's tasks afresh, one per active
+    ready node of its generation in turn (the fewest tasks first, as Swarm spreads), and a
+    drained node's tasks go to the other active nodes (pending where there is none)."""
 
     services: dict[str, ManagedService] = field(default_factory=dict)
     is_controller: bool = True
@@ -88,32 +96,105 @@ class RecordingOrchestrator:
     """Generations with a ready node (``lose_node`` / ``restore_node`` change it)."""
     resumed: list[str] = field(default_factory=list)
     """Services whose paused update ``resume`` started again."""
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    """Nodes by name; empty: the services' tasks run on no particular node."""
+    updates: list[tuple[str, ServicePlacement, float | None, bool]] = field(
+        default_factory=list)
+    """Every update: (service, placement, CPU budget, restart)."""
+    availability_set: list[tuple[str, str]] = field(default_factory=list)
+    """Every node availability set: (node, availability)."""
+    refuse_nodes: set[str] = field(default_factory=set)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    """Updates and node changes in the order made: ("update", service, placement) and
+    ("node", node, availability)."""
 
     @classmethod
-    def of(cls, placement: Placement, **kwargs: object) -> RecordingOrchestrator:
+    def of(cls, placement: Placement, nodes: dict[str, int] | None = None,
+           **kwargs: object) -> RecordingOrchestrator:
+        """Services placed as ``placement``; ``nodes``: generation -> how many nodes
+        (``<generation>-1``, ``-2``...), all active, the tasks spread over them."""
         services = {
             name: ManagedService(name, f"id-{name}", f"app_{name}", placed,
                                  {placed.generation: placed.replicas})
             for name, placed in placement.items
         }
-        return cls(services=services, **kwargs)  # type: ignore[arg-type]
+        fake = cls(services=services, **kwargs)  # type: ignore[arg-type]
+        for generation, count in (nodes or {}).items():
+            for index in range(1, count + 1):
+                name = f"{generation}-{index}"
+                fake.nodes[name] = NodeState(f"id-{name}", name, generation, True, ACTIVE)
+        for name in services:
+            fake._place(name)
+        return fake
 
     def read(self) -> ClusterState:
         if self.down:
             raise SourceUnavailable("docker (fake) is down")
-        return ClusterState(self.is_controller, dict(self.services), tuple(sorted(self.ready)))
+        return ClusterState(self.is_controller, dict(self.services), tuple(sorted(self.ready)),
+                            nodes=tuple(self.nodes.values()))
 
-    def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
+    def apply(self, service: ManagedService, placed: ServicePlacement, *,
+              replica_cpus: float | None = None, restart: bool = False) -> None:
         if self.down:
             raise SourceUnavailable("docker (fake) is down")
         if service.name in self.refuse:
             raise ActionFailed(f"{service.name}: refused (fake)")
         self.applied.append((service.name, placed))
+        self.updates.append((service.name, placed, replica_cpus, restart))
+        self.events.append(("update", service.name, str(placed)))
         # A new update also ends a paused one, as in Swarm; tasks start only where a node is.
         running = {placed.generation: placed.replicas} if placed.generation in self.ready \
             else {}
-        self.services[service.name] = replace(service, placement=placed, running=running,
-                                              update_paused="")
+        budget = {} if replica_cpus is None else {"cpu_reservation": replica_cpus,
+                                                  "cpu_limit": replica_cpus}
+        self.services[service.name] = replace(self.services[service.name], placement=placed,
+                                              running=running, update_paused="", **budget)
+        self._place(service.name)
+
+    def set_availability(self, node: NodeState, availability: str) -> None:
+        if self.down:
+            raise SourceUnavailable("docker (fake) is down")
+        if node.name in self.refuse_nodes:
+            raise ActionFailed(f"node {node.name}: refused (fake)")
+        self.availability_set.append((node.name, availability))
+        self.events.append(("node", node.name, availability))
+        self.nodes[node.name] = replace(self.nodes[node.name], availability=availability,
+                                        emptied=availability != ACTIVE)
+        if availability == DRAIN:
+            for name in dict(self.nodes[node.name].tasks):
+                self._place(name)
+
+    def _place(self, service: str) -> None:
+        """Run ``service``'s tasks on the active ready nodes of its generation, spread."""
+        if not self.nodes:
+            return
+        managed = self.services[service]
+        for name, node in self.nodes.items():
+            if service in node.tasks:
+                self.nodes[name] = replace(node, tasks={s: n for s, n in node.tasks.items()
+                                                        if s != service})
+        placed = managed.placement
+        if placed is None:
+            return
+        open_nodes = [n for n in self.nodes.values() if n.generation == placed.generation
+                      and n.ready and n.availability == ACTIVE]
+        placed_count = 0
+        for _ in range(placed.replicas):
+            if not open_nodes:
+                break
+            target = min(open_nodes, key=lambda n: (n.tasks.get(service, 0), n.task_count,
+                                                    n.name))
+            node = self.nodes[target.name]
+            self.nodes[target.name] = replace(node, tasks={
+                **node.tasks, service: node.tasks.get(service, 0) + 1})
+            open_nodes = [self.nodes[n.name] for n in open_nodes]
+            placed_count += 1
+        self.services[service] = replace(
+            managed, running={placed.generation: placed_count} if placed_count else {})
+
+    def tasks_on(self, node: str) -> dict[str, int]:
+        """Service -> its tasks on ``node``."""
+        return dict(self.nodes[node].tasks)
 
     def lose_node(self, generation: str) -> None:
         """The only node of ``generation`` is gone: its tasks stop, new ones stay pending."""

@@ -2,19 +2,26 @@
 
 The daemon, the profiler, the lab and the live evaluation all go through it: constraint
 parsing (``generation_of``: spaces around ``==`` allowed), spec editing (``updated_spec``,
-``forced_spec``: copies that change only the generation constraint, the replica count and
-the update order, or only ``ForceUpdate``), the names (``topology_name``: the target's
-mapping, then ecoscale's labels) and the retrying update (``update_service``).
+``forced_spec``: copies that change only the generation constraint, the replica count,
+the update order and, when asked, the CPU budget, or only ``ForceUpdate``), the names
+(``topology_name``: the target's mapping, then ecoscale's labels) and the retrying update
+(``update_service``, ``update_node``).
 
 A move rewrites only the generation constraint (``node.labels.<generation label>==<gen>``),
 the replica count and, where it is stop-first or absent, ``UpdateConfig.Order`` (not for a
-service publishing a host-mode port: ``host_mode_ports``); every
-other part of the service spec is written back as it was read (the other constraints,
-preferences, platforms, the other ``Mode`` and ``UpdateConfig`` fields, and whatever a
-``docker stack deploy`` left out stays out). Updates are start-first, so a new task runs
-before an old one stops, and each update re-reads the service first and retries on "update
-out of sequence". A rolling update that Swarm paused is started again by
+service publishing a host-mode port: ``host_mode_ports``); with a CPU budget (a
+right-sized table's share, ``with_replica_cpus``) also the ``NanoCPUs`` of
+``TaskTemplate.Resources.Limits`` and ``.Reservations`` (their memory and other fields
+kept). Every other part of the service spec is written back as it was read (the other
+constraints, preferences, platforms, the other ``Mode`` and ``UpdateConfig`` fields, and
+whatever a ``docker stack deploy`` left out stays out). Updates are start-first, so a new
+task runs before an old one stops, and each update re-reads the service first and retries
+on "update out of sequence". A rolling update that Swarm paused is started again by
 ``DockerSwarm.resume`` (a forced update of the same spec).
+
+Nodes: ``DockerSwarm.read`` reports each node's availability and tasks
+(``ports.NodeState``), and ``set_availability`` (``ports.NodeAvailability``) pauses, drains
+or activates one, changing only its ``Availability`` and ecoscale's ``emptied`` label.
 
 The spec is written whole, from ecoscale's own read, with docker-py's
 ``fetch_current_spec=False``: with ``True``, docker-py inspects the service again *with the
@@ -35,7 +42,14 @@ from typing import Any
 
 from ecoscale.config import LabelConfig, TargetConfig
 from ecoscale.model.placement import ServicePlacement
-from ecoscale.ports import ActionFailed, ClusterState, ManagedService, SourceUnavailable
+from ecoscale.ports import (
+    ACTIVE,
+    ActionFailed,
+    ClusterState,
+    ManagedService,
+    NodeState,
+    SourceUnavailable,
+)
 
 OUT_OF_SEQUENCE = "update out of sequence"
 MAX_ATTEMPTS = 5
@@ -112,13 +126,46 @@ def move_order(spec: Mapping[str, Any]) -> str:
     return f"{order} (kept: {HOST_PORT_KEEPS_ORDER} {', '.join(map(str, ports))})"
 
 
+NANO = 1_000_000_000
+"""NanoCPUs per CPU (Swarm's unit of CPU resources)."""
+MIN_TASK_CPUS = 0.01
+"""The smallest CPU limit Docker runs a task with (cores): a CFS quota of 1 ms per 100 ms
+period. A smaller budget is written as this."""
+
+
+def cpu_budget(spec: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(reservation, limit) of each task's CPUs (cores) in a service spec; None where unset."""
+    resources = (spec.get("TaskTemplate") or {}).get("Resources") or {}
+
+    def cores(part: str) -> float | None:
+        nano = (resources.get(part) or {}).get("NanoCPUs")
+        return int(nano) / NANO if nano else None
+
+    return cores("Reservations"), cores("Limits")
+
+
+def with_replica_cpus(spec: dict[str, Any], cpus: float) -> dict[str, Any]:
+    """``spec`` (modified in place, and returned) with each task reserving and limited to
+    ``cpus`` (cores, at least MIN_TASK_CPUS, to the millicore): only the ``NanoCPUs`` of
+    ``TaskTemplate.Resources.Reservations`` and ``.Limits`` change."""
+    nano = max(round(cpus * 1000), round(MIN_TASK_CPUS * 1000)) * (NANO // 1000)
+    template = spec.setdefault("TaskTemplate", {})
+    resources = dict(template.get("Resources") or {})
+    for part in ("Reservations", "Limits"):
+        resources[part] = {**(resources.get(part) or {}), "NanoCPUs": nano}
+    template["Resources"] = resources
+    return spec
+
+
 def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
-                 label: str = GENERATION_LABEL) -> dict[str, Any]:
+                 label: str = GENERATION_LABEL,
+                 replica_cpus: float | None = None) -> dict[str, Any]:
     """The service spec with the generation constraint and replicas of ``placed``, a
-    start-first update order, and everything else unchanged (no field added but those:
-    an absent ``UpdateConfig`` becomes Swarm's defaults, start-first). A service that
-    publishes a host-mode port keeps its own order (``host_mode_ports``). ActionFailed for
-    a global service (it has no replica count)."""
+    start-first update order, with ``replica_cpus`` each task's CPU reservation and limit
+    (``with_replica_cpus``; None: the resources as they are), and everything else unchanged
+    (no field added but those: an absent ``UpdateConfig`` becomes Swarm's defaults,
+    start-first). A service that publishes a host-mode port keeps its own order
+    (``host_mode_ports``). ActionFailed for a global service (it has no replica count)."""
     new = copy.deepcopy(dict(spec))
     mode = new.get("Mode") or {"Replicated": {}}
     if "Replicated" not in mode:
@@ -139,6 +186,8 @@ def updated_spec(spec: Mapping[str, Any], placed: ServicePlacement,
         update = dict(new.get("UpdateConfig") or SWARM_UPDATE_DEFAULTS)
         update["Order"] = START_FIRST
         new["UpdateConfig"] = update
+    if replica_cpus is not None:
+        with_replica_cpus(new, replica_cpus)
     return new
 
 
@@ -234,27 +283,19 @@ def update_arguments(spec: Mapping[str, Any]) -> dict[str, Any]:
                 endpoint_spec=spec.get("EndpointSpec"), fetch_current_spec=False)
 
 
-def update_service(api: Any, service: str, change: SpecChange, *,
-                   check: SpecCheck | None = None, attempts: int = MAX_ATTEMPTS,
-                   sleep: Callable[[float], None] = time.sleep) -> None:
-    """Re-read ``service`` (id or name) through docker-py's low-level ``api``, write back
-    ``change(spec)`` in whole, and retry "update out of sequence" (someone else updated in
-    between) on a fresh read, up to ``attempts`` times.
-
-    With ``check``, a service whose fresh spec it refuses (no longer the service ecoscale
-    mapped) is not touched. Raises SourceUnavailable (the engine does not answer) or
-    ActionFailed (it refused)."""
+def versioned_update(read: Callable[[], Mapping[str, Any]],
+                     write: Callable[[Mapping[str, Any]], None],
+                     describe: Callable[[Mapping[str, Any]], str], *,
+                     attempts: int = MAX_ATTEMPTS,
+                     sleep: Callable[[float], None] = time.sleep) -> None:
+    """``write(read())`` of a Swarm object (a service, a node) at the version read, retried
+    on a fresh read when the answer is "update out of sequence" (someone else updated in
+    between), up to ``attempts`` times. Raises SourceUnavailable (the engine does not
+    answer) or ActionFailed (it refused; the message opens with ``describe(object read)``)."""
     for attempt in range(1, attempts + 1):
-        current = read_api("inspect", api.inspect_service, service)
-        spec = current["Spec"]
-        name = spec.get("Name", service)
-        refusal = check(spec) if check is not None else ""
-        if refusal:
-            raise ActionFailed(f"{refusal}; not touching it")
-        new = change(spec)
+        current = read()
         try:
-            call_api("update", api.update_service, current["ID"],
-                     version=current["Version"]["Index"], **update_arguments(new))
+            call_api("update", write, current)
             return
         except Exception as exc:
             if not _is_api_error(exc):
@@ -262,7 +303,63 @@ def update_service(api: Any, service: str, change: SpecChange, *,
             if OUT_OF_SEQUENCE in str(exc) and attempt < attempts:
                 sleep(RETRY_PAUSE_S * attempt)
                 continue
-            raise ActionFailed(f"{name}: {exc}") from None
+            raise ActionFailed(f"{describe(current)}: {exc}") from None
+
+
+def update_service(api: Any, service: str, change: SpecChange, *,
+                   check: SpecCheck | None = None, attempts: int = MAX_ATTEMPTS,
+                   sleep: Callable[[float], None] = time.sleep) -> None:
+    """Re-read ``service`` (id or name) through docker-py's low-level ``api``, write back
+    ``change(spec)`` in whole, and retry "update out of sequence" (``versioned_update``).
+
+    With ``check``, a service whose fresh spec it refuses (no longer the service ecoscale
+    mapped) is not touched. Raises SourceUnavailable (the engine does not answer) or
+    ActionFailed (it refused)."""
+    def read() -> Mapping[str, Any]:
+        current = read_api("inspect", api.inspect_service, service)
+        refusal = check(current["Spec"]) if check is not None else ""
+        if refusal:
+            raise ActionFailed(f"{refusal}; not touching it")
+        return current
+
+    def write(current: Mapping[str, Any]) -> None:
+        api.update_service(current["ID"], version=current["Version"]["Index"],
+                           **update_arguments(change(current["Spec"])))
+
+    versioned_update(read, write, lambda current: current["Spec"].get("Name", service),
+                     attempts=attempts, sleep=sleep)
+
+
+def availability_spec(spec: Mapping[str, Any], availability: str,
+                      label: str = LabelConfig().emptied) -> dict[str, Any]:
+    """A node spec with ``availability`` and, when it is not active, ecoscale's ``label``
+    (``true``: ecoscale emptied this node) set, the label removed when active; nothing else
+    changes."""
+    new = copy.deepcopy(dict(spec))
+    new["Availability"] = availability
+    labels = dict(new.get("Labels") or {})
+    if availability == ACTIVE:
+        labels.pop(label, None)
+    else:
+        labels[label] = "true"
+    new["Labels"] = labels
+    return new
+
+
+def update_node(api: Any, node_id: str, availability: str, label: str = LabelConfig().emptied,
+                *, attempts: int = MAX_ATTEMPTS,
+                sleep: Callable[[float], None] = time.sleep) -> None:
+    """Re-read node ``node_id`` and write its spec with ``availability`` (``availability_spec``),
+    retrying "update out of sequence"; SourceUnavailable or ActionFailed."""
+    def write(current: Mapping[str, Any]) -> None:
+        api.update_node(current["ID"], current["Version"]["Index"],
+                        availability_spec(current["Spec"], availability, label))
+
+    def describe(current: Mapping[str, Any]) -> str:
+        return f"node {(current.get('Description') or {}).get('Hostname') or node_id}"
+
+    versioned_update(lambda: read_api("inspect node", api.inspect_node, node_id), write,
+                     describe, attempts=attempts, sleep=sleep)
 
 
 def topology_name(spec: Mapping[str, Any], labels: LabelConfig,
@@ -303,6 +400,7 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
         source = "tasks"
     placed = (ServicePlacement(generation, replicas)
               if generation is not None and replicas is not None else None)
+    reservation, limit = cpu_budget(spec)
     return ManagedService(
         name=name or service_labels.get(labels.service) or spec["Name"],
         target_id=service["ID"],
@@ -314,7 +412,52 @@ def managed_service(service: Mapping[str, Any], tasks: list[Mapping[str, Any]],
         update_order=move_order(spec),
         replicas=replicas,
         placement_source=source,
+        cpu_reservation=reservation,
+        cpu_limit=limit,
+        updating=(service.get("UpdateStatus") or {}).get("State") in UPDATING,
     )
+
+
+UPDATING = ("updating", "rollback_started")
+"""``UpdateStatus.State`` of a service whose tasks are being replaced now."""
+TERMINAL_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned",
+                             "remove"})
+"""Task states of a task that no longer runs (its desired state may still say running)."""
+
+
+def node_states(nodes: list[Mapping[str, Any]], tasks: list[Mapping[str, Any]],
+                services: list[Mapping[str, Any]], managed: Mapping[str, str],
+                labels: LabelConfig) -> tuple[NodeState, ...]:
+    """Each node with its availability and the tasks on it: per managed service (``managed``:
+    Swarm service id -> topology name) and, by Swarm name, the replicated services ecoscale
+    does not manage (a global service runs on every node and is left out)."""
+    kinds = {str(s["ID"]): s["Spec"] for s in services}
+    on_node: dict[str, dict[str, int]] = {}
+    others: dict[str, set[str]] = {}
+    for task in tasks:
+        node = task.get("NodeID")
+        if not node or (task.get("Status") or {}).get("State") in TERMINAL_STATES:
+            continue
+        service_id = str(task.get("ServiceID", ""))
+        if service_id in managed:
+            counts = on_node.setdefault(node, {})
+            counts[managed[service_id]] = counts.get(managed[service_id], 0) + 1
+        elif service_id in kinds and replicas_of(kinds[service_id]) is not None:
+            others.setdefault(node, set()).add(str(kinds[service_id].get("Name", service_id)))
+    out = []
+    for node in nodes:
+        spec = node.get("Spec") or {}
+        node_labels = spec.get("Labels") or {}
+        out.append(NodeState(
+            node_id=str(node["ID"]),
+            name=str((node.get("Description") or {}).get("Hostname") or node["ID"]),
+            generation=str(node_labels.get(labels.generation) or ""),
+            ready=(node.get("Status") or {}).get("State") == "ready",
+            availability=str(spec.get("Availability") or ACTIVE),
+            emptied=str(node_labels.get(labels.emptied, "")).lower() == "true",
+            tasks=dict(sorted(on_node.get(str(node["ID"]), {}).items())),
+            other_tasks=tuple(sorted(others.get(str(node["ID"]), ())))))
+    return tuple(sorted(out, key=lambda n: (n.generation, n.name)))
 
 
 def paused_update_message(service: Mapping[str, Any]) -> str:
@@ -382,16 +525,18 @@ class DockerSwarm:
         node_generation = {}
         generations = set()
         for node in nodes:
-            gen = ((node.get("Spec") or {}).get("Labels") or {}).get(self.labels.generation)
+            spec = node.get("Spec") or {}
+            gen = (spec.get("Labels") or {}).get(self.labels.generation)
             if gen:
                 node_generation[node["ID"]] = gen
-                if (node.get("Status") or {}).get("State") == "ready":
+                # a node an operator drained runs nothing: no capacity (one ecoscale
+                # emptied is still capacity, made active before a move needs it)
+                drained = spec.get("Availability") == "drain" and str(
+                    (spec.get("Labels") or {}).get(self.labels.emptied, "")).lower() != "true"
+                if (node.get("Status") or {}).get("State") == "ready" and not drained:
                     generations.add(gen)
-        if self.target.adopts:
-            services = read_api("services", api.services)
-        else:
-            services = read_api("services", api.services,
-                                filters={"label": f"{self.labels.managed}=true"})
+        # every service: the managed ones, and the others whose tasks keep a node busy
+        services = read_api("services", api.services)
         tasks = read_api("tasks", api.tasks, filters={"desired-state": "running"})
         by_service: dict[str, list[Mapping[str, Any]]] = {}
         for task in tasks:
@@ -408,11 +553,26 @@ class DockerSwarm:
                 continue
             managed[name] = managed_service(service, by_service.get(service["ID"], []),
                                             node_generation, self.labels, name)
+        ids = {s.target_id: name for name, s in managed.items()}
         return ClusterState(True, managed, tuple(sorted(generations)),
-                            {name: tuple(names) for name, names in ambiguous.items()})
+                            {name: tuple(names) for name, names in ambiguous.items()},
+                            node_states(nodes, tasks, services, ids, self.labels))
 
-    def apply(self, service: ManagedService, placed: ServicePlacement) -> None:
-        self._update(service, lambda spec: updated_spec(spec, placed, self.labels.generation))
+    def apply(self, service: ManagedService, placed: ServicePlacement, *,
+              replica_cpus: float | None = None, restart: bool = False) -> None:
+        """``ports.Orchestrator.apply``: ``updated_spec``, and ``forced_spec`` on top of it
+        with ``restart``."""
+        def change(spec: Mapping[str, Any]) -> dict[str, Any]:
+            new = updated_spec(spec, placed, self.labels.generation, replica_cpus)
+            return forced_spec(new) if restart else new
+
+        self._update(service, change)
+
+    def set_availability(self, node: NodeState, availability: str) -> None:
+        """``ports.NodeAvailability``: the node's ``Availability``, and the ``emptied`` label
+        set while it is not active (``availability_spec``)."""
+        update_node(self.client.api, node.node_id, availability, self.labels.emptied,
+                    sleep=self._sleep)
 
     def release(self, service: ManagedService, replicas: int) -> None:
         """Remove the generation constraint (``ports.Releasing``): the profiler gives back a

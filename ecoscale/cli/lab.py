@@ -482,7 +482,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         limit = f"quota {quota[0]}/{quota[1]} us" if quota else "no quota"
         print(f"  {node['name']:<8} {node['generation']:<5} "
               f"{'manager' if node['manager'] else 'worker ':<7} {node['address']:<12} "
-              f"{'ready' if node['ready'] else 'NOT READY':<9} {limit}")
+              f"{'ready' if node['ready'] else 'NOT READY':<9} {limit}"
+              f"{'   ' + node['availability'] if node.get('availability') else ''}")
     print("\nemulation:")
     print(textwrap.fill(status["note"], width=96, initial_indent="  ", subsequent_indent="  "))
     for generation, how in status["emulation"].items():
@@ -547,12 +548,12 @@ def _cmd_load(args: argparse.Namespace) -> int:
         for note in check_out_file(args.csv, "--csv"):
             print(f"note: {note}", file=sys.stderr)
     lab = _lab(args)
-    app = args.app or lab.deployed_app
-    if not app:
+    deployed = None if args.app else lab.app()   # as deployed: a name or a topology path
+    if not args.app and deployed is None:
         raise InputError("ecoscale lab load", "no app is deployed; run `ecoscale lab deploy "
                                               "APP` first, or give --app and --url")
     url = args.url or lab.frontend_url
-    topology = load_topology(app)
+    topology = load_topology(args.app) if args.app else deployed.topology  # type: ignore[union-attr]
     print(f"ecoscale lab load: {what} against {url} ({topology.app} mix, seed {args.seed})",
           flush=True)
     result = run_load(url, topology, rate, args.duration, schedule=schedule,

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from ecoscale.adapters.carbon import HttpCarbon
 from ecoscale.adapters.targets import STOP_FIRST_NOTE, adoption, describe_target
 from ecoscale.config import DaemonConfig, label_values, series_problem
+from ecoscale.daemon.packing import right_sized
 from ecoscale.daemon.wiring import Adapters
 from ecoscale.errors import EcoscaleError
 from ecoscale.model.app import AppModel
 from ecoscale.planner.table import PolicyTable
-from ecoscale.ports import SourceUnavailable
+from ecoscale.ports import ClusterState, SourceUnavailable
 
 LAB_HINT = "is the lab up? `ecoscale lab status`"
 
@@ -130,6 +131,8 @@ def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -
               f"({report.mapping}), generations with a ready node: "
               f"{', '.join(state.generations) or 'none'}")
     details = tuple(report.lines())
+    if right_sized(table):   # its sockets are nodes: show what the packing works with
+        details += tuple(node_lines(state, table.generations))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
                                           else "")
@@ -147,6 +150,21 @@ def check_docker(config: DaemonConfig, table: PolicyTable, adapters: Adapters) -
     if report.stop_first:
         detail += f"; {STOP_FIRST_NOTE} ({len(report.stop_first)} services)"
     return CheckResult("docker", True, detail, details=details)
+
+
+def node_lines(state: ClusterState, generations: Sequence[str]) -> list[str]:
+    """One line per node of the table's generations: its availability and tasks (a
+    right-sized table keeps as many nodes of a generation active as it has sockets)."""
+    lines = []
+    for node in state.nodes:
+        if node.generation not in generations:
+            continue
+        mark = " (emptied by ecoscale)" if node.emptied else ""
+        ready = "" if node.ready else ", NOT READY"
+        count = node.task_count
+        lines.append(f"node {node.name}: {node.generation} {node.availability}{mark}{ready}, "
+                     f"{count} task{'s' * (count != 1)}")
+    return lines
 
 
 def check_carbon(config: DaemonConfig, adapters: Adapters,

@@ -28,6 +28,7 @@ from ecoscale.control.decide import (
     toward_new,
 )
 from ecoscale.control.policy import Cause, Move, Observation
+from ecoscale.daemon.packing import NodeChange, NodePlan, Sizing, plan_nodes, sizing
 from ecoscale.daemon.telemetry import Health, Log, Telemetry
 from ecoscale.daemon.wiring import changed_clients, restart_only_changes
 from ecoscale.errors import EcoscaleError
@@ -42,6 +43,7 @@ from ecoscale.ports import (
     ManagedService,
     Metrics,
     MetricsSource,
+    NodeAvailability,
     Orchestrator,
     SourceUnavailable,
 )
@@ -51,12 +53,42 @@ MAX_RESUMES = 2
 
 
 @dataclass(frozen=True)
+class Update:
+    """One service update to make: a move (or, with the same placement before and after, a
+    change of CPU budget or a restart), each task's CPU budget, and whether to replace
+    every task even where nothing else changes."""
+
+    move: Move
+    replica_cpus: float | None = None
+    """CPUs (cores) each task reserves and is limited to; None: the resources as they are."""
+    cpus_before: float | None = None
+    """The budget its tasks had (their reservation, cores); None: none set."""
+    restart: bool = False
+    """A forced update: moves the service's tasks off nodes being emptied."""
+
+    @property
+    def toward_more(self) -> bool | None:
+        """True when the update gives the service more (a newer generation, more replicas,
+        a larger budget), False when less, None when neither (a restart)."""
+        move = self.move
+        if move.before != move.after:
+            return None   # a placement change: the generation order decides (``toward_new``)
+        if self.replica_cpus is None or self.cpus_before == self.replica_cpus:
+            return None
+        return self.cpus_before is None or self.replica_cpus > self.cpus_before
+
+
+@dataclass(frozen=True)
 class Action:
     """A move the daemon made (``applied``), tried (``error``) or held (dry run, pause)."""
 
     move: Move
     applied: bool
     error: str = ""
+    replica_cpus: float | None = None
+    """The CPU budget (cores per task) the update set; None: left as it was."""
+    cpus_before: float | None = None
+    restart: bool = False
 
     @property
     def service(self) -> str:
@@ -80,6 +112,19 @@ class Action:
 
 
 @dataclass(frozen=True)
+class NodeAction:
+    """A node's availability the daemon set (``applied``), tried (``error``) or held."""
+
+    node: str
+    generation: str
+    before: str
+    after: str
+    reason: str
+    applied: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class TickReport:
     epoch_s: float
     """When the loop began (the injected clock, Unix epoch s)."""
@@ -87,6 +132,7 @@ class TickReport:
     problems: tuple[str, ...]
     actions: tuple[Action, ...] = ()
     note: str = ""
+    node_actions: tuple[NodeAction, ...] = ()
 
 
 def table_digest(table: PolicyTable) -> str:
@@ -174,6 +220,12 @@ class Daemon:
     generations_ready: tuple[str, ...] = ()
     resumes: dict[str, tuple[Any, int]] = field(default_factory=dict)
     """Per service: the placement whose paused update was resumed, and how many times."""
+    nodes_seen: dict[str, str] = field(default_factory=dict)
+    """Node -> its availability after the last loop (table generations; /healthz)."""
+    node_notes: tuple[str, ...] = ()
+    """What the last node plan could not do as the packing asks (logged when it changes)."""
+    sockets: dict[str, int] | None = None
+    """Generation -> sockets of the packing in force; None: not a packing."""
     adapters: Any = None
     """An ecoscale.daemon.wiring.Adapters: rebuilds a client whose settings a reload changed
     (None: a reload that changes them is refused)."""
@@ -255,26 +307,34 @@ class Daemon:
         hold = self.config.dry_run or self.paused_globally()
         self.telemetry.paused.set(float(self.paused_globally()))
         changes = current.changes(decision.placement)
-        order = self._order(current)
-        changes.sort(key=lambda c: not toward_new(c[1], c[2], order))  # toward new first
+        sized = sizing(decision.placement, current, self.table, state.level,
+                       self.config.slot_cpus)
+        plan = self._node_plan(swarm, sized, frozenset(services) - paused)
+        node_actions = self._set_nodes(plan.before_moves, hold)
         actions = []
-        for service, before, after in changes:
-            move = decision.moves.get(service) or Move(service, before, after, Cause.TABLE,
-                                                       decision.note)
+        for update in self._updates(swarm, current, decision, changes, sized, plan):
+            service = update.move.service
             if hold:
-                action = Action(move, applied=False)
+                action = Action(update.move, False, "", update.replica_cpus,
+                                update.cpus_before, update.restart)
                 if self.config.dry_run:
-                    self._count_action(move, dry_run=True)
+                    self._count_action(action, dry_run=True)
             elif self.stop_requested:
                 # SIGTERM: the action in flight finished; the rest waits for the next daemon
                 state = _forget_move(state, service, self.state)
                 continue
             else:
-                action = self._act(swarm.services[service], move)
+                action = self._act(swarm.services[service], update)
                 if not action.applied:
                     state = _forget_move(state, service, self.state)
+                elif service not in decision.moves:   # a budget or restart: it settles too
+                    state = ControlState(**{**asdict(state), "last_move_s": {
+                        **state.last_move_s, service: now}})
             actions.append(action)
             self._log_action(action)   # at once: a crash right after loses no line
+        if not self.stop_requested:
+            node_actions += self._set_nodes(plan.after_moves, hold)
+        self._report_nodes(swarm, plan, sized, node_actions)
         if not hold and not self.stop_requested:
             self._resume_paused_updates(swarm, {a.service for a in actions if a.applied})
         if hold:
@@ -286,7 +346,125 @@ class Daemon:
             self._saved = (state, self.digest, self.config.state_file)
         self.telemetry.level.set((state.level or 0) + 1)
         self.telemetry.escalation.set(state.escalation)
-        return self._finish(now, began, problems, tuple(actions), decision.note)
+        return self._finish(now, began, problems, tuple(actions), decision.note,
+                            tuple(node_actions))
+
+    # ---- shares and node availability (daemon/packing.py) --------------------------------
+    def _updates(self, swarm: ClusterState, current: Placement, decision: Any,
+                 changes: list[tuple[str, ServicePlacement, ServicePlacement]],
+                 sized: Sizing, plan: NodePlan) -> list[Update]:
+        """The service updates of this loop: the decision's moves (with the CPU budget the
+        packing gives), then CPU budgets that differ from the running one, then restarts
+        of services whose tasks are on a node being emptied; toward more capacity first
+        (newer generation, more replicas, a larger budget), then restarts, then the rest."""
+        order = self._order(current)
+        updates: list[Update] = []
+        touched = set()
+        for service, before, after in changes:
+            move = decision.moves.get(service) or Move(service, before, after, Cause.TABLE,
+                                                       decision.note)
+            managed = swarm.services[service]
+            cpus = sized.replica_cpus.get(service)
+            same_tasks = before.generation == after.generation and (
+                cpus is None or managed.has_cpu_budget(cpus))
+            updates.append(Update(move, cpus, managed.cpu_reservation,
+                                  restart=service in plan.vacate and same_tasks))
+            touched.add(service)
+        movable = {s for s, m in swarm.services.items() if not m.paused}
+        for service, cpus in sized.replica_cpus.items():
+            managed = swarm.services.get(service)
+            if service in touched or service not in movable or managed is None or \
+                    service not in current or managed.has_cpu_budget(cpus):
+                continue
+            placed = current[service]
+            had = "none" if managed.cpu_reservation is None else f"{managed.cpu_reservation:g}"
+            why = sized.packing or "one slot per replica outside the packing"
+            updates.append(Update(
+                Move(service, placed, placed, Cause.PACKING,
+                     f"{service}: {placed}: CPU budget {had} -> {cpus:g} cores per replica "
+                     f"({why})"),
+                cpus, managed.cpu_reservation, restart=service in plan.vacate))
+            touched.add(service)
+        for service, nodes in plan.vacate.items():
+            managed = swarm.services.get(service)
+            if service in touched or service not in movable or managed is None or \
+                    service not in current or managed.updating or managed.update_paused:
+                continue   # an update in flight moves its tasks; a paused one is resumed
+            placed = current[service]
+            updates.append(Update(
+                Move(service, placed, placed, Cause.PACKING,
+                     f"{service}: {placed}: its tasks move off {', '.join(nodes)}, which "
+                     "is being emptied (a forced start-first update)"),
+                None, managed.cpu_reservation, restart=True))
+
+        def rank(update: Update) -> int:
+            move = update.move
+            if move.before != move.after:
+                return 0 if toward_new(move.before, move.after, order) else 2
+            more = update.toward_more
+            return 1 if more is None else 0 if more else 2
+
+        return sorted(updates, key=rank)
+
+    def _node_plan(self, swarm: ClusterState, sized: Sizing,
+                   movable: frozenset[str]) -> NodePlan:
+        """The node changes the packing in force asks for; none when the orchestrator
+        cannot set availability or reports no node."""
+        if not swarm.nodes or not isinstance(self.orchestrator, NodeAvailability):
+            return NodePlan()
+        return plan_nodes(swarm.nodes, sized, self.table.generations, movable)
+
+    def _set_nodes(self, changes: tuple[NodeChange, ...], hold: bool) -> list[NodeAction]:
+        """Set each node's availability (held in a dry run or while paused), logging each."""
+        done = []
+        for change in changes:
+            if self.stop_requested:
+                break
+            error = ""
+            applied = False
+            if not hold:
+                try:
+                    self.orchestrator.set_availability(  # type: ignore[attr-defined]
+                        change.node, change.availability)
+                    applied = True
+                except (SourceUnavailable, ActionFailed) as exc:
+                    error = str(exc)
+            action = NodeAction(change.node.name, change.node.generation,
+                                change.node.availability, change.availability, change.reason,
+                                applied, error)
+            self.telemetry.node_changes.labels(
+                change.availability, "true" if self.config.dry_run else "false").inc(
+                    float(applied or self.config.dry_run))
+            self.log("node", level="warning" if error else "info", node=action.node,
+                     generation=action.generation, change=f"{action.before} -> {action.after}",
+                     reason=action.reason, applied=applied, dry_run=self.config.dry_run,
+                     paused=self.paused_globally() and not self.config.dry_run,
+                     error=error or None)
+            done.append(action)
+        return done
+
+    def _report_nodes(self, swarm: ClusterState, plan: NodePlan, sized: Sizing,
+                      done: list[NodeAction]) -> None:
+        """The nodes' availability after this loop (metrics, /healthz) and the plan's notes
+        (logged when they change)."""
+        if plan.notes != self.node_notes:
+            for note in plan.notes:
+                self.log("node_plan", level="warning", note=note)
+            self.node_notes = plan.notes
+        self.sockets = dict(sized.sockets) if sized.sockets is not None else None
+        now = {n.name: n.availability for n in swarm.nodes
+               if n.generation in self.table.generations}
+        now.update({a.node: a.after for a in done if a.applied})
+        self.nodes_seen = now
+        generation = {n.name: n.generation for n in swarm.nodes}
+        counts: dict[tuple[str, str], int] = {}
+        for name, availability in now.items():
+            key = (generation[name], availability)
+            counts[key] = counts.get(key, 0) + 1
+        for gen in self.table.generations:
+            for availability in ("active", "pause", "drain"):
+                self.telemetry.nodes.labels(gen, availability).set(
+                    counts.get((gen, availability), 0))
 
     def _order(self, current: Placement) -> tuple[str, ...]:
         """Generations newest first: the table's, then any other that runs now (a table
@@ -368,31 +546,50 @@ class Daemon:
 
     def _log_action(self, action: Action) -> None:
         move = action.move
+        cpus = None
+        if action.replica_cpus is not None:
+            had = "none" if action.cpus_before is None else f"{action.cpus_before:g}"
+            cpus = f"{had} -> {action.replica_cpus:g}"
         self.log("action", service=action.service,
                  change=f"{action.before} -> {action.after}", reason=action.reason,
                  applied=action.applied, dry_run=self.config.dry_run,
                  paused=self.paused_globally() and not self.config.dry_run,
                  error=action.error or None, cause=move.cause.value, capped=move.capped,
-                 wanted_replicas=move.wanted_replicas)
+                 wanted_replicas=move.wanted_replicas, cpus_per_replica=cpus,
+                 restart=action.restart or None)
 
-    def _count_action(self, move: Move, dry_run: bool) -> None:
-        """Count a move in ecoscale_actions_total by direction, cause and dry run."""
-        order = self._order(Placement(((move.service, move.before),)))
-        direction = "new" if toward_new(move.before, move.after, order) else "old"
+    def _count_action(self, action: Action, dry_run: bool) -> None:
+        """Count an update in ecoscale_actions_total by direction (toward more capacity:
+        ``new``), cause and dry run."""
+        move = action.move
+        more = Update(move, action.replica_cpus, action.cpus_before).toward_more
+        if move.before != move.after:
+            order = self._order(Placement(((move.service, move.before),)))
+            more = toward_new(move.before, move.after, order)
+        direction = "new" if more else "old"
         self.telemetry.actions.labels(direction, move.cause.value,
                                       "true" if dry_run else "false").inc()
 
-    def _act(self, managed: ManagedService, move: Move) -> Action:
+    def _act(self, managed: ManagedService, update: Update) -> Action:
+        move = update.move
         try:
-            self.orchestrator.apply(managed, move.after)
+            if update.replica_cpus is None and not update.restart:
+                self.orchestrator.apply(managed, move.after)
+            else:
+                self.orchestrator.apply(managed, move.after, replica_cpus=update.replica_cpus,
+                                        restart=update.restart)
         except (SourceUnavailable, ActionFailed) as exc:
             self.telemetry.action_failures.labels(managed.name).inc()
-            return Action(move, applied=False, error=str(exc))
-        self._count_action(move, dry_run=False)
-        return Action(move, applied=True)
+            return Action(move, False, str(exc), update.replica_cpus, update.cpus_before,
+                          update.restart)
+        action = Action(move, True, "", update.replica_cpus, update.cpus_before,
+                        update.restart)
+        self._count_action(action, dry_run=False)
+        return action
 
     def _finish(self, now: float, began: float, problems: list[str],
-                actions: tuple[Action, ...], note: str) -> TickReport:
+                actions: tuple[Action, ...], note: str,
+                node_actions: tuple[NodeAction, ...] = ()) -> TickReport:
         healthy = not problems
         self.telemetry.healthy.set(float(healthy))
         self.telemetry.loop_seconds.observe(self.clock.monotonic() - began)
@@ -402,11 +599,13 @@ class Daemon:
                    "updates_paused": sorted(self.updates_paused),
                    "capacity_lost": dict(self.capacity_lost),
                    "generations_ready": list(self.generations_ready),
+                   "nodes": dict(self.nodes_seen), "sockets": self.sockets,
+                   "node_notes": list(self.node_notes),
                    "note": note}
         self.health.update(problems, self.clock.now(), details)
         if problems:
             self.log("unhealthy", level="warning", problems=problems)
-        return TickReport(now, healthy, tuple(problems), actions, note)
+        return TickReport(now, healthy, tuple(problems), actions, note, node_actions)
 
     # ---- live carbon accounting ----------------------------------------------------------
     def _account_carbon(self, now: float, swarm: ClusterState, metrics: Metrics,

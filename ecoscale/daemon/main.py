@@ -14,6 +14,7 @@ from ecoscale.adapters.files import (
 )
 from ecoscale.config import DaemonConfig
 from ecoscale.daemon.loop import Daemon
+from ecoscale.daemon.packing import missing_slot_cpus
 from ecoscale.daemon.telemetry import Log, serve
 from ecoscale.daemon.wiring import Adapters
 from ecoscale.errors import EcoscaleError, InputError
@@ -25,12 +26,22 @@ def load_all(path: str) -> tuple[DaemonConfig, PolicyTable, AppModel]:
     """Config, table and model, every problem of each reported (InputError)."""
     config = load_config(path)
     table = load_table(config.table)
-    if table.app and table.app != config.app:
+    topology = load_topology(config.app)
+    if table.app and table.app != topology.app:   # ``app`` may be a topology file's path
+        named = "" if config.app == topology.app else f" (topology of app '{topology.app}')"
         raise InputError(config.table, f"the table is for app '{table.app}', the config says "
-                                       f"'{config.app}'")
-    model = AppModel(load_topology(config.app), load_profile(config.app, config.profile),
+                                       f"'{config.app}'{named}")
+    model = AppModel(topology, load_profile(config.app, config.profile),
                      load_hardware(config.hardware))
     check_table_fits(table, model, config.table)
+    missing = missing_slot_cpus(table, config.slot_cpus)
+    if missing:
+        raise InputError(config.source or path, [
+            f"slot_cpus.{g}: required, since the table {config.table} is right-sized (its "
+            f"replicas hold shares of a socket, applied as CPU reservations and limits of "
+            f"share x slot_cpus.{g}); set it to the CPUs (cores) of one socket of {g}, which "
+            "is one Swarm node of it (e.g. `docker node inspect NODE --format "
+            "'{{.Description.Resources.NanoCPUs}}'` / 1e9)" for g in missing])
     unknown = [s for s, _ in table.levels[0].placement.items if s not in model.visits]
     if unknown:
         raise InputError(config.table, f"services not in the {config.app} topology: "

@@ -67,6 +67,15 @@ class Telemetry:
                                "keeps off a generation that cannot run them", registry=r)
         self.updates_paused = Gauge("ecoscale_updates_paused", "Managed services whose last "
                                     "rolling update Swarm paused", registry=r)
+        self.nodes = Gauge("ecoscale_nodes", "Nodes of each generation by availability "
+                           "(active, pause, drain) after the last loop; a right-sized level "
+                           "keeps as many active as it has sockets", ["generation",
+                                                                       "availability"],
+                           registry=r)
+        self.node_changes = Counter("ecoscale_node_changes", "Node availability changes made "
+                                    "(to active, pause, drain); dry_run=true: decided in a "
+                                    "dry run, not made", ["availability", "dry_run"],
+                                    registry=r)
         self.loop_seconds = Histogram("ecoscale_loop_duration_seconds", "Duration of one "
                                       "observe-decide-act loop", registry=r,
                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))

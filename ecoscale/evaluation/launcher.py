@@ -27,8 +27,10 @@ def daemon_config(lab: Lab, table: Path, folder: Path, *, frontend: str = "nginx
                   app: str = "socialNetwork", profile: str = "default",
                   interval_s: float = 5.0, window_s: int = 15, in_swarm: bool = False,
                   dry_run: bool = False, listen_port: int = 0, carbon: dict[str, Any] | None
-                  = None, control: dict[str, Any] | None = None) -> Path:
-    """Write ecoscale.yaml (and a copy of the table) into ``folder``; returns the config."""
+                  = None, control: dict[str, Any] | None = None,
+                  slot_cpus: dict[str, float] | None = None) -> Path:
+    """Write ecoscale.yaml (and a copy of the table) into ``folder``; returns the config.
+    ``slot_cpus``: CPUs of one slot per generation (needed by a right-sized table)."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "policy-table.yaml"
     if table.resolve() != target.resolve():
@@ -51,6 +53,7 @@ def daemon_config(lab: Lab, table: Path, folder: Path, *, frontend: str = "nginx
                        **lab_queries(frontend, window_s)},
         "carbon": carbon or {"trace": "CISO"},
         "control": control or {},
+        **({"slot_cpus": slot_cpus} if slot_cpus else {}),
     }
     path = folder / "ecoscale.yaml"
     path.write_text("# written by ecoscale.evaluation.launcher for the lab\n"

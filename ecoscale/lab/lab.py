@@ -557,6 +557,7 @@ class Lab:
                 "name": node.name, "generation": node.generation, "manager": node.manager,
                 "address": node.address, "docker_host": self.node_docker_hosts[node.name],
                 "engine_pid": pid, "ready": bool(pid) and seen.get("state") == "ready",
+                "availability": seen.get("availability", ""),
                 "cpu_quota": cgroups.read_quota(self.config.cgroup_name, node.name),
             })
         result["up"] = state.get("phase") == "up" and all(n["ready"] for n in result["nodes"])

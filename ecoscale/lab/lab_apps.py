@@ -116,7 +116,8 @@ class LabApps:
                 mgr.services.create(**kwargs)
                 created.append(name)
         host.save(app=lab_app.name, spec_id=lab_app.spec_id(),
-                  frontend=lab_app.topology.frontend)
+                  frontend=lab_app.topology.frontend, app_source=str(app),
+                  emulation=str(emulation) if emulation else None)
         host.write_prometheus_config(list(lab_app.topology.services), lab_app.port)
         host.prometheus.reload()
         host.log(f"{lab_app.name}: {len(created)} services created, {len(reset)} put back on "
@@ -146,7 +147,7 @@ class LabApps:
                 removed.append(service.name)
         poll(lambda: not any(self._tasks_alive(name) for name in removed),
              self.config.timeout_s, "the app's tasks to stop", clock=host.clock)
-        host.save(app=None, spec_id=None, frontend=None)
+        host.save(app=None, spec_id=None, frontend=None, app_source=None, emulation=None)
         host.write_prometheus_config([], self.config.emulator_port)
         host.prometheus.reload()
         if removed:
@@ -159,9 +160,13 @@ class LabApps:
         return self.host.state().get("app")
 
     def app(self) -> LabApp | None:
-        """The deployed app (topology and emulation), if any."""
-        name = self.host.state().get("app")
-        return replace(load_app(name), node_speed=self.config.node_speeds()) if name else None
+        """The deployed app (topology and emulation, as deployed: a shipped app's name or a
+        topology file's path), if any."""
+        state = self.host.state()
+        if not state.get("app"):
+            return None
+        deployed = load_app(state.get("app_source") or state["app"], state.get("emulation"))
+        return replace(deployed, node_speed=self.config.node_speeds())
 
     def app_port(self) -> int:
         """The port the deployed app's services listen on (the emulator's by default)."""

@@ -14,16 +14,18 @@ import docker
 
 from ecoscale.adapters.swarm import (
     GENERATION_LABEL,
+    TERMINAL_STATES,
     generation_of,
     paused_update_message,
     replicas_of,
 )
+from ecoscale.config import LabelConfig
 from ecoscale.lab.config import LabConfig, NodeSpec
 from ecoscale.lab.system import NotYet
 
 NODE_LABEL = "ecoscale.node"
 GENERATION_CONSTRAINT = f"node.labels.{GENERATION_LABEL}"
-TERMINAL_STATES = {"complete", "shutdown", "failed", "rejected", "orphaned", "remove"}
+EMPTIED_LABEL = LabelConfig().emptied
 
 
 def form(config: LabConfig, nodes: tuple[NodeSpec, ...],
@@ -63,13 +65,19 @@ def label_nodes(mgr: docker.DockerClient, nodes: tuple[NodeSpec, ...],
 
 
 def node_names(mgr: docker.DockerClient) -> dict[str, dict[str, str]]:
-    """Swarm node id -> {name, generation, state} from the node labels the lab set."""
+    """Swarm node id -> {name, generation, state, availability} from the node labels the
+    lab set (availability: active, pause or drain, and whether ecoscale's daemon emptied
+    it: the packing of a right-sized table)."""
     found = {}
     for node in mgr.nodes.list():
         labels = node.attrs.get("Spec", {}).get("Labels", {})
+        availability = node.attrs.get("Spec", {}).get("Availability", "active")
+        if labels.get(EMPTIED_LABEL) == "true":
+            availability += " (emptied by ecoscale)"
         found[node.id] = {"name": labels.get(NODE_LABEL, node.attrs["Description"]["Hostname"]),
                           "generation": labels.get(GENERATION_LABEL, ""),
-                          "state": node.attrs["Status"]["State"]}
+                          "state": node.attrs["Status"]["State"],
+                          "availability": availability}
     return found
 
 

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecoscale.config import RoleQueries, TargetConfig, parse_role_queries, parse_target
+from ecoscale.config import (
+    RoleQueries,
+    TargetConfig,
+    parse_role_queries,
+    parse_slot_cpus,
+    parse_target,
+)
 from ecoscale.errors import InputError
 from ecoscale.model.latency import parse_replica_limits
 from ecoscale.values import number_at
@@ -97,12 +103,7 @@ def parse_pool(raw: Any, source: str) -> PoolConfig:
         numbers[key] = float(number_at(raw, key, problems, default=getattr(PoolConfig, key),
                                        fallback=getattr(PoolConfig, key), maximum=86_400,
                                        **({"minimum": 0} if zero_ok else {"above": 0})))
-    slot_cpus = raw.get("slot_cpus") or {}
-    if not isinstance(slot_cpus, Mapping):
-        problems.append("slot_cpus: generation -> CPUs per slot (> 0)")
-        slot_cpus = {}
-    slot_cpus = {str(g): number_at(slot_cpus, g, problems, where="slot_cpus.", above=0,
-                                   maximum=4096) for g in slot_cpus}
+    slot_cpus = parse_slot_cpus(raw.get("slot_cpus"), problems)
     seed = number_at(raw, "seed", problems, default=1, fallback=1, integer=True, minimum=0)
     limits, limit_problems = parse_replica_limits(raw.get("replica_limits"))
     problems.extend(limit_problems)

@@ -17,7 +17,7 @@ from ecoscale.adapters.swarm import (
     generation_of,
     update_service,
 )
-from ecoscale.config import LabelConfig, TargetConfig
+from ecoscale.config import TargetConfig
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.ports import ActionFailed
 
@@ -244,15 +244,13 @@ def test_a_global_service_is_refused_not_turned_replicated():
 
 
 def test_the_lab_labels_still_select_without_a_mapping():
-    """No stack, no services: only services labelled managed (the stack's have none)."""
+    """No stack, no services: only services labelled managed (the stack's have none; the
+    read lists them all, to see whose tasks keep a node busy)."""
     api = RecordingAPIClient()
-
-    def labelled_only(filters=None, status=None):
-        assert filters == {"label": f"{LabelConfig().managed}=true"}
-        return []
-
-    api.services = labelled_only
-    assert adopter(api, TargetConfig()).read().services == {}
+    state = adopter(api, TargetConfig()).read()
+    assert api.services()   # the recorded stack is there...
+    assert state.services == {}   # ...and none of it is managed without a mapping
+    assert any(node.other_tasks for node in state.nodes)
 
 
 class SwarmLike(RecordingAPIClient):
@@ -465,3 +463,118 @@ def test_two_swarm_services_for_one_topology_name_fail_the_adoption_report():
     assert "services: {nginx-thrift: <swarm service>}" in report.fix()
     assert report.as_dict()["ambiguous"] == {
         "nginx-thrift": ["lab-nginx-thrift", "socialnetwork_nginx-thrift"]}
+
+
+# ---- shares: a CPU budget per task; node availability ------------------------------------
+class NodeRecordingAPIClient(RecordingAPIClient):
+    """RecordingAPIClient that also answers ``inspect_node`` from the recorded nodes (the
+    node updates it would POST are recorded with the service updates)."""
+
+    def inspect_node(self, node_id):
+        return copy.deepcopy(next(n for n in recorded("nodes") if n["ID"] == node_id))
+
+    def _raise_for_status(self, response):
+        return None   # the recorded post has no HTTP response
+
+
+@pytest.mark.parametrize("topology_name", ["user-timeline-service", "media-memcached"],
+                         ids=["own-resources", "no-resources"])
+def test_a_cpu_budget_changes_only_the_nanocpus_of_limits_and_reservations(topology_name):
+    api = RecordingAPIClient()
+    target = adopter(api)
+    service = target.read().services[topology_name]
+    target.apply(service, ServicePlacement("old", 1), replica_cpus=0.3)
+    written = api.posted[0][2]
+    before = SERVICES[service.target_name]["Spec"]
+    changed = set(differences(before, written)) - {
+        "TaskTemplate.Placement.Constraints", "Mode.Replicated.Replicas", "UpdateConfig.Order",
+        *(f"UpdateConfig.{key}" for key in SWARM_UPDATE_DEFAULTS)}
+    assert changed == {"TaskTemplate.Resources.Limits.NanoCPUs",
+                       "TaskTemplate.Resources.Reservations.NanoCPUs"}
+    resources = written["TaskTemplate"]["Resources"]
+    assert resources["Limits"]["NanoCPUs"] == resources["Reservations"]["NanoCPUs"] == 300_000_000
+    own = before["TaskTemplate"].get("Resources") or {}
+    for part in ("Limits", "Reservations"):   # the user's memory limits stay
+        assert {k: v for k, v in resources[part].items() if k != "NanoCPUs"} == {
+            k: v for k, v in (own.get(part) or {}).items() if k != "NanoCPUs"}
+
+
+def test_a_budget_is_read_back_and_a_tiny_one_is_dockers_floor():
+    api = RecordingAPIClient()
+    target = adopter(api)
+    assert target.read().services["user-timeline-service"].cpu_reservation == 0.25
+    assert target.read().services["user-timeline-service"].cpu_limit == 1.0
+    target.apply(target.read().services["nginx-thrift"], ServicePlacement("old", 1),
+                 replica_cpus=0.001)
+    assert api.posted[0][2]["TaskTemplate"]["Resources"]["Limits"]["NanoCPUs"] == 10_000_000
+
+
+def test_restart_is_a_forced_start_first_update_and_nothing_else():
+    api = RecordingAPIClient()
+    target = adopter(api)
+    service = target.read().services["user-timeline-service"]
+    target.apply(service, service.placement, restart=True)
+    written = api.posted[0][2]
+    before = SERVICES["socialnetwork_user-timeline-service"]["Spec"]
+    changed = set(differences(before, written)) - {
+        *(f"UpdateConfig.{key}" for key in SWARM_UPDATE_DEFAULTS),
+        "TaskTemplate.Placement.Constraints"}   # the generation constraint, now explicit
+    assert changed == {"TaskTemplate.ForceUpdate"}
+    assert written["TaskTemplate"]["ForceUpdate"] == int(
+        before["TaskTemplate"].get("ForceUpdate") or 0) + 1
+    assert written["UpdateConfig"]["Order"] == "start-first"
+
+
+def test_the_read_reports_each_nodes_availability_and_tasks():
+    state = adopter(RecordingAPIClient()).read()
+    nodes = {n.name: n for n in state.nodes}
+    new, old = nodes["ecoscale-new-1"], nodes["ecoscale-old-1"]
+    assert (new.generation, new.availability, new.ready, new.emptied) == (
+        "new", "active", True, False)
+    # the stack's services by topology name (a 'starting' task counts: it will run there);
+    # the global node-exporter is not counted anywhere
+    assert new.tasks == {"jaeger-agent": 1, "media-memcached": 1, "user-timeline-service": 2}
+    assert old.tasks == {"nginx-thrift": 1} and old.other_tasks == ()
+    unmapped = adopter(RecordingAPIClient(), TargetConfig()).read()
+    assert {n.name: n.other_tasks for n in unmapped.nodes} == {
+        "ecoscale-new-1": ("socialnetwork_jaeger-agent", "socialnetwork_media-memcached",
+                           "socialnetwork_user-timeline-service"),
+        "ecoscale-old-1": ("socialnetwork_nginx-thrift",)}
+
+
+@pytest.mark.parametrize("availability, labels", [
+    ("pause", {"ecoscale.generation": "old", "ecoscale.node": "old-1",
+               "ecoscale.emptied": "true"}),
+    ("drain", {"ecoscale.generation": "old", "ecoscale.node": "old-1",
+               "ecoscale.emptied": "true"}),
+    ("active", {"ecoscale.generation": "old", "ecoscale.node": "old-1"}),
+])
+def test_set_availability_writes_only_the_availability_and_ecoscales_mark(availability, labels):
+    api = NodeRecordingAPIClient()
+    target = adopter(api)
+    old = next(n for n in target.read().nodes if n.generation == "old")
+    target.set_availability(old, availability)
+    (url, _params, written), = api.posted
+    node = next(n for n in recorded("nodes") if n["ID"] == old.node_id)
+    assert url.endswith(f"/nodes/{old.node_id}/update?version={node['Version']['Index']}")
+    assert written == {**node["Spec"], "Availability": availability, "Labels": labels}
+
+
+def test_a_node_an_operator_drained_is_no_capacity_one_ecoscale_emptied_is():
+    def nodes(availability, emptied):
+        out = recorded("nodes")
+        old = next(n for n in out if n["Spec"]["Labels"]["ecoscale.generation"] == "old")
+        old["Spec"]["Availability"] = availability
+        if emptied:
+            old["Spec"]["Labels"]["ecoscale.emptied"] = "true"
+        return out
+
+    for availability, emptied, generations in [("drain", False, ("new",)),
+                                               ("drain", True, ("new", "old")),
+                                               ("pause", False, ("new", "old"))]:
+        api = RecordingAPIClient()
+        api.nodes = lambda filters=None, a=availability, e=emptied: nodes(a, e)
+        state = adopter(api).read()
+        assert state.generations == generations, (availability, emptied)
+        old = next(n for n in state.nodes if n.generation == "old")
+        assert old.usable == (emptied or availability == "active")

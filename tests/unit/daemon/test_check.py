@@ -232,3 +232,18 @@ def test_the_daemon_renames_swarm_named_utilisation_to_topology_names():
 
     metrics = TopologyNamed(Source(), ADOPTING.target).read(0.0)
     assert metrics.service_utilisation == {"a": 0.5, "b": 0.25} and metrics.qps == 1.0
+
+
+def test_a_right_sized_table_shows_the_nodes_its_sockets_are():
+    from test_node_packing import LOW_PACKED, RIGHT_SIZED
+
+    from ecoscale.model.placement import Placement
+
+    swarm = RecordingOrchestrator.of(Placement(LOW_PACKED.items), nodes={"new": 1, "old": 2})
+    result = check_docker(CONFIG, RIGHT_SIZED, FakeAdapters(orchestrator_fake=swarm))
+    assert result.ok
+    nodes = [line for line in result.details if line.startswith("node ")]
+    assert nodes == ["node new-1: new active, 0 tasks", "node old-1: old active, 2 tasks",
+                     "node old-2: old active, 1 task"]
+    plain = check_docker(CONFIG, table(), FakeAdapters(orchestrator_fake=swarm))
+    assert not [line for line in plain.details if line.startswith("node ")]

@@ -89,3 +89,55 @@ def test_check_accepts_a_planned_table(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(daemon_main, "ADAPTERS", FakeAdapters(prometheus_client=prometheus))
     assert main(["run", "--check", "--config", str(path)]) == 0
     assert "config ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value, expected", [
+    ({"new": 16, "old": 10}, {"new": 16.0, "old": 10.0}),
+    (None, {}),
+    ({"new": 0}, "slot_cpus.new must be a number > 0"),
+    ({"old": "ten"}, "slot_cpus.old must be a number"),
+    ([16, 10], "slot_cpus: expected a mapping of generation -> CPUs of one slot"),
+], ids=["two-generations", "unset", "zero", "not-a-number", "not-a-mapping"])
+def test_slot_cpus_are_cores_per_generation(value, expected):
+    raw = dict(GOOD, **({} if value is None else {"slot_cpus": value}))
+    if isinstance(expected, dict):
+        assert parse_config(raw, "c.yaml").slot_cpus == expected
+        return
+    with pytest.raises(InputError) as info:
+        parse_config(raw, "c.yaml")
+    assert "c.yaml" in str(info.value) and expected in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def right_sized_table_file(tmp_path_factory):
+    from ecoscale.adapters.files import load_hardware, load_profile, load_topology, write_table
+    from ecoscale.model.app import AppModel, default_slo
+    from ecoscale.planner.table import build_table
+
+    model = AppModel(load_topology("socialNetwork"), load_profile("socialNetwork", "calibrated"),
+                     load_hardware())
+    slo, peak, _ = default_slo(model)
+    table = build_table(model, slo, peak, fractions=(0.5,), right_size=True)
+    assert all(level.right_sized for level in table.levels)
+    path = tmp_path_factory.mktemp("sized") / "policy-table.yaml"
+    write_table(path, table)
+    return path, sorted({p.generation for level in table.levels
+                         for _, p in level.placement.items})
+
+
+def test_a_right_sized_table_needs_the_cpus_of_a_slot_of_each_generation(right_sized_table_file):
+    from ecoscale.daemon.main import load_all
+
+    table, generations = right_sized_table_file
+    path = table.parent / "c.yaml"
+    path.write_text(f"app: socialNetwork\ntable: {table.name}\nprofile: calibrated\n"
+                    "prometheus: {qps: a, p99_ms: b}\nslot_cpus: {new: 16}\n")
+    with pytest.raises(InputError) as info:
+        load_all(str(path))
+    text = str(info.value)
+    assert str(path) in text
+    assert generations == ["old"]   # half the peak: every service on old, packed
+    assert "slot_cpus.old: required" in text and "slot_cpus.new" not in text
+    path.write_text(path.read_text().replace("{new: 16}", "{new: 16, old: 10}"))
+    config, loaded, _ = load_all(str(path))
+    assert config.slot_cpus == {"new": 16.0, "old": 10.0} and loaded.levels[0].right_sized
