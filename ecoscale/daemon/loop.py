@@ -28,7 +28,14 @@ from ecoscale.control.decide import (
     toward_new,
 )
 from ecoscale.control.policy import Cause, Move, Observation
-from ecoscale.daemon.packing import NodeChange, NodePlan, Sizing, plan_nodes, sizing
+from ecoscale.daemon.packing import (
+    NodeChange,
+    NodePlan,
+    Sizing,
+    plan_nodes,
+    running_packing,
+    sizing,
+)
 from ecoscale.daemon.telemetry import Health, Log, Telemetry
 from ecoscale.daemon.wiring import changed_clients, restart_only_changes
 from ecoscale.errors import EcoscaleError
@@ -285,14 +292,17 @@ class Daemon:
         # agent), which the daemon neither moves, resumes nor counts in its gauges
         swarm = swarm.only(s for s, _ in self.table.levels[0].placement.items)
         services = tuple(s for s in swarm.services if swarm.services[s].placement is not None)
-        current = swarm.placement(services)
+        previous = self.state or ControlState()
+        # on a right-sized table, with the shares its reservations hold (the decision's
+        # share moves and shrink hold compare what runs)
+        current = running_packing(swarm.placement(services), swarm.services, self.table,
+                                  previous.level, self.config.slot_cpus)
         self._account_carbon(now, swarm, metrics, ci)
         self._report_paused_updates(swarm)
         paused = frozenset(s for s in services if swarm.services[s].paused)
         observation = Observation(clock_s=now, qps=metrics.qps, p99_ms=metrics.p99_ms,
                                   ci_g_per_kwh=ci, current=current,
                                   utilisation=metrics.service_utilisation, paused=paused)
-        previous = self.state or ControlState()
         decision, state = decide(observation, previous, self.table, self.config.control)
         capacity = Capacity(frozenset(swarm.generations),
                             {s: swarm.services[s].running.get(p.generation, 0)

@@ -27,13 +27,15 @@ generation the table does not place on (emptied ones of such a generation are ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from ecoscale.model.packing import PackedPlacement
+from ecoscale.model.packing import PackedPlacement, pack
 from ecoscale.model.placement import Placement
+from ecoscale.planner.rightsize import TARGET_SOCKET_UTILISATION
 from ecoscale.planner.table import PolicyTable
-from ecoscale.ports import ACTIVE, DRAIN, PAUSE, NodeState
+from ecoscale.ports import ACTIVE, DRAIN, PAUSE, ManagedService, NodeState
 
 DEDICATED_SHARE = 1.0
 """The share of a replica placed outside a right-sized level's packing: one whole slot."""
@@ -58,6 +60,41 @@ def missing_slot_cpus(table: PolicyTable, slot_cpus: Mapping[str, float]) -> lis
         return []
     used = {placed.generation for level in table.levels for _, placed in level.placement.items}
     return sorted(g for g in used if g not in slot_cpus)
+
+
+def running_packing(current: Placement, services: Mapping[str, ManagedService],
+                    table: PolicyTable, level: int | None, slot_cpus: Mapping[str, float]
+                    ) -> Placement:
+    """What runs, as the decision compares it with a right-sized level: each service's share
+    is its tasks' CPU reservation over ``slot_cpus`` of its generation (the level in force's
+    own share where that gives the same budget, to the millicore), so that a share change is
+    a move and the decision's shrink hold sees what runs. The level in force itself when
+    everything runs as it says (its sockets too); else the shares packed first-fit at that
+    level's socket capacity. ``current`` unchanged (plain: no share to compare) for a table
+    without shares, or while any service runs without a reservation (a first start)."""
+    if not right_sized(table):
+        return current
+    at = table.levels[level] if level is not None else None
+    in_force = at.placement if at is not None and isinstance(at.placement, PackedPlacement) \
+        else None
+    shares: dict[str, float] = {}
+    for service, placed in current.items:
+        managed = services.get(service)
+        slot = slot_cpus.get(placed.generation)
+        if managed is None or managed.cpu_reservation is None or not slot:
+            return current
+        cpus = round(managed.cpu_reservation, 3)
+        if in_force is not None and in_force.get(service) == placed and \
+                replica_cpus(in_force.share(service), slot) == cpus:
+            shares[service] = in_force.share(service)
+        else:
+            shares[service] = min(cpus / slot, 1.0)
+    if in_force is not None and in_force.items == current.items and \
+            all(shares[s] == in_force.share(s) for s in shares):
+        return in_force
+    capacity = at.socket_capacity if at is not None and math.isfinite(at.socket_capacity) \
+        else TARGET_SOCKET_UTILISATION
+    return pack(current, shares, capacity)
 
 
 @dataclass(frozen=True)
@@ -85,8 +122,8 @@ def sizing(placement: Placement, current: Placement, table: PolicyTable, level: 
     in_force = table.levels[level].placement if level is not None else None
     packed = placement if isinstance(placement, PackedPlacement) else None
     name = "the decision's packing"
-    if packed is None and isinstance(in_force, PackedPlacement) and \
-            in_force.items == placement.items:
+    if isinstance(in_force, PackedPlacement) and (
+            packed == in_force or (packed is None and in_force.items == placement.items)):
         packed, name = in_force, f"level {level + 1}"   # type: ignore[operator]
     budgets: dict[str, float] = {}
     for service, placed in placement.items:

@@ -165,3 +165,40 @@ def test_tasks_left_on_a_paused_node_are_moved_by_a_forced_update():
     restarted = [(s, cpus, restart) for s, _, cpus, restart in swarm.updates if s == "b"]
     assert restarted == [("b", None, True)]
     assert swarm.tasks_on("old-2") == {}
+
+
+def test_what_runs_is_compared_with_its_shares_so_a_shrink_waits_for_the_hold():
+    import dataclasses
+
+    from ecoscale.daemon.packing import running_packing
+
+    daemon, swarm, _ = make()
+    tick(daemon)   # level 1: a 0.6, b 0.4, c 0.2 cores
+    read = swarm.read()
+    running = running_packing(read.placement(tuple(read.services)), read.services,
+                              daemon.table, daemon.state.level, SLOT_CPUS)
+    assert running == LOW_PACKED   # everything as level 1 says: the level itself, sockets too
+    # as a higher level left it: a reserves 0.8 cores (share 0.4) where level 1 plans 0.3
+    swarm.services["a"] = dataclasses.replace(swarm.services["a"], cpu_reservation=0.8,
+                                              cpu_limit=0.8)
+    read = swarm.read()
+    running = running_packing(read.placement(tuple(read.services)), read.services,
+                              daemon.table, daemon.state.level, SLOT_CPUS)
+    assert running.share("a") == 0.4 and running.share("b") == 0.2
+    hold = daemon.config.control.shrink_hold_s
+    waited = 0.0
+    while swarm.services["a"].cpu_reservation == 0.8:
+        report = tick(daemon)
+        assert all(a.service != "a" for a in report.actions) or waited >= hold
+        waited += 60.0
+        assert waited <= hold + 120.0, "the shrink never came"
+    assert swarm.services["a"].cpu_reservation == 0.6 and waited >= hold
+
+
+def test_a_service_without_a_reservation_leaves_what_runs_plain():
+    from ecoscale.daemon.packing import running_packing
+
+    daemon, swarm, _ = make()
+    read = swarm.read()
+    current = read.placement(tuple(read.services))
+    assert running_packing(current, read.services, daemon.table, None, SLOT_CPUS) is current

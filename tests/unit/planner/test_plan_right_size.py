@@ -82,7 +82,9 @@ def test_run_check_accepts_a_right_sized_table(planned, tmp_path, capsys, monkey
 
     path, _ = planned
     config = tmp_path / "c.yaml"
-    config.write_text(f"app: socialNetwork\ntable: {path}\nprometheus: {{qps: a, p99_ms: b}}\n")
+    # a right-sized table needs the CPUs of one socket per generation (its shares' budgets)
+    config.write_text(f"app: socialNetwork\ntable: {path}\nprometheus: {{qps: a, p99_ms: b}}\n"
+                      "slot_cpus: {new: 1.0, old: 1.0}\n")
     prometheus = RecordedPrometheus({q: vector_reply(({}, 1.0, 1.0)) for q in ("a", "b")})
     monkeypatch.setattr(daemon_main, "ADAPTERS", FakeAdapters(prometheus_client=prometheus))
     assert main(["run", "--check", "--config", str(config)]) == 0
