@@ -18,15 +18,13 @@ brings it up again).
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
-from pathlib import Path
 
 import docker
 import pytest
-from waiting import Load, free_port, wait_for
+from waiting import Load, daemon_events, free_port, wait_for
 
 from ecoscale.adapters.files import write_table
 from ecoscale.evaluation.launcher import daemon_config, start_process
@@ -182,18 +180,6 @@ def packed_on_one_node(client, share: float) -> dict | None:
     return seen
 
 
-def log_events(log: Path, event: str) -> list[dict]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            out.append(record)
-    return out
-
-
 def test_shares_are_reservations_and_sockets_are_the_active_nodes(toy_app, tmp_path):
     lab, topology, profile = toy_app
     client = docker.DockerClient(base_url=lab.docker_host)
@@ -254,7 +240,7 @@ def test_shares_are_reservations_and_sockets_are_the_active_nodes(toy_app, tmp_p
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=90)
     assert code == 0, log.read_text()[-3000:]
-    nodes = [(r["node"], r["change"]) for r in log_events(log, "node") if r["applied"]]
+    nodes = [(r["node"], r["change"]) for r in daemon_events(log, "node") if r["applied"]]
     assert (OLD_2, "active -> pause") in nodes and (OLD_2, "pause -> drain") in nodes
     assert (OLD_2, "drain -> active") in nodes
     activated = next(i for i, line in enumerate(log.read_text().splitlines())

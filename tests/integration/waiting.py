@@ -35,19 +35,25 @@ def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0):
     pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
 
 
-def daemon_actions(log: Path, applied_only: bool = False) -> list[dict]:
-    """The "action" records of the daemon's JSON log ``log``, in order (lines that are not
-    JSON are skipped); ``applied_only``: only the moves it made, not those it tried (an
-    error) or held (dry run, pause)."""
+def daemon_events(log: Path, event: str) -> list[dict]:
+    """The records of one ``event`` ("action", "node", ...) of the daemon's JSON log ``log``,
+    in order (lines that are not JSON are skipped)."""
     out = []
     for line in log.read_text().splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("event") == "action" and (record.get("applied") or not applied_only):
+        if record.get("event") == event:
             out.append(record)
     return out
+
+
+def daemon_actions(log: Path, applied_only: bool = False) -> list[dict]:
+    """The "action" records of the daemon's JSON log ``log``, in order; ``applied_only``:
+    only the moves it made, not those it tried (an error) or held (dry run, pause)."""
+    return [record for record in daemon_events(log, "action")
+            if record.get("applied") or not applied_only]
 
 
 class Load:

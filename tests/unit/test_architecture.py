@@ -19,41 +19,36 @@ FORBIDDEN_CALLS = {("time", "time"), ("time", "monotonic"), ("time", "perf_count
                    ("datetime", "now"), ("datetime", "utcnow"), ("time", "sleep")}
 
 
-def pure_files():
-    return sorted(p for part in PURE for p in (PACKAGE / part).rglob("*.py"))
+def files_of(parts: list[str]) -> list[Path]:
+    return sorted(p for part in parts for p in (PACKAGE / part).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", pure_files(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def clock_reads(path: Path) -> list[str]:
+    """The clock reads (``time.time``, ``datetime.now``, ...) written in ``path``."""
+    return [f"{node.value.id}.{node.attr}" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and (node.value.id, node.attr) in FORBIDDEN_CALLS]
+
+
+@pytest.mark.parametrize("path", files_of(PURE), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_pure_core_reads_no_clock(path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            assert (node.value.id, node.attr) not in FORBIDDEN_CALLS, (
-                f"{path.name} reads the clock ({node.value.id}.{node.attr}); pass the time in"
-            )
+    assert not clock_reads(path), (
+        f"{path.name} reads the clock ({clock_reads(path)}); pass the time in")
 
 
 CLOCKED = ["lab"]
 """Packages that wait through an injected ``ports.Clock`` (the lab's), never on ``time``."""
 
 
-def clocked_files():
-    return sorted(p for part in CLOCKED for p in (PACKAGE / part).rglob("*.py"))
-
-
-@pytest.mark.parametrize("path", clocked_files(), ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", files_of(CLOCKED), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_the_lab_waits_on_its_clock(path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            assert (node.value.id, node.attr) not in FORBIDDEN_CALLS, (
-                f"{path.name} reads the clock ({node.value.id}.{node.attr}); take a "
-                "ports.Clock (default adapters.clock.SYSTEM_CLOCK) and use it"
-            )
+    assert not clock_reads(path), (
+        f"{path.name} reads the clock ({clock_reads(path)}); take a ports.Clock (default "
+        "adapters.clock.SYSTEM_CLOCK) and use it")
 
 
 def test_there_is_a_core_to_check():
-    assert len(pure_files()) >= 5
+    assert len(files_of(PURE)) >= 5
 
 
 def test_the_import_contracts_cover_the_core_and_every_package():
