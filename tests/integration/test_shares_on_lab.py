@@ -82,9 +82,11 @@ services:
     old: {saturation_qps: 200.0, points: [[0.0, 4.0, 0.0], [100.0, 6.0, 0.5], [160.0, 12.0, 0.8]]}
 """
 CONTROL = {"slo_miss_periods": 1_000_000, "cooldown_s": 10, "settle_s": 5,
-           "no_data_fallback_periods": 1000}
-"""The closed loop off (this test is about the table's packing, not the SLO) and no
-fallback on the first periods without data."""
+           "no_data_fallback_periods": 1000, "shrink_hold_s": 0}
+"""The closed loop off (this test is about the table's packing, not the SLO), no fallback on
+the first periods without data, and no shrink hold: the first move, from new onto the old
+sockets, is a shrink, which would otherwise wait the default 1800 s (the hold is the unit
+tests' subject, tests/unit/control/test_decide_shares.py)."""
 
 
 def packed_level(max_qps: float, share: float, sockets: list[list[str]]) -> TableLevel:
