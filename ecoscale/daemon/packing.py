@@ -74,7 +74,7 @@ def running_packing(current: Placement, services: Mapping[str, ManagedService],
     without shares, or while any service runs without a reservation (a first start)."""
     if not right_sized(table):
         return current
-    at = table.levels[level] if level is not None else None
+    at = table.levels[level] if level is not None and level < len(table.levels) else None
     in_force = at.placement if at is not None and isinstance(at.placement, PackedPlacement) \
         else None
     shares: dict[str, float] = {}
