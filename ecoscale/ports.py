@@ -103,6 +103,11 @@ class ManagedService:
                    for value in (self.cpu_reservation, self.cpu_limit))
 
 
+MIN_TASK_CPUS = 0.01
+"""The smallest CPU budget (cores) a task runs with (Docker's floor: a CFS quota of 1 ms per
+100 ms period); a smaller one is written as this, so the daemon asks for no less."""
+
+
 ACTIVE, PAUSE, DRAIN = "active", "pause", "drain"
 """A node's availability (Swarm's words): active runs new tasks; pause keeps its tasks but
 gets no new ones; drain has its tasks moved elsewhere and gets none."""

@@ -44,6 +44,7 @@ from ecoscale.config import LabelConfig, TargetConfig
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.ports import (
     ACTIVE,
+    MIN_TASK_CPUS,
     ActionFailed,
     ClusterState,
     ManagedService,
@@ -128,9 +129,6 @@ def move_order(spec: Mapping[str, Any]) -> str:
 
 NANO = 1_000_000_000
 """NanoCPUs per CPU (Swarm's unit of CPU resources)."""
-MIN_TASK_CPUS = 0.01
-"""The smallest CPU limit Docker runs a task with (cores): a CFS quota of 1 ms per 100 ms
-period. A smaller budget is written as this."""
 
 
 def cpu_budget(spec: Mapping[str, Any]) -> tuple[float | None, float | None]:

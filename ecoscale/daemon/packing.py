@@ -35,7 +35,7 @@ from ecoscale.model.packing import PackedPlacement, pack
 from ecoscale.model.placement import Placement
 from ecoscale.planner.rightsize import TARGET_SOCKET_UTILISATION
 from ecoscale.planner.table import PolicyTable
-from ecoscale.ports import ACTIVE, DRAIN, PAUSE, ManagedService, NodeState
+from ecoscale.ports import ACTIVE, DRAIN, MIN_TASK_CPUS, PAUSE, ManagedService, NodeState
 
 DEDICATED_SHARE = 1.0
 """The share of a replica placed outside a right-sized level's packing: one whole slot."""
@@ -43,9 +43,9 @@ DEDICATED_SHARE = 1.0
 
 def replica_cpus(share: float, slot_cpus: float) -> float:
     """CPUs (cores) of one replica holding ``share`` (0..1) of a slot of ``slot_cpus`` cores,
-    to the millicore (the orchestrator's own floor applies on top: Docker runs no task on
-    less than 0.01 CPU)."""
-    return round(share * slot_cpus, 3)
+    to the millicore and at least the orchestrator's floor (``ports.MIN_TASK_CPUS``: what it
+    would write anyway, so that a budget read back equals the one asked for)."""
+    return max(round(share * slot_cpus, 3), MIN_TASK_CPUS)
 
 
 def right_sized(table: PolicyTable) -> bool:

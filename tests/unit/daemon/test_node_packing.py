@@ -182,3 +182,12 @@ def test_every_change_says_why():
                                 "level 3 packs new onto 1 socket: 1 of 1 active")
     assert reasons["old-2"] == ("active -> pause", "level 3 packs old onto 1 socket: "
                                 "emptying old-2 (no new tasks; its tasks move start-first)")
+
+
+def test_a_budget_below_the_orchestrators_floor_is_asked_as_the_floor():
+    # Docker writes a smaller budget as 0.01 CPU: asking for less would read back as a
+    # different budget at every loop
+    from ecoscale.ports import MIN_TASK_CPUS
+
+    assert replica_cpus(0.004, 1.0) == MIN_TASK_CPUS == 0.01
+    assert replica_cpus(0.02, 1.0) == 0.02
