@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from ecoscale.model.packing import PackedPlacement, pack
 from ecoscale.model.placement import Placement
 from ecoscale.planner.rightsize import TARGET_SOCKET_UTILISATION
-from ecoscale.planner.table import PolicyTable
+from ecoscale.planner.table import PolicyTable, TableLevel
 from ecoscale.ports import ACTIVE, DRAIN, MIN_TASK_CPUS, PAUSE, ManagedService, NodeState
 
 DEDICATED_SHARE = 1.0
@@ -62,6 +62,13 @@ def missing_slot_cpus(table: PolicyTable, slot_cpus: Mapping[str, float]) -> lis
     return sorted(g for g in used if g not in slot_cpus)
 
 
+def level_in_force(table: PolicyTable, level: int | None) -> TableLevel | None:
+    """The table's level at index ``level`` (the decision state's), None without one (or
+    past the table's levels, as after a reload)."""
+    return table.levels[level] if level is not None and 0 <= level < len(table.levels) \
+        else None
+
+
 def running_packing(current: Placement, services: Mapping[str, ManagedService],
                     table: PolicyTable, level: int | None, slot_cpus: Mapping[str, float]
                     ) -> Placement:
@@ -74,7 +81,7 @@ def running_packing(current: Placement, services: Mapping[str, ManagedService],
     without shares, or while any service runs without a reservation (a first start)."""
     if not right_sized(table):
         return current
-    at = table.levels[level] if level is not None and level < len(table.levels) else None
+    at = level_in_force(table, level)
     in_force = at.placement if at is not None and isinstance(at.placement, PackedPlacement) \
         else None
     shares: dict[str, float] = {}
@@ -119,7 +126,8 @@ def sizing(placement: Placement, current: Placement, table: PolicyTable, level: 
     the items of a right-sized level; else see the module doc."""
     if not right_sized(table):
         return Sizing()
-    in_force = table.levels[level].placement if level is not None else None
+    at = level_in_force(table, level)
+    in_force = at.placement if at is not None else None
     packed = placement if isinstance(placement, PackedPlacement) else None
     name = "the decision's packing"
     if isinstance(in_force, PackedPlacement) and (
