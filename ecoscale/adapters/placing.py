@@ -63,9 +63,11 @@ def placement_problems(state: ClusterState, wanted: Mapping[str, ServicePlacemen
     return problems
 
 
-def apply_placement(orchestrator: Orchestrator, wanted: Mapping[str, ServicePlacement]
-                    ) -> list[str]:
+def apply_placement(orchestrator: Orchestrator, wanted: Mapping[str, ServicePlacement],
+                    replica_cpus: Mapping[str, float] | None = None) -> list[str]:
     """Update every service of ``wanted`` whose placement differs; the services updated.
+    With ``replica_cpus`` (generation -> CPUs), a moved task's CPU reservation and limit
+    become its new generation's (generations not in it: the resources as they are).
 
     ActionFailed for a service that is not managed (nothing is updated then)."""
     state = orchestrator.read()
@@ -77,7 +79,8 @@ def apply_placement(orchestrator: Orchestrator, wanted: Mapping[str, ServicePlac
     for name, placed in wanted.items():
         managed = state.services[name]
         if managed.placement != placed:
-            orchestrator.apply(managed, placed)
+            orchestrator.apply(managed, placed,
+                               replica_cpus=(replica_cpus or {}).get(placed.generation))
             moved.append(name)
     return moved
 
@@ -137,9 +140,10 @@ def wait_placed(orchestrator: Orchestrator, wanted: Mapping[str, ServicePlacemen
 
 def place(orchestrator: Orchestrator, wanted: Mapping[str, ServicePlacement], clock: Clock,
           timeout_s: float, *, checks: Iterable[Check] = (), resumes: int = MAX_RESUMES,
-          log: Callable[[str], None] | None = None) -> list[str]:
-    """Apply ``wanted`` and wait until it runs and the checks hold (``wait_placed``); the
-    services updated."""
-    moved = apply_placement(orchestrator, wanted)
+          log: Callable[[str], None] | None = None,
+          replica_cpus: Mapping[str, float] | None = None) -> list[str]:
+    """Apply ``wanted`` (``apply_placement``) and wait until it runs and the checks hold
+    (``wait_placed``); the services updated."""
+    moved = apply_placement(orchestrator, wanted, replica_cpus)
     wait_placed(orchestrator, wanted, clock, timeout_s, checks=checks, resumes=resumes, log=log)
     return moved

@@ -26,6 +26,7 @@ from ecoscale.evaluation.colocation_settings import (
 )
 from ecoscale.evaluation.colocation_settings import OUTPUTS as COLOCATION_OUTPUTS
 from ecoscale.evaluation.timescale import LAB_MOVE_TIME_S, LIVE_TREND_PERIODS
+from ecoscale.lab.config import SLOT_CPUS, LabConfig
 from ecoscale.model.trace import check_window
 from ecoscale.values import BadNumber, flag, integer_flag, parse_number_text
 
@@ -36,7 +37,11 @@ server, old and new generations, the emulated DeathStarBench apps and Prometheus
 Old and new servers are EMULATED: every node is a Docker engine on this machine's CPUs. An
 older generation runs the emulated services' CPU work slower by a per-core speed factor and
 gets a CFS CPU quota on the cgroup holding all its containers (`ecoscale lab status` shows
-the knobs and factors in force).
+the knobs and factors in force). With `lab up --slot-cpus 0.05 --old-node-cpus 0` a replica
+is a slot instead: every task of a managed service runs with a Swarm CPU limit and
+reservation of 0.05 host CPUs, so replicas add capacity on every generation and services do
+not queue behind each other while the slots fit the machine (`lab status` prints the
+budget; a deploy or placement that would overcommit it is refused).
 
   ecoscale lab up                      # 1 new node (Swarm manager) + 1 old node
   ecoscale lab deploy socialNetwork    # one Swarm service per microservice, all on 'new'
@@ -102,10 +107,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="per-core speed of an old node relative to this machine's CPUs: the "
                          "emulated services burn cpu_ms / F of CPU per request there "
                          "(default: %(default)s)")
-    up.add_argument("--old-node-cpus", type=flag("--old-node-cpus", above=0, maximum=4096),
+    up.add_argument("--slot-cpus", type=flag("--slot-cpus", minimum=0, maximum=64),
+                    default=0.0,
+                    help="a replica is a slot: the CPU limit and reservation of every task "
+                         "of a managed service, in host CPUs, on both generations (e.g. "
+                         f"{SLOT_CPUS:g}, with --old-node-cpus 0); 0: tasks without a limit "
+                         "(default: %(default)s)")
+    up.add_argument("--kept-cpus", type=flag("--kept-cpus", minimum=0, maximum=4096),
+                    default=LabConfig.kept_cpus,
+                    help="host CPUs kept out of the slot budget for dockerd, Prometheus, the "
+                         "gateway and the load generator (default: %(default)s)")
+    up.add_argument("--old-node-cpus", type=flag("--old-node-cpus", minimum=0, maximum=4096),
                     default=1.0,
-                    help="CPU capacity of one old node in host CPUs, a CFS quota shared by all "
-                         "its services (default: %(default)s)")
+                    help="CPU capacity of one old node in host CPUs, a CFS quota shared by "
+                         "all its services; 0: no node-wide quota (default: %(default)s)")
     up.add_argument("--no-install", action="store_true",
                     help="do not apt-get install missing packages; fail instead")
     up.set_defaults(func=_cmd_up)
@@ -407,14 +422,16 @@ def _progress(message: str) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from ecoscale.lab.config import LabConfig, default_state_dir
+    from ecoscale.lab.config import default_state_dir
     from ecoscale.lab.lab import Lab
 
     overrides: dict[str, Any] = {"state_dir": args.state_dir or default_state_dir(),
-                                 "install_packages": not args.no_install}
+                                 "install_packages": not args.no_install,
+                                 "kept_cpus": args.kept_cpus}
     config = LabConfig.with_nodes(new=args.new_nodes, old=args.old_nodes,
                                   old_cpu_factor=args.old_cpu_factor,
-                                  old_node_cpus=args.old_node_cpus, **overrides)
+                                  old_node_cpus=args.old_node_cpus or None,
+                                  slot_cpus=args.slot_cpus or None, **overrides)
     lab = Lab(config, log=_progress)
     timings = lab.up()
     if timings:
@@ -488,6 +505,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(textwrap.fill(status["note"], width=96, initial_indent="  ", subsequent_indent="  "))
     for generation, how in status["emulation"].items():
         print(textwrap.fill(f"{generation}: {how['speed']}; {how['capacity']}", width=96,
+                            initial_indent="  ", subsequent_indent="      "))
+    if status.get("slot_budget"):
+        print(textwrap.fill(f"slot budget: {status['slot_budget']['text']}", width=96,
                             initial_indent="  ", subsequent_indent="      "))
     if status["services"]:
         print("\nservices:")

@@ -29,6 +29,7 @@ from ecoscale.evaluation.colocation_settings import (
     REPORT,
     TABLE_CSV,
 )
+from ecoscale.lab.config import LabConfig
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.pool import lab_pool
 from ecoscale.model.latency import LatencyCurve
@@ -98,8 +99,11 @@ def run_colocation(options: ColocationOptions, out: Path,
     out.mkdir(parents=True, exist_ok=True)
     lab = Lab.attach(log=log)
     if not lab.healthy():
-        log("bringing the lab up")
+        log("bringing the lab up with the old node's CPU quota shared by its services")
+        lab = Lab(LabConfig.with_nodes(old_node_cpus=1.0, slot_cpus=None,
+                                       state_dir=lab.config.state_dir), log=log)
         lab.up()
+    require_shared_old_node(lab.config)
     if lab.deployed_app != topology.app:
         lab.deploy(options.app)
     pool = lab_pool({"loads_qps": list(options.loads_qps), "warmup_s": options.warmup_s,
@@ -114,6 +118,18 @@ def run_colocation(options: ColocationOptions, out: Path,
         runner.restore()
     emulation = lab.config.emulation(os.cpu_count() or 1)
     return write_results(options, topology, pool, emulation, out)
+
+
+def require_shared_old_node(config: LabConfig) -> None:
+    """UsageError unless the lab's old nodes have a node-wide quota and no slots: the
+    co-location model is about services that share one socket's CPUs."""
+    old = config.generations[-1]
+    if old.node_cpus is None or old.slot_cpus is not None:
+        raise UsageError(
+            "lab colocation measures services sharing the old node's CPUs, but this lab "
+            + ("gives every task a slot of its own" if old.slot_cpus is not None
+               else "has no node-wide quota on old")
+            + ": `ecoscale lab down`, then `ecoscale lab up --slot-cpus 0 --old-node-cpus 1`")
 
 
 def socket_per_slot(pool: PoolConfig, emulation: dict[str, dict[str, object]]) -> float:

@@ -27,6 +27,12 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
 MAX_LINK_CHARS = 15
 MIN_QUOTA_US = 1000
 """The kernel refuses a CFS quota below 1 ms."""
+SLOT_CPUS = 0.05
+"""The slot of ``lab up --slot-cpus`` (one replica's CPU budget on both generations, host
+CPUs): the 26 services of socialNetwork at one replica each reserve 1.3 of this machine's 2
+CPUs, leaving ``LabConfig.kept_cpus`` for dockerd, Prometheus and the load generator; old
+runs its CPU work at half speed in the same budget (``cpu_factor``), so an old slot serves
+half the load of a new one, and equal budgets keep a move from changing a task's limit."""
 
 
 def _ok(value: object, **bounds: Any) -> bool:
@@ -46,6 +52,14 @@ def default_state_dir() -> Path:
 class GenerationSpec:
     """A server generation of the lab and how its nodes are made to behave like it.
 
+    A replica is a slot: with ``slot_cpus`` set, every task of a managed service runs with a
+    Swarm CPU limit and reservation of ``slot_cpus`` host CPUs (``NanoCPUs``; the lab's
+    container runtime gives that limit a CFS period of ``LabConfig.slot_period_us`` instead
+    of Docker's 100 ms, so a small slot runs as a slower core, not as 5 ms on and 95 ms
+    off). Replicas of one service then add capacity on every generation, and services on one
+    node do not queue behind each other as long as the slots fit the machine
+    (``LabConfig.slot_budget_cpus``).
+
     Two knobs, as older hardware differs in two ways:
 
     - ``cpu_factor`` (per-core speed): an emulated service whose task runs on a node of this
@@ -53,9 +67,10 @@ class GenerationSpec:
       (the emulator learns its node from Swarm's ``{{.Node.Hostname}}``). Every request is
       slower at any load and costs more CPU-seconds, as on an older CPU; time spent waiting
       (I/O) is unchanged.
-    - ``node_cpus`` (capacity): a CFS quota of ``node_cpus`` host CPUs on the cgroup that
-      holds all the node's containers (dockerd ``--cgroup-parent``), so that the services
-      placed on one node contend for its few cores and queue, as on a smaller server.
+    - ``node_cpus`` (capacity): a CFS quota of ``node_cpus`` host
+      CPUs on the cgroup that holds all the node's containers (dockerd ``--cgroup-parent``),
+      so that the services placed on one node contend for its few cores and queue, as on a
+      smaller server.
     """
 
     name: str
@@ -64,6 +79,9 @@ class GenerationSpec:
     """Speed of one of the node's CPUs relative to a host CPU (1.0: as fast as the host)."""
     node_cpus: float | None = None
     """CPU capacity of one node, in host CPUs (None: not limited)."""
+    slot_cpus: float | None = None
+    """CPU limit and reservation of every task of a managed service on this generation, in
+    host CPUs (None: tasks without a limit)."""
 
     def quota_us(self, period_us: int) -> int | None:
         """CFS quota (us per ``period_us``) of one node, or None when it is not limited."""
@@ -108,6 +126,12 @@ class LabConfig:
     cpu_period_us: int = 10_000
     """CFS period of the quota (us): short, so that throttling shows as slowdown spread over
     requests instead of one long stall per 100 ms."""
+    slot_period_us: int = 20_000
+    """CFS period of a task's slot limit (us; the lab's runtime sets it): short, so that a
+    slot of 0.05 CPU runs 1 ms of every 20 ms (the kernel's minimum quota), not 5 of 100."""
+    kept_cpus: float = 0.5
+    """Host CPUs kept out of the slot budget for dockerd, containerd, Prometheus, the
+    gateway and the load generator (at the lab's loads they use 0.1-0.2 CPU)."""
     subnet: str = "10.213.0.0/24"
     """Private subnet between the engines; exists only inside this machine."""
     overlay_pool: str = "10.214.0.0/16"
@@ -144,11 +168,14 @@ class LabConfig:
 
     @classmethod
     def with_nodes(cls, new: int = 1, old: int = 1, old_cpu_factor: float = 0.5,
-                   old_node_cpus: float = 1.0, **overrides: object) -> LabConfig:
-        """The usual two generations with the given node counts and old-node slowdown."""
-        generations = (GenerationSpec("new", nodes=new),
+                   old_node_cpus: float | None = 1.0,
+                   slot_cpus: float | None = None,
+                   **overrides: object) -> LabConfig:
+        """The usual two generations with the given node counts, old-node slowdown, slots
+        (None: no per-task limit) and optional node-wide quota of the old nodes."""
+        generations = (GenerationSpec("new", nodes=new, slot_cpus=slot_cpus),
                        GenerationSpec("old", nodes=old, cpu_factor=old_cpu_factor,
-                                      node_cpus=old_node_cpus))
+                                      node_cpus=old_node_cpus, slot_cpus=slot_cpus))
         return cls(generations=generations, **overrides)  # type: ignore[arg-type]
 
     @classmethod
@@ -202,11 +229,24 @@ class LabConfig:
                 problems.append(f"{where}: a quota of {gen.node_cpus:g} CPUs per "
                                 f"{self.cpu_period_us} us period is below the kernel's 1 ms "
                                 "minimum; raise cpu_period_us or node_cpus")
+            if gen.slot_cpus is not None and not _ok(gen.slot_cpus, above=0, maximum=64):
+                problems.append(f"{where}: slot_cpus must be > 0 or None, got "
+                                f"{gen.slot_cpus!r}")
+            elif gen.slot_cpus is not None and (
+                    gen.slot_cpus * self.slot_period_us < MIN_QUOTA_US):
+                problems.append(f"{where}: a slot of {gen.slot_cpus:g} CPUs per "
+                                f"{self.slot_period_us} us period is below the kernel's 1 ms "
+                                "minimum quota; raise slot_period_us or slot_cpus")
         if self.generations and self.generations[0].nodes < 1:
             problems.append(f"the first generation '{self.generations[0].name}' holds the "
                             "manager: it needs nodes >= 1")
         if not _ok(self.cpu_period_us, integer=True, minimum=1000, maximum=1_000_000):
             problems.append(f"cpu_period_us must lie in 1000..1000000, got {self.cpu_period_us}")
+        if not _ok(self.slot_period_us, integer=True, minimum=1000, maximum=1_000_000):
+            problems.append(f"slot_period_us must lie in 1000..1000000, got "
+                            f"{self.slot_period_us}")
+        if not _ok(self.kept_cpus, minimum=0, maximum=4096):
+            problems.append(f"kept_cpus must be >= 0 (host CPUs), got {self.kept_cpus!r}")
         subnet: ipaddress.IPv4Network | None = None
         try:
             subnet = ipaddress.IPv4Network(self.subnet)
@@ -315,10 +355,74 @@ class LabConfig:
                         f"CFS quota {quota} us per {self.cpu_period_us} us = "
                         f"{quota / self.cpu_period_us:g} host CPU(s) for all its services "
                         "(cgroup v1 cpu.cfs_quota_us on dockerd --cgroup-parent)")
+            if gen.slot_cpus is not None:
+                capacity = (f"slots of {gen.slot_cpus:g} host CPU per task (Swarm CPU limit "
+                            f"and reservation, CFS period {self.slot_period_us} us); "
+                            + ("no node-wide limit" if quota is None else capacity))
             result[gen.name] = {"nodes": gen.nodes, "cpu_factor": gen.cpu_factor,
-                                "node_cpus": gen.node_cpus,
+                                "node_cpus": gen.node_cpus, "slot_cpus": gen.slot_cpus,
                                 "cpus_per_node": gen.node_cpus or float(host_cpus),
-                                "cpus_per_replica": 1.0, "cfs_quota_us": quota,
+                                "cpus_per_replica": gen.slot_cpus or 1.0,
+                                "cfs_quota_us": quota,
                                 "cfs_period_us": self.cpu_period_us if quota else None,
+                                "slot_period_us": (self.slot_period_us if gen.slot_cpus
+                                                   else None),
+                                "slot_budget_cpus": self.budget_cpus(host_cpus),
                                 "speed": speed, "capacity": capacity}
         return result
+
+    def slot_cpus(self) -> dict[str, float]:
+        """Generation -> CPU limit of one task there (host CPUs), for the slotted ones."""
+        return {g.name: g.slot_cpus for g in self.generations if g.slot_cpus is not None}
+
+    def budget_cpus(self, host_cpus: float) -> float:
+        """Host CPUs that the slots of the managed services may take (``kept_cpus`` off)."""
+        return max(0.0, host_cpus - self.kept_cpus)
+
+    def slot_budget(self, host_cpus: float, replicas: Mapping[str, tuple[str, int]]
+                    ) -> SlotBudget:
+        """The slot budget with ``replicas`` (service -> (generation, replicas)) in use."""
+        slots = self.slot_cpus()
+        in_use: dict[str, tuple[int, float]] = {}
+        for generation, count in replicas.values():
+            if generation in slots:
+                held, cpus = in_use.get(generation, (0, 0.0))
+                in_use[generation] = (held + count, cpus + count * slots[generation])
+        return SlotBudget(float(host_cpus), self.kept_cpus, in_use)
+
+
+@dataclass(frozen=True)
+class SlotBudget:
+    """Slots in use against the host's cores (pure figures, host CPUs)."""
+
+    host_cpus: float
+    kept_cpus: float
+    """Kept for dockerd, Prometheus, the gateway and the load generator."""
+    in_use: Mapping[str, tuple[int, float]]
+    """Generation -> (slots, their CPUs)."""
+
+    @property
+    def budget_cpus(self) -> float:
+        return max(0.0, self.host_cpus - self.kept_cpus)
+
+    @property
+    def used_cpus(self) -> float:
+        return sum(cpus for _slots, cpus in self.in_use.values())
+
+    @property
+    def slots(self) -> int:
+        return sum(slots for slots, _cpus in self.in_use.values())
+
+    @property
+    def overcommitted(self) -> bool:
+        return self.used_cpus > self.budget_cpus + 1e-9
+
+    def text(self) -> str:
+        """'27 slots = 1.35 of 1.5 CPUs (new 20 x 0.05, old 7 x 0.05; 2 host CPUs, 0.5
+        kept for dockerd, Prometheus, the gateway and the load generator)'."""
+        parts = ", ".join(f"{g} {n} x {cpus / n:g}" for g, (n, cpus) in self.in_use.items()
+                          if n)
+        return (f"{self.slots} slots = {self.used_cpus:.2f} of {self.budget_cpus:g} CPUs ("
+                + (f"{parts}; " if parts else "")
+                + f"{self.host_cpus:g} host CPUs, {self.kept_cpus:g} kept for dockerd, "
+                "Prometheus, the gateway and the load generator)")

@@ -18,6 +18,7 @@ from docker.types import (
     ConfigReference,
     EndpointSpec,
     Mount,
+    Resources,
     RestartPolicy,
     ServiceMode,
     UpdateConfig,
@@ -79,15 +80,25 @@ def _emulator_command(service: str, gateway: bool = False) -> list[str]:
     return [*command, "--gateway"] if gateway else command
 
 
+def slot_resources(cpus: float | None) -> Resources | None:
+    """A task's Swarm CPU limit and reservation of one slot (None: no limit)."""
+    if cpus is None:
+        return None
+    nano = int(round(cpus * SECOND_NS))
+    return Resources(cpu_limit=nano, cpu_reservation=nano)
+
+
 def app_service(config: LabConfig, app: LabApp, service: str, image: str,
                 app_config: ConfigReference) -> dict[str, Any]:
-    """docker-py ``services.create`` arguments of one microservice of the app."""
+    """docker-py ``services.create`` arguments of one microservice of the app: one replica on
+    the first generation, in one slot of it (``GenerationSpec.slot_cpus``)."""
+    slot = config.generation(config.manager_generation).slot_cpus
     return {
         "image": image,
         "command": _emulator_command(service),
         "name": service,
         "labels": {MANAGED_LABEL: "true", SERVICE_LABEL: service, APP_LABEL: app.name,
-                   SPEC_LABEL: spec_hash(image, app.spec_id(), service)},
+                   SPEC_LABEL: spec_hash(image, app.spec_id(), service, slot)},
         "container_labels": {SERVICE_LABEL: service, APP_LABEL: app.name},
         "constraints": [f"{GENERATION_CONSTRAINT}=={config.manager_generation}"],
         "mode": ServiceMode("replicated", replicas=1),
@@ -99,6 +110,7 @@ def app_service(config: LabConfig, app: LabApp, service: str, image: str,
         "mounts": runtime_mounts(),
         "configs": [app_config],
         "env": [NODE_ENV],
+        "resources": slot_resources(slot),
         "stop_grace_period": 10 * SECOND_NS,
     }
 

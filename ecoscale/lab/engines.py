@@ -11,7 +11,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import docker
 
 from ecoscale.lab.cgroups import create_engine_group, node_group
 from ecoscale.lab.config import LabConfig, NodeSpec, hostname
+from ecoscale.lab.slot_runtime import wrapper_text
 from ecoscale.lab.system import (
     NETNS_DIR,
     LabError,
@@ -35,6 +38,8 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PEER_NAME = "eth0"
+SLOT_RUNTIME = "ecoscale-slots"
+"""The runtime every lab engine runs its containers with (``slot_runtime``)."""
 API_VERSION = "1.41"
 """Docker Engine API of Debian's docker.io 20.10; newer engines still speak it."""
 
@@ -168,12 +173,29 @@ def engine_args(config: LabConfig, node: NodeSpec) -> list[str]:
     ]
 
 
+def write_slot_runtime(config: LabConfig) -> Path:
+    """The runtime executable of the lab's engines, under the state folder (``slot_runtime``:
+    runc with the lab's CFS period on CPU limits)."""
+    runc = shutil.which("runc", path=f"{os.environ.get('PATH', '')}:{SYSTEM_PATH}")
+    if runc is None:
+        raise LabError("runc is not installed (it comes with docker.io / runc); "
+                       "`apt-get install runc`")
+    path = config.state_dir / "slot-runtime"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(wrapper_text(sys.executable, runc, config.slot_period_us))
+    path.chmod(0o755)
+    return path
+
+
 def start_engine(config: LabConfig, node: NodeSpec) -> int:
     """Start the node's dockerd in the background; returns its pid (ready later)."""
     paths = engine_paths(config, node)
     paths.root.mkdir(parents=True, exist_ok=True)
     # The trust key would otherwise land in /etc/docker/key.json (a file left on the host).
-    settings = {"log-level": "warn", "deprecated-key-path": str(paths.key)}
+    settings: dict[str, object] = {
+        "log-level": "warn", "deprecated-key-path": str(paths.key),
+        "runtimes": {SLOT_RUNTIME: {"path": str(write_slot_runtime(config))}},
+        "default-runtime": SLOT_RUNTIME}
     paths.daemon_json.write_text(json.dumps(settings) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "NOTIFY_"))}
     env["PATH"] = f"{env.get('PATH', '')}:{SYSTEM_PATH}".strip(":")

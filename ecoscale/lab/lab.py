@@ -64,11 +64,12 @@ Removed on down when the lab created them and no file is left in them."""
 HOST_FOLDERS = {"run_docker": RUN_DOCKER, "run_containerd": RUN_CONTAINERD,
                 "run_netns": Path("/run/netns")}
 EMULATION_NOTE = ("old and new servers are EMULATED on one machine: every node is a Docker "
-                  "engine on the same CPUs. An older generation is (1) a per-core speed "
-                  "factor applied by the service emulator to its CPU work on that node's "
-                  "tasks and (2) a CFS CPU quota on the cgroup holding that node's containers "
-                  "(see 'emulation'), not other hardware. There is no power measurement "
-                  "(no RAPL).")
+                  "engine on the same CPUs. A replica is a slot: each task of a managed "
+                  "service has a CPU limit and reservation of its generation's slot (see "
+                  "'emulation'). An older generation is a per-core speed factor applied by "
+                  "the service emulator to its CPU work on that node's tasks (and, as an "
+                  "option, a CFS CPU quota on the cgroup holding that node's containers), not "
+                  "other hardware. There is no power measurement (no RAPL).")
 
 
 class Lab:
@@ -574,6 +575,14 @@ class Lab:
                     "generation": generation_of(spec),
                     "tasks": swarm.task_view(service, swarm_nodes),
                 }
+        held = {name: (s["generation"] or self.config.manager_generation, s["replicas"] or 0)
+                for name, s in result["services"].items() if s["role"] == "managed"}
+        budget = self.config.slot_budget(host_cpus(), held)
+        result["slot_budget"] = {"text": budget.text(), "slots": budget.slots,
+                                 "used_cpus": round(budget.used_cpus, 3),
+                                 "budget_cpus": budget.budget_cpus,
+                                 "host_cpus": budget.host_cpus, "kept_cpus": budget.kept_cpus,
+                                 "overcommitted": budget.overcommitted}
         return result
 
 

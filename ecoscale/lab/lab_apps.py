@@ -23,9 +23,9 @@ from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.emulator.service import GATEWAY_NAME, PROBE_PATH
 from ecoscale.lab import deploy, images, swarm
 from ecoscale.lab.apps import LabApp, load_app
-from ecoscale.lab.config import LabConfig, NodeSpec
+from ecoscale.lab.config import LabConfig, NodeSpec, SlotBudget
 from ecoscale.lab.prometheus import SERVICE_JOB, SERVICE_LABEL
-from ecoscale.lab.system import LabError, NotYet, poll, require_root
+from ecoscale.lab.system import LabError, NotYet, host_cpus, poll, require_root
 from ecoscale.model.placement import ServicePlacement
 from ecoscale.ports import Clock, Orchestrator
 
@@ -86,6 +86,11 @@ class LabApps:
         host.require_up()
         began = host.clock.now()
         lab_app = replace(load_app(app, emulation), node_speed=self.config.node_speeds())
+        first = self.config.manager_generation
+        self.refuse_overcommit(self.config.slot_budget(
+            host_cpus(), {name: (first, 1) for name in lab_app.topology.services}),
+            f"deploying {lab_app.name} ({len(lab_app.topology.services)} services, one "
+            f"replica each on '{first}')")
         mgr = host.client()
         image = images.ensure_image(mgr, [host.client(n.name) for n in host.nodes[1:]])
         app_config = deploy.ensure_app_config(mgr, lab_app)
@@ -109,7 +114,8 @@ class LabApps:
         initial = ServicePlacement(self.config.manager_generation, 1)
         staying = [n for n in wanted if n in existing and n not in removed]
         reset = apply_placement(host.orchestrator(),
-                                {n: initial for n in staying if n != GATEWAY_NAME})
+                                {n: initial for n in staying if n != GATEWAY_NAME},
+                                self.config.slot_cpus())
         kept = [n for n in staying if n not in reset]
         for name, kwargs in wanted.items():
             if name not in staying:
@@ -203,12 +209,33 @@ class LabApps:
         count = replicas if replicas is not None else (
             managed.placement.replicas if managed.placement else 1)
         wanted = {service: ServicePlacement(generation, count)}
+        self.refuse_overcommit(self.budget(wanted),
+                               f"placing {service} on '{generation}' with {count} replica(s)")
+        slots = self.config.slot_cpus()
         if not wait:
-            apply_placement(orchestrator, wanted)
+            apply_placement(orchestrator, wanted, slots)
             return
         place(orchestrator, wanted, self.host.clock, self.config.timeout_s,
               checks=(self._converged_check([service]), self._scraped_check([service])),
-              log=self.host.log)
+              log=self.host.log, replica_cpus=slots)
+
+    # ------------------------------------------------------------------ slots
+    def budget(self, changed: dict[str, ServicePlacement] | None = None) -> SlotBudget:
+        """The slots the managed services hold now (with ``changed`` applied) against the
+        host's cores (``LabConfig.slot_budget``)."""
+        cluster = self.host.orchestrator().read()
+        held = {name: (m.placement.generation, m.placement.replicas)
+                for name, m in cluster.services.items() if m.placement is not None}
+        held.update({name: (p.generation, p.replicas) for name, p in (changed or {}).items()})
+        return self.config.slot_budget(host_cpus(), held)
+
+    @staticmethod
+    def refuse_overcommit(budget: SlotBudget, what: str) -> None:
+        """LabError when ``budget`` is overcommitted: the figure and the fixes."""
+        if budget.overcommitted:
+            raise LabError(f"{what} would overcommit the lab's slot budget: {budget.text()}; "
+                           "fewer replicas, or a lab with smaller slots (`lab up "
+                           "--slot-cpus`) or less kept for the system (`--kept-cpus`)")
 
     def tasks(self, service: str) -> list[dict[str, str]]:
         """Live tasks of a service: node, generation, state, desired state, address."""

@@ -33,10 +33,15 @@ def lab_pool(overrides: dict[str, Any]) -> PoolConfig:
 
 def replica_limits(emulation: dict[str, dict[str, Any]]) -> dict[str, int]:
     """generation -> replicas of one service that add capacity on the lab: the generation's
-    CPUs (nodes x CPUs per node) over one replica's CPUs, at least 1."""
-    return {g: max(1, int(spec["nodes"] * spec["cpus_per_node"]
-                          // spec["cpus_per_replica"]))
-            for g, spec in emulation.items()}
+    CPUs (nodes x CPUs per node, and with slots at most the slot budget) over one replica's
+    CPUs, at least 1."""
+    limits = {}
+    for generation, spec in emulation.items():
+        cpus = spec["nodes"] * spec["cpus_per_node"]
+        if spec.get("slot_cpus"):
+            cpus = min(cpus, spec["slot_budget_cpus"])
+        limits[generation] = max(1, int(cpus / spec["cpus_per_replica"] + 1e-9))
+    return limits
 
 
 def lab_emulation_text(emulation: dict[str, dict[str, Any]]) -> str:

@@ -25,8 +25,8 @@ class SlowOrchestrator(RecordingOrchestrator):
     delay_reads: int = 2
     pending: dict = None
 
-    def apply(self, service, placed):
-        super().apply(service, placed)
+    def apply(self, service, placed, **options):
+        super().apply(service, placed, **options)
         self.pending = {**(self.pending or {}), service.name: self.delay_reads}
         self.services[service.name] = replace(self.services[service.name], running={})
 
@@ -52,6 +52,14 @@ def test_place_moves_only_what_differs_and_waits_until_it_runs():
     assert moved == ["a"] and orchestrator.applied == [("a", OLD2)]
     assert orchestrator.services["a"].running == {"old": 2}
     assert 0 < sum(clock.slept) < 60          # waited, in virtual time
+
+
+def test_a_move_takes_its_new_generations_cpus_where_given():
+    orchestrator, clock = cluster(a=NEW1, b=NEW1), FakeClock()
+    place(orchestrator, {"a": OLD2, "b": ServicePlacement("mid", 1)}, clock, timeout_s=60,
+          replica_cpus={"old": 0.05})
+    assert [(name, cpus) for name, _placed, cpus, _restart in orchestrator.updates] == [
+        ("a", 0.05), ("b", None)]     # a generation without a slot keeps its resources
 
 
 def test_a_timeout_names_what_did_not_converge():

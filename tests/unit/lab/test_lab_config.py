@@ -49,6 +49,11 @@ def test_with_nodes_counts_and_addresses():
      "node_cpus must be > 0"),
     ({"generations": (GenerationSpec("new"), GenerationSpec("old", node_cpus=0.05))},
      "below the kernel's 1 ms minimum"),
+    ({"generations": (GenerationSpec("new", slot_cpus=0.0),)}, "slot_cpus must be > 0"),
+    ({"generations": (GenerationSpec("new", slot_cpus=0.02),)},
+     "below the kernel's 1 ms minimum quota; raise slot_period_us"),
+    ({"slot_period_us": 500}, "slot_period_us must lie in"),
+    ({"kept_cpus": -1}, "kept_cpus must be >= 0"),
     ({"subnet": "8.8.8.0/24"}, "must be private"),
     ({"subnet": "nonsense"}, "is not an IPv4 network"),
     ({"overlay_pool": "10.213.0.0/16"}, "overlaps subnet"),
@@ -92,3 +97,35 @@ def test_config_survives_the_state_file_round_trip():
 def test_unknown_generation_names_the_known_ones():
     with pytest.raises(InputError, match="known: new, old"):
         LabConfig(state_dir="/tmp/l").generation("ancient")
+
+
+SLOTTED = LabConfig.with_nodes(slot_cpus=0.05, old_node_cpus=None, state_dir="/tmp/l")
+
+
+def test_a_replica_is_a_slot_on_both_generations_when_asked():
+    config = SLOTTED
+    assert config.slot_cpus() == {"new": 0.05, "old": 0.05}
+    assert all(g.node_cpus is None for g in config.generations)   # the quota is an option
+    emulation = config.emulation(host_cpus=2)
+    assert emulation["old"]["cpus_per_replica"] == 0.05
+    assert emulation["old"]["slot_period_us"] == 20_000
+    assert "slots of 0.05 host CPU per task" in emulation["old"]["capacity"]
+    assert "cpu_ms / 0.5" in emulation["old"]["speed"]         # old cores stay slower
+    unslotted = LabConfig(state_dir="/tmp/l")           # the default: no slots
+    assert unslotted.slot_cpus() == {}
+    assert unslotted.emulation(2)["new"]["cpus_per_replica"] == 1.0
+
+
+def test_the_slot_budget_counts_every_replica_against_the_hosts_cores_less_the_kept_share():
+    config = SLOTTED
+    budget = config.slot_budget(2, {"a": ("new", 20), "b": ("old", 6)})
+    assert (budget.slots, budget.budget_cpus) == (26, 1.5)
+    assert budget.used_cpus == pytest.approx(1.3) and not budget.overcommitted
+    assert budget.text().startswith("26 slots = 1.30 of 1.5 CPUs (new 20 x 0.05, old 6 x 0.05;")
+    assert "0.5 kept for dockerd, Prometheus" in budget.text()
+    over = config.slot_budget(2, {"a": ("new", 20), "b": ("old", 11)})
+    assert over.overcommitted and over.text().startswith("31 slots = 1.55 of 1.5 CPUs")
+    # a generation without slots holds none
+    mixed = LabConfig(state_dir="/tmp/l", generations=(
+        GenerationSpec("new", slot_cpus=0.1), GenerationSpec("old", cpu_factor=0.5)))
+    assert mixed.slot_budget(2, {"a": ("new", 3), "b": ("old", 40)}).slots == 3

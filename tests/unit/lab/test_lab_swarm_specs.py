@@ -32,6 +32,19 @@ def test_an_app_service_is_managed_pinned_to_new_dnsrr_and_start_first(config):
     assert spec["command"][-2:] == ["--service", "text-service"]
 
 
+def test_an_app_service_runs_in_one_slot_of_the_first_generation():
+    app = load_app("socialNetwork")
+    slotted = LabConfig.with_nodes(slot_cpus=0.05, state_dir="/tmp/lab-test")
+    spec = deploy.app_service(slotted, app, "text-service", "img:1", {"ConfigName": "c"})
+    assert spec["resources"]["Limits"]["NanoCPUs"] == 50_000_000
+    assert spec["resources"]["Reservations"]["NanoCPUs"] == 50_000_000
+    plain = deploy.app_service(LabConfig(state_dir="/tmp/lab-test"), app, "text-service",
+                               "img:1", {"ConfigName": "c"})
+    assert plain["resources"] is None
+    # a change of slot is a change of definition: the next deploy recreates the service
+    assert plain["labels"][deploy.SPEC_LABEL] != spec["labels"][deploy.SPEC_LABEL]
+
+
 def test_gateway_and_prometheus_are_published_on_the_manager(config):
     app = load_app("socialNetwork")
     gateway = deploy.gateway_service(config, app, "img:1", {"ConfigName": "c"})

@@ -157,11 +157,29 @@ def test_no_measurement_means_no_error_rather_than_a_perfect_one():
     assert summary.points == 0 and summary.direction == "no points"
 
 
+def _shared_old_node():
+    from ecoscale.lab.config import LabConfig
+
+    return LabConfig.with_nodes(old_node_cpus=1.0, slot_cpus=None)
+
+
+SHARED_OLD_NODE = _shared_old_node()
+
+
+def test_the_colocation_run_refuses_a_lab_whose_old_services_do_not_share_a_node():
+    from ecoscale.errors import UsageError
+    from ecoscale.evaluation.colocation import require_shared_old_node
+    from ecoscale.lab.config import LabConfig
+
+    require_shared_old_node(SHARED_OLD_NODE)
+    with pytest.raises(UsageError, match="--slot-cpus 0 --old-node-cpus 1"):
+        require_shared_old_node(LabConfig.with_nodes(slot_cpus=0.05))   # nothing shared
+
+
 def test_the_command_writes_the_error_table_and_a_report_that_says_where_from(tmp_path):
     import csv
 
     from ecoscale.evaluation.colocation import ColocationOptions, write_results
-    from ecoscale.lab.config import LabConfig
     from ecoscale.profiler.experiments import PoolConfig
     from ecoscale.profiler.store import append_rows
 
@@ -171,7 +189,7 @@ def test_the_command_writes_the_error_table_and_a_report_that_says_where_from(tm
     append_rows(tmp_path / "colocation-raw.csv", rows)
     pool = PoolConfig("lab", "http://a", "http://b", slot_cpus={"new": 1.0, "old": 1.0})
     points = write_results(ColocationOptions(services=(A, B), loads_qps=LOADS), TOPOLOGY,
-                           pool, LabConfig().emulation(2), tmp_path)
+                           pool, SHARED_OLD_NODE.emulation(2), tmp_path)
     with (tmp_path / "colocation.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == len(points) == 6

@@ -62,10 +62,15 @@ def test_lab_replica_limits_are_each_generations_cpus_over_one_replicas():
     from ecoscale.lab.config import LabConfig
     from ecoscale.lab.pool import replica_limits
 
-    # the default lab: old is one node with one quota'd CPU for all its services; new shares
-    # the host's CPUs
-    assert replica_limits(LabConfig().emulation(host_cpus=2)) == {"new": 2, "old": 1}
-    assert replica_limits(LabConfig().emulation(host_cpus=8))["new"] == 8
+    # a lab of slots: 0.05 CPU each within a budget of 2 - 0.5 host CPUs on each generation
+    slotted = LabConfig.with_nodes(slot_cpus=0.05, old_node_cpus=None)
+    assert replica_limits(slotted.emulation(host_cpus=2)) == {"new": 30, "old": 30}
+    # the default: old is one node with one quota'd CPU for all its services; new shares the
+    # host's CPUs; one replica is one event loop (one CPU)
+    earlier = LabConfig()
+    assert replica_limits(earlier.emulation(host_cpus=2)) == {"new": 2, "old": 1}
+    assert replica_limits(earlier.emulation(host_cpus=8))["new"] == 8
+    assert replica_limits(slotted.emulation(host_cpus=8))["new"] == 150   # (8 - 0.5) / 0.05
 
 
 def rows_from_model(model, loads, experiment, on_old, replicas=1):
