@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 from collections.abc import Callable, Mapping
@@ -120,7 +121,9 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
         if not raw_csv.exists():
             raise EcoscaleError(f"--refit: no raw measurements at {raw_csv}; profile first "
                                 "(without --refit) or give --out beside an existing CSV")
-        write_profile(out, raw_csv, topology, hardware, pool, prune_threshold)
+        recorded, created = recorded_pool(raw_csv, pool)
+        write_profile(out, raw_csv, topology, hardware, recorded, prune_threshold,
+                      created=created, record=False)
         return 0
     print(describe_plan(pool, topology))
     if dry_run:
@@ -131,6 +134,7 @@ def run_profile(app: str, pool_name: str, out: Path | None, dry_run: bool,
     orchestrator = build_target(pool.target, source=pool_name)
     runner = Runner(pool, topology, orchestrator, PrometheusClient(pool.prometheus_url),
                     loadgen_driver(pool.frontend_url, topology), raw_csv)
+    record_sweep(raw_csv, pool)
     runner.remember()
     try:
         sweeps = sweep_plan(pool, topology.service_names)
@@ -240,11 +244,85 @@ def check_pool(app: str, pool_name: str, overrides: dict[str, Any],
     return 0
 
 
+SWEEP_KEYS = ("generations", "loads_qps", "warmup_s", "measure_s", "emulation",
+              "replica_limits", "hardware", "service_latency")
+"""What the fit reads from the pool config, recorded beside the raw CSV by the run."""
+
+
+def sweep_file(raw_csv: Path) -> Path:
+    """The sidecar beside the raw CSV (``lab.csv`` -> ``lab.sweep.yaml``)."""
+    return raw_csv.with_suffix(".sweep.yaml")
+
+
+def record_sweep(raw_csv: Path, pool: PoolConfig, created: str | None = None) -> None:
+    """Record the settings the measuring run used in the sidecar ``<pool>.sweep.yaml``.
+
+    A sidecar rather than a CSV header: the CSV stays plain (one header row, appended
+    point by point, read by any CSV reader), and a YAML mapping is read back as written.
+    It holds every pool setting the fit reads (``SWEEP_KEYS``: loads, warm-up, measure
+    window, generations, emulation, replica_limits, hardware model, the pool's
+    ``queries.service_latency``) and, once the profile is written, its ``created``, so
+    ``--refit`` rebuilds that profile byte for byte. The SLO load fraction (75 %) and the
+    knee factor are constants of the fit, not settings."""
+    settings: dict[str, Any] = {
+        "pool": pool.name,
+        "generations": list(pool.generations),
+        "loads_qps": [float(q) for q in pool.loads_qps],
+        "warmup_s": float(pool.warmup_s),
+        "measure_s": float(pool.measure_s),
+        "emulation": pool.emulation,
+        "replica_limits": dict(pool.replica_limits),
+        "hardware": pool.hardware,
+        "service_latency": pool.service_latency,
+    }
+    if created:
+        settings["created"] = created
+    write_yaml(sweep_file(raw_csv), settings,
+               f"# The sweep settings the measurement {raw_csv.name} used (read by "
+               "`ecoscale profile --refit`).\n")
+
+
+def recorded_pool(raw_csv: Path, pool: PoolConfig) -> tuple[PoolConfig, str | None]:
+    """The pool config with the settings recorded beside ``raw_csv`` (``record_sweep``),
+    and the recorded ``created``; without a sidecar, the pool config as it is (said on
+    stderr)."""
+    path = sweep_file(raw_csv)
+    if not path.exists():
+        print(f"no recorded sweep settings in {path}; using the pool config's (loads "
+              f"{', '.join(f'{q:g}' for q in pool.loads_qps)} req/s, warm-up "
+              f"{pool.warmup_s:g} s, window {pool.measure_s:g} s)", file=sys.stderr)
+        return pool, None
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise EcoscaleError(f"{path}: recorded sweep settings are a YAML mapping")
+    convert = {"generations": lambda v: tuple(str(g) for g in v),
+               "loads_qps": lambda v: tuple(float(q) for q in v),
+               "warmup_s": float, "measure_s": float, "emulation": str,
+               "replica_limits": lambda v: {str(g): int(n) for g, n in (v or {}).items()},
+               "hardware": str}
+    try:
+        merged = dataclasses.replace(pool, **{k: f(raw[k]) for k, f in convert.items()
+                                              if k in raw})
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise EcoscaleError(f"{path}: unreadable recorded sweep settings ({exc})") from None
+    latency = raw.get("service_latency")
+    if latency and latency != merged.service_latency and merged.queries is not None:
+        merged = dataclasses.replace(merged, queries=dataclasses.replace(
+            merged.queries, service_latency=latency))
+    created = raw.get("created")
+    return merged, str(created) if created else None
+
+
 def write_profile(out: Path, raw_csv: Path, topology: Topology, hardware: Any,
-                  pool: PoolConfig, prune_threshold: float) -> None:
-    """Fit the finished points of the raw CSV and write the profile beside it."""
+                  pool: PoolConfig, prune_threshold: float, created: str | None = None,
+                  record: bool = True) -> None:
+    """Fit the finished points of the raw CSV and write the profile beside it; ``record``:
+    record the sweep settings and the profile's ``created`` beside the CSV (the measuring
+    run; a refit passes the recorded ``created`` and records nothing)."""
     rows = complete_rows(read_rows(raw_csv))
-    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    created = created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if record:
+        record_sweep(raw_csv, pool, created)
     raw_name = raw_csv.name if raw_csv.parent.resolve() == out.parent.resolve() else str(raw_csv)
     document = build_profile(rows, topology, hardware, pool, created, raw_name,
                              prune_threshold, power_source())

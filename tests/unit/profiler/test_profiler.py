@@ -333,3 +333,50 @@ def test_the_calibration_warning_is_in_the_profile(social_model, hardware, monke
                                    sim_pool(loads, "own"), "t", "sim.csv")
     assert document["e2e_calibration"] == 1.0
     assert "saturates below the SLO load" in document["measured"]["calibration_warning"]
+
+
+def measured_and_refit(tmp_path, rows, topology, hardware, measured_pool, refit_pool):
+    """Write the profile and its CSV as the measuring run does, then --refit it."""
+    from ecoscale.profiler.main import recorded_pool
+
+    raw = tmp_path / "sim.csv"
+    append_rows(raw, rows)
+    first, second = tmp_path / "sim.yaml", tmp_path / "sim.refit.yaml"
+    write_profile(first, raw, topology, hardware, measured_pool, 0.05)
+    pool, created = recorded_pool(raw, refit_pool)
+    write_profile(second, raw, topology, hardware, pool, 0.05, created=created, record=False)
+    return first, second
+
+
+def test_a_refit_reproduces_the_measured_profile_byte_for_byte(social_model, hardware,
+                                                               tmp_path):
+    rows, loads = sweep_rows(social_model)
+    pool = dataclasses.replace(sim_pool(loads, "own"), replica_limits={"old": 1})
+    first, second = measured_and_refit(tmp_path, rows, social_model.topology, hardware,
+                                       pool, pool)
+    assert first.read_bytes() == second.read_bytes()
+    assert read_yaml(second)["replica_limits"] == {"old": 1}
+
+
+def test_a_refit_uses_the_recorded_sweep_settings_not_the_pool_defaults(
+        social_model, hardware, tmp_path, capsys):
+    rows, loads = sweep_rows(social_model)
+    measured = dataclasses.replace(sim_pool(loads, "own"), warmup_s=5.0, measure_s=20.0,
+                                   replica_limits={"new": 2, "old": 1}, emulation="emulated")
+    defaults = sim_pool((15.0, 30.0), "own")   # the pool config as it reads today
+    first, second = measured_and_refit(tmp_path, rows, social_model.topology, hardware,
+                                       measured, defaults)
+    assert first.read_bytes() == second.read_bytes()
+    provenance = read_yaml(second)["provenance"]
+    assert provenance["loads_qps"] == [float(q) for q in loads]
+    assert (provenance["warmup_s"], provenance["measure_s"]) == (5.0, 20.0)
+    assert read_yaml(second)["replica_limits"] == {"new": 2, "old": 1}
+    assert "no recorded sweep settings" not in capsys.readouterr().err
+
+
+def test_a_refit_without_recorded_settings_says_it_uses_the_pool_config(tmp_path, capsys):
+    from ecoscale.profiler.main import recorded_pool
+
+    pool = sim_pool((15.0, 30.0), "own")
+    assert recorded_pool(tmp_path / "old.csv", pool) == (pool, None)
+    assert "no recorded sweep settings in" in capsys.readouterr().err
