@@ -48,6 +48,7 @@ from ecoscale.lab.system import (
     port_in_use,
     remove_tree,
     require_root,
+    stale_sockets,
     stop_pids,
     unmount_all_under,
 )
@@ -396,6 +397,9 @@ class Lab:
         if left:
             raise LabError(f"cgroups still busy: {', '.join(map(str, left))}")
         for key, folder in HOST_FOLDERS.items():
+            if (created.get(key) or not state) and not self._other_engines():
+                for stale in stale_sockets(folder):    # of shims killed with the engines
+                    stale.unlink(missing_ok=True)
             if (created.get(key) or not state) and _only_empty_dirs(folder) and \
                     not self._other_engines():
                 unmount_all_under(folder)  # `ip netns add` bind-mounts /run/netns on itself

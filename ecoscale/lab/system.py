@@ -263,3 +263,17 @@ def port_in_use(port: int) -> bool:
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
+
+
+def stale_sockets(folder: Path) -> list[Path]:
+    """Unix socket files below ``folder`` that no process listens on (a killed containerd
+    shim leaves its socket behind in /run/containerd/s)."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    bound = {fields[-1] for fields in (line.split() for line in lines) if len(fields) >= 8}
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_socket() and str(p) not in bound)

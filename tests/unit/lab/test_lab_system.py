@@ -108,3 +108,24 @@ def test_only_the_lab_daemons_count_as_its_processes(args, ours):
     from ecoscale.lab.engines import _names_our_folder
 
     assert _names_our_folder(args, "/lab/") is ours
+
+
+def test_a_socket_no_process_listens_on_is_stale(tmp_path):
+    import socket
+
+    from ecoscale.lab.system import stale_sockets
+
+    (tmp_path / "s").mkdir()
+    live, gone = tmp_path / "s" / "live", tmp_path / "s" / "gone"
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(live))
+    listening.listen()
+    closed = socket.socket(socket.AF_UNIX)
+    closed.bind(str(gone))
+    closed.close()                       # its file stays, as a killed shim's does
+    (tmp_path / "s" / "file").write_text("not a socket")
+    try:
+        assert stale_sockets(tmp_path) == [gone]
+        assert stale_sockets(tmp_path / "absent") == []
+    finally:
+        listening.close()
