@@ -506,8 +506,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for generation, how in status["emulation"].items():
         print(textwrap.fill(f"{generation}: {how['speed']}; {how['capacity']}", width=96,
                             initial_indent="  ", subsequent_indent="      "))
-    if status.get("slot_budget") and any(how.get("slot_cpus")
-                                         for how in status["emulation"].values()):
+    if status.get("slot_budget"):
         print(textwrap.fill(f"slot budget: {status['slot_budget']['text']}", width=96,
                             initial_indent="  ", subsequent_indent="      "))
     if status["services"]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ecoscale.errors import InputError
+from ecoscale.lab.slot_runtime import MIN_QUOTA_US
 from ecoscale.values import BadNumber, number
 
 DEFAULT_STATE_DIR = "/var/tmp/ecoscale-lab"
@@ -25,8 +26,6 @@ MAX_STATE_DIR_CHARS = 48
 """containerd's socket lives 40 characters below the state dir; unix sockets allow 107."""
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*$")
 MAX_LINK_CHARS = 15
-MIN_QUOTA_US = 1000
-"""The kernel refuses a CFS quota below 1 ms."""
 SLOT_CPUS = 0.05
 """The slot of ``lab up --slot-cpus`` (one replica's CPU budget on both generations, host
 CPUs): the 26 services of socialNetwork at one replica each reserve 1.3 of this machine's 2
@@ -58,7 +57,7 @@ class GenerationSpec:
     of Docker's 100 ms, so a small slot runs as a slower core, not as 5 ms on and 95 ms
     off). Replicas of one service then add capacity on every generation, and services on one
     node do not queue behind each other as long as the slots fit the machine
-    (``LabConfig.slot_budget_cpus``).
+    (``LabConfig.slot_budget``).
 
     Two knobs, as older hardware differs in two ways:
 
@@ -67,10 +66,9 @@ class GenerationSpec:
       (the emulator learns its node from Swarm's ``{{.Node.Hostname}}``). Every request is
       slower at any load and costs more CPU-seconds, as on an older CPU; time spent waiting
       (I/O) is unchanged.
-    - ``node_cpus`` (capacity): a CFS quota of ``node_cpus`` host
-      CPUs on the cgroup that holds all the node's containers (dockerd ``--cgroup-parent``),
-      so that the services placed on one node contend for its few cores and queue, as on a
-      smaller server.
+    - ``node_cpus`` (capacity): a CFS quota of ``node_cpus`` host CPUs on the cgroup that
+      holds all the node's containers (dockerd ``--cgroup-parent``), so that the services
+      placed on one node contend for its few cores and queue, as on a smaller server.
     """
 
     name: str
@@ -367,17 +365,13 @@ class LabConfig:
                                 "cfs_period_us": self.cpu_period_us if quota else None,
                                 "slot_period_us": (self.slot_period_us if gen.slot_cpus
                                                    else None),
-                                "slot_budget_cpus": self.budget_cpus(host_cpus),
+                                "slot_budget_cpus": self.slot_budget(host_cpus, {}).budget_cpus,
                                 "speed": speed, "capacity": capacity}
         return result
 
     def slot_cpus(self) -> dict[str, float]:
         """Generation -> CPU limit of one task there (host CPUs), for the slotted ones."""
         return {g.name: g.slot_cpus for g in self.generations if g.slot_cpus is not None}
-
-    def budget_cpus(self, host_cpus: float) -> float:
-        """Host CPUs that the slots of the managed services may take (``kept_cpus`` off)."""
-        return max(0.0, host_cpus - self.kept_cpus)
 
     def slot_budget(self, host_cpus: float, replicas: Mapping[str, tuple[str, int]]
                     ) -> SlotBudget:
@@ -403,6 +397,7 @@ class SlotBudget:
 
     @property
     def budget_cpus(self) -> float:
+        """Host CPUs that the slots may take (``kept_cpus`` off)."""
         return max(0.0, self.host_cpus - self.kept_cpus)
 
     @property

@@ -65,12 +65,12 @@ Removed on down when the lab created them and no file is left in them."""
 HOST_FOLDERS = {"run_docker": RUN_DOCKER, "run_containerd": RUN_CONTAINERD,
                 "run_netns": Path("/run/netns")}
 EMULATION_NOTE = ("old and new servers are EMULATED on one machine: every node is a Docker "
-                  "engine on the same CPUs. A replica is a slot: each task of a managed "
-                  "service has a CPU limit and reservation of its generation's slot (see "
-                  "'emulation'). An older generation is a per-core speed factor applied by "
-                  "the service emulator to its CPU work on that node's tasks (and, as an "
-                  "option, a CFS CPU quota on the cgroup holding that node's containers), not "
-                  "other hardware. There is no power measurement (no RAPL).")
+                  "engine on the same CPUs. An older generation is (1) a per-core speed "
+                  "factor applied by the service emulator to its CPU work on that node's "
+                  "tasks and (2) a CFS CPU quota on the cgroup holding that node's containers, "
+                  "or, on a lab of slots, a CPU limit and reservation of one slot on each "
+                  "task (see 'emulation'), not other hardware. There is no power measurement "
+                  "(no RAPL).")
 
 
 class Lab:
@@ -397,11 +397,11 @@ class Lab:
         if left:
             raise LabError(f"cgroups still busy: {', '.join(map(str, left))}")
         for key, folder in HOST_FOLDERS.items():
-            if (created.get(key) or not state) and not self._other_engines():
-                for stale in stale_sockets(folder):    # of shims killed with the engines
-                    stale.unlink(missing_ok=True)
-            if (created.get(key) or not state) and _only_empty_dirs(folder) and \
-                    not self._other_engines():
+            if not (created.get(key) or not state) or self._other_engines():
+                continue
+            for stale in stale_sockets(folder):    # of shims killed with the engines
+                stale.unlink(missing_ok=True)
+            if _only_empty_dirs(folder):
                 unmount_all_under(folder)  # `ip netns add` bind-mounts /run/netns on itself
                 remove_tree(folder)
         if self.config.state_dir.exists():
@@ -579,6 +579,9 @@ class Lab:
                     "generation": generation_of(spec),
                     "tasks": swarm.task_view(service, swarm_nodes),
                 }
+        if not self.config.slot_cpus():
+            result["slot_budget"] = None
+            return result
         held = {name: (s["generation"] or self.config.manager_generation, s["replicas"] or 0)
                 for name, s in result["services"].items() if s["role"] == "managed"}
         budget = self.config.slot_budget(host_cpus(), held)

@@ -22,6 +22,7 @@ from typing import Any
 
 DOCKER_PERIOD_US = 100_000
 MIN_QUOTA_US = 1000
+"""The kernel refuses a CFS quota below 1 ms (also ``LabConfig``'s check)."""
 
 
 def with_period(config: dict[str, Any], period_us: int) -> bool:
