@@ -25,6 +25,7 @@ from ecoscale.evaluation.colocation_settings import (
     DEFAULT_WARMUP_S,
 )
 from ecoscale.evaluation.colocation_settings import OUTPUTS as COLOCATION_OUTPUTS
+from ecoscale.evaluation.moves import DEFAULT_MOVES, DEFAULT_WINDOW_S
 from ecoscale.evaluation.timescale import LAB_MOVE_TIME_S, LIVE_TREND_PERIODS
 from ecoscale.lab.config import SLOT_CPUS, LabConfig
 from ecoscale.model.trace import check_window
@@ -213,6 +214,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                "(checked before the load starts)")
     load.set_defaults(func=_cmd_load)
 
+    moves = sub.add_parser(
+        "moves", help="measure how long a move takes and what it does to p99",
+        description=MOVES_HELP, epilog=exit_codes_help(), formatter_class=_RawWithDefaults)
+    moves.add_argument("--service", action="append", dest="services", metavar="SERVICE",
+                       help="a managed service to move between new and old; repeatable, "
+                            "moved in turn (default: the app's front end)")
+    moves.add_argument("--rate", type=flag("--rate", above=0, maximum=1e6),
+                       help="constant load during the moves, req/s (default: the SLO load of "
+                            "the app's lab profile)")
+    moves.add_argument("--moves", type=integer_flag("--moves", minimum=1, maximum=100),
+                       default=DEFAULT_MOVES, help="moves in all, alternately to old and back")
+    moves.add_argument("--window", type=duration_flag("--window", minimum_s=10.0),
+                       default=DEFAULT_WINDOW_S,
+                       help="wall time per move (the move, then steady load), e.g. 30s; a bare "
+                            "number is in seconds")
+    moves.add_argument("--profile", default="lab",
+                       help="profile whose SLO load and SLO are the default rate and the bar")
+    moves.add_argument("--json", action="store_true", help="print the measurement as JSON")
+    moves.set_defaults(func=_cmd_moves)
+
     evaluate = sub.add_parser(
         "evaluate", help="run policies live on the lab against a compressed trace and compare "
                          "with the replay simulator",
@@ -247,13 +268,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "bare number is in seconds; at least 3 move times (default: 3 x "
                                "--move-time rounded up to whole seconds)")
     evaluate.add_argument("--move-time", type=duration_flag("--move-time", minimum_s=0.1),
-                          default=LAB_MOVE_TIME_S,
                           help="how long a move takes on the lab, e.g. 8s; a bare number is "
-                               "in seconds (the lab's measured figure by default; a later lab "
-                               "measurement replaces it); the period is at least 3 of them, "
-                               "and the trace step per period must keep the load's rise "
-                               "between two decisions within 25 %% (else the run is refused "
-                               "with the fix)")
+                               "in seconds (default: measured, the lab's latest `lab moves` for "
+                               "the app, else 2 moves of the front end at the start of the run; "
+                               f"--replay-only without one: {LAB_MOVE_TIME_S:g} s); the period "
+                               "is at least 3 of them, and the trace step per period must keep "
+                               "the load's rise between two decisions within 25 %% (else the "
+                               "run is refused with the fix)")
     evaluate.add_argument("--trend-periods",
                           type=integer_flag("--trend-periods", minimum=0, maximum=100),
                           default=LIVE_TREND_PERIODS,
@@ -308,6 +329,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     colocation.set_defaults(func=_cmd_colocation)
 
 
+MOVES_HELP = """\
+Measure a move as the daemon makes it (a placement change, Swarm's start-first update) under
+a constant open-loop load: each --service in turn goes from new to old and back, one move per
+--window. Each move is timed from the update call to when the new task runs, answers by
+Swarm DNS, is scraped by Prometheus, and the old task is gone; the move time is the last of
+these. The p99 of the requests sent during the move is set against the steady p99 before and
+after it, and against the profile's SLO. The result is kept in the lab's folder: `lab status`
+prints it and `lab evaluate` takes its period from it (at least 3 move times). Needs a lab
+that is up with an app deployed; the moved services end on new.
+
+  ecoscale lab moves                       # the front end, 4 moves at the SLO load
+  ecoscale lab moves --service home-timeline-service --moves 2 --rate 60
+"""
+
+
 COLOCATION_HELP = """\
 Check the co-location latency model (ecoscale/model/colocation.py, README "Co-location
 latency") against a measurement. The lab's old node is one CFS quota over all its
@@ -355,13 +391,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if not 0.0 < options.peak_fraction <= 2.0:
         raise EcoscaleError(f"--peak-fraction must be in (0, 2], got {options.peak_fraction:g}")
     if args.replay_only:
-        from ecoscale.evaluation.evaluate import simulate
+        from ecoscale.evaluation.evaluate import simulate, with_move_time
 
         if "all-new" not in options.policies:   # a replay costs seconds: never a nan saving
             print("note: --policies: all-new runs too, as the reference for savings",
                   file=sys.stderr)
             options = replace(options, policies=("all-new", *options.policies))
+        options = with_move_time(options, _lab(args))
         scale, summary = simulate(options)
+        print(f"move time: {options.move_source}")
         print(f"time scale: {scale.text()}")
         print(f"trend estimate: {options.trend_periods or 'off'}"
               + (" period(s)" if options.trend_periods else ""))
@@ -376,6 +414,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     table = evaluate(options, args.out, log=_progress)
     print(table.round(3).to_string(index=False))
     print(f"report: {args.out}/report.md")
+    return 0
+
+
+def _cmd_moves(args: argparse.Namespace) -> int:
+    from ecoscale.adapters.files import load_profile
+    from ecoscale.evaluation.moves import measure_moves
+
+    lab = _quiet_lab(args) if args.json else _lab(args)   # --json: stdout holds JSON alone
+    log = _progress_to_stderr if args.json else _progress
+    deployed = lab.app()
+    if deployed is None:
+        raise InputError("ecoscale lab moves", "no app is deployed; run `ecoscale lab deploy "
+                                               "APP` first")
+    profile = load_profile(deployed.name, args.profile)
+    rate = args.rate or profile.slo_load_qps
+    if rate is None:
+        raise UsageError(f"--rate: profile '{profile.name}' has no SLO load; give --rate")
+    services = args.services or [deployed.topology.frontend]
+    measurement = measure_moves(lab, services, rate_qps=rate, moves=args.moves,
+                                window_s=args.window, slo_ms=profile.slo_ms, log=log)
+    if args.json:
+        print(json.dumps(measurement.to_dict(), indent=1))
+        return 0
+    for move in measurement.moves:
+        print(f"  {move.text()}")
+    print(f"move time: {measurement.text()}")
+    print(f"  source: {measurement.source}")
+    for note in measurement.notes:
+        print(f"  {note}")
     return 0
 
 
@@ -419,6 +486,10 @@ def _lab(args: argparse.Namespace):
 
 def _progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _progress_to_stderr(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -505,6 +576,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(textwrap.fill(status["note"], width=96, initial_indent="  ", subsequent_indent="  "))
     for generation, how in status["emulation"].items():
         print(textwrap.fill(f"{generation}: {how['speed']}; {how['capacity']}", width=96,
+                            initial_indent="  ", subsequent_indent="      "))
+    if status.get("moves"):
+        print(textwrap.fill(f"move time: {status['moves']['text']}", width=96,
                             initial_indent="  ", subsequent_indent="      "))
     if status.get("slot_budget"):
         print(textwrap.fill(f"slot budget: {status['slot_budget']['text']}", width=96,

@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,14 @@ import numpy as np
 import pandas as pd
 
 from ecoscale.adapters.clock import SYSTEM_CLOCK
-from ecoscale.adapters.files import LAB_PROFILE, load_profile, write_table
+from ecoscale.adapters.files import LAB_PROFILE, load_profile, load_topology, write_table
 from ecoscale.adapters.placing import place as apply_and_wait
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.tracefiles import load_load_trace
 from ecoscale.control.decide import ControlSettings
 from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.evaluation.launcher import daemon_config, start_process
+from ecoscale.evaluation.moves import measure_moves, recorded
 from ecoscale.evaluation.timescale import (
     LAB_MOVE_TIME_S,
     LIVE_TREND_PERIODS,
@@ -44,9 +46,11 @@ from ecoscale.evaluation.timescale import (
     choose_time_scale,
     largest_rise,
 )
+from ecoscale.lab.config import LabConfig
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.pool import NAMED_POOLS
 from ecoscale.lab.queries import LAB_QUERIES
+from ecoscale.lab.system import host_cpus
 from ecoscale.loadgen.generator import run_load
 from ecoscale.model.app import UTILISATION_RULE, UTILISATION_SOURCES
 from ecoscale.model.placement import ServicePlacement
@@ -71,8 +75,12 @@ class EvaluationOptions:
     period_s: float | None = None
     """Wall time per decision period and trace step (s); None: MOVE_TIMES_PER_PERIOD move
     times (``time_scale`` refuses a shorter one)."""
-    move_time_s: float = LAB_MOVE_TIME_S
-    """How long a move takes on the lab (s): the measured figure, for the period."""
+    move_time_s: float | None = None
+    """How long a move takes on the lab (s), for the period. None: measured
+    (``with_move_time``: the lab's latest `lab moves` for the app, else two moves of the front
+    end at the start of a live run; LAB_MOVE_TIME_S for a replay without either)."""
+    move_source: str = ""
+    """Where ``move_time_s`` came from, for the report (``with_move_time`` fills it)."""
     trend_periods: int = LIVE_TREND_PERIODS
     """The daemon's trend estimate window (``ControlSettings.trend_periods``), live and in
     the replay; 0: off."""
@@ -108,7 +116,48 @@ def _period(options: EvaluationOptions) -> float:
     """The options' period (s), unchecked (``time_scale`` checks it): the default when
     None."""
     return float(options.period_s) if options.period_s is not None else choose_period(
-        options.move_time_s)
+        _move_time(options))
+
+
+def _move_time(options: EvaluationOptions) -> float:
+    return options.move_time_s if options.move_time_s is not None else LAB_MOVE_TIME_S
+
+
+MEASURED_MOVES = 2
+"""Moves of the front end a live evaluation measures when the lab has no measurement."""
+
+
+def with_move_time(options: EvaluationOptions, lab: Lab | None, live: bool = False,
+                   log: Any = print) -> EvaluationOptions:
+    """The options with a move time and its source: ``--move-time`` as given; else the
+    lab's latest `lab moves` of the app; else, on a ``live`` run, MEASURED_MOVES moves of
+    the front end at the run's peak load measured now (the lab must be up, the app
+    deployed); else LAB_MOVE_TIME_S, said so."""
+    if options.move_time_s is not None:
+        return replace(options, move_source=options.move_source
+                       or f"{options.move_time_s:g} s, given (--move-time)")
+    found = recorded(lab.recorded_moves(), options.app) if lab is not None else None
+    if found is not None and found.move_time_s is not None:
+        return replace(options, move_time_s=found.move_time_s,
+                       move_source=f"{found.text()} (`ecoscale lab moves`)")
+    if not live or lab is None:
+        return replace(options, move_time_s=LAB_MOVE_TIME_S,
+                       move_source=f"{LAB_MOVE_TIME_S:g} s assumed (shared/notes/swarm-lab.md); "
+                                   "not measured on this lab: `ecoscale lab moves`")
+    profile = load_profile(options.app, options.profile)
+    peak = options.peak_qps or options.peak_fraction * (profile.slo_load_qps or 0.0)
+    if not peak > 0:
+        raise UsageError(f"profile '{profile.name}' has no SLO load to measure moves at; give "
+                         "--peak-qps or --move-time")
+    frontend = load_topology(options.app).frontend
+    log(f"measuring {MEASURED_MOVES} moves of {frontend} at {peak:.0f} req/s (no `lab moves` "
+        "on this lab yet)")
+    found = measure_moves(lab, [frontend], rate_qps=peak, moves=MEASURED_MOVES,
+                          slo_ms=profile.slo_ms, log=log)
+    if found.move_time_s is None:
+        raise EcoscaleError(f"no move finished on the lab: {found.text()}")
+    return replace(options, move_time_s=found.move_time_s,
+                   move_source=f"{found.text()} (measured by this run)")
 
 
 def _replay_options(options: EvaluationOptions, step_s: float) -> ReplayOptions:
@@ -129,7 +178,7 @@ def time_scale(options: EvaluationOptions) -> TimeScale:
     def rise_at(step_s: float) -> tuple[float, int]:
         return largest_rise(window.resample(step_s, "linear").values)
 
-    return choose_time_scale(_seconds(options.duration), options.minutes, options.move_time_s,
+    return choose_time_scale(_seconds(options.duration), options.minutes, _move_time(options),
                              rise_at, options.period_s, finest_step_s=raw_step_s)
 
 
@@ -377,16 +426,19 @@ def summarise(frame: pd.DataFrame, trace: PolicyTrace) -> dict[str, Any]:
 
 def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.DataFrame:
     """Run every policy on the lab and the replay on the same traces; write the report."""
-    scale = time_scale(options)   # before the lab is touched: a refusal costs nothing
-    options = replace(options, period_s=scale.period_s)
-    log(f"time scale: {scale.text()}")
-    out.mkdir(parents=True, exist_ok=True)
     lab = Lab.attach(log=None)
+    time_scale(with_move_time(options, lab))   # before the lab is touched: a refusal costs
+    out.mkdir(parents=True, exist_ok=True)     # nothing
     if not lab.healthy():
         log("bringing the lab up")
         lab.up()
+    lab.deploy(options.app)
+    options = with_move_time(options, lab, live=True, log=log)
+    log(f"move time: {options.move_source}")
+    scale = time_scale(options)
+    options = replace(options, period_s=scale.period_s)
+    log(f"time scale: {scale.text()}")
     if options.profile_sweep:
-        lab.deploy(options.app)
         options = profile_lab(options, out, log)
     scenario = compressed_scenario(options)
     scale = replayed_scale(scale, scenario)
@@ -394,6 +446,12 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     if profile.kind != "measured":
         log(f"note: profile '{profile.name}' is {profile.kind}, not measured on the lab")
     planned, live_tables, simulated_tables = plan_tables(options, scenario)
+    over = overcommitting_levels(lab.config, host_cpus(), planned)
+    if over:
+        raise EcoscaleError("the tables would overcommit the lab's slot budget (the daemon "
+                            "could place more slots than the machine holds): "
+                            + "; ".join(over) + "; plan for a lower peak (--peak-fraction), "
+                            "or bring the lab up with smaller slots (`lab up --slot-cpus`)")
     tables: dict[str, Path] = {}
     for name, live in live_tables.items():
         tables[name] = out / f"table-{name}.yaml"
@@ -472,6 +530,24 @@ def plan_tables(options: EvaluationOptions, scenario: Scenario
     return planned, live_tables, simulated_tables
 
 
+def overcommitting_levels(config: LabConfig, cpus: float,
+                          tables: Mapping[str, PolicyTable]) -> list[str]:
+    """Per table level whose placement would overcommit a slotted lab's budget
+    (``LabConfig.slot_budget`` on ``cpus`` host CPUs): which, and the figure. Empty on a lab
+    without slots."""
+    if not config.slot_cpus():
+        return []
+    found = []
+    for name, table in tables.items():
+        for level in table.levels:
+            budget = config.slot_budget(cpus, {
+                service: (placed.generation, placed.replicas)
+                for service, placed in level.placement.items})
+            if budget.overcommitted:
+                found.append(f"{name} up to {level.max_load_qps:g} req/s: {budget.text()}")
+    return found
+
+
 def simulated_summary(options: EvaluationOptions, scenario: Scenario,
                       simulated_tables: dict[str, PolicyTable]) -> pd.DataFrame:
     """The replay's summary of the evaluation's policies: the daemon's decision function with
@@ -488,7 +564,9 @@ def simulated_summary(options: EvaluationOptions, scenario: Scenario,
 
 def simulate(options: EvaluationOptions) -> tuple[TimeScale, pd.DataFrame]:
     """The evaluation's replay alone (`lab evaluate --replay-only`; no lab): its time scale
-    and the summary of the same compressed traces, tables and control settings."""
+    and the summary of the same compressed traces, tables and control settings (a move time
+    not given: LAB_MOVE_TIME_S; ``with_move_time`` finds the lab's first)."""
+    options = with_move_time(options, None)
     scale = time_scale(options)
     options = replace(options, period_s=scale.period_s)
     scenario = compressed_scenario(options)
@@ -578,6 +656,7 @@ def write_report(out: Path, options: EvaluationOptions, scenario: Scenario,
         *(["", f"Time scale: {scale.text()}; the daemon's trend estimate: "
                + (f"{options.trend_periods} period(s)" if options.trend_periods else "off")
                + "."] if scale is not None else []),
+        *(["", f"Move time: {options.move_source}."] if options.move_source else []),
         "",
         "| policy | carbon kg measured | simulated | gap % | SLO viol. % measured | "
         "simulated | gap pp | moves measured | simulated |",

@@ -58,7 +58,7 @@ class TimeScale:
 
     def text(self) -> str:
         return (f"period {self.period_s:g} s (>= {MOVE_TIMES_PER_PERIOD:g} move times of "
-                f"{self.move_time_s:g} s); {self.periods} periods of {self.step_s / 60:g} trace "
+                f"{self.move_time_s:.1f} s); {self.periods} periods of {self.step_s / 60:g} trace "
                 f"minutes (~{self.minutes:.0f} min per policy); load rises at most "
                 f"{100 * self.largest_rise:.1f} % between two decisions (into period "
                 f"{self.rise_period + 1}; limit {100 * MAX_LOAD_RISE:g} %)")

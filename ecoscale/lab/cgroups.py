@@ -5,7 +5,9 @@
   CFS quota there (``cpu.cfs_period_us`` / ``cpu.cfs_quota_us`` in the cpu hierarchy).
 - ``/<cgroup_name>/engine-<node>`` in the pids hierarchy: the engine process joins it before
   it starts, so dockerd and everything it spawns (containerd, shims, docker-proxy) stay
-  findable by membership even after a crash, never by name.
+  findable by membership even after a crash, never by name. It joins the group of that name
+  in the cpu hierarchy too, whose low CPU weight (``LabConfig.engine_cpu_shares``) keeps the
+  engines' work of a move (starting a task) from stalling the app's containers.
 
 Tear-down kills every process in these groups and removes them bottom-up in every hierarchy.
 """
@@ -72,15 +74,24 @@ def create_node_group(cgroup_name: str, node: str, period_us: int,
     return path
 
 
-def create_engine_group(cgroup_name: str, node: str) -> Path:
-    """The tracking group an engine joins at start (pids hierarchy, or any v1 one)."""
+def create_engine_group(cgroup_name: str, node: str, cpu_shares: int) -> list[Path]:
+    """The groups an engine joins at start, as their ``cgroup.procs`` files: the tracking
+    group (pids hierarchy, or any v1 one) and, in the cpu hierarchy, a group of
+    ``cpu_shares`` CPU weight (a node's containers have the default 1024), so that the
+    engine's own work (a task's start: network attachment, runc, shims) yields to the app's
+    containers on the busy machine."""
     found = hierarchies()
     mount = found.get("pids") or next((m for k, m in found.items() if k != "cgroup2"), None)
     if mount is None:
         raise LabError("no cgroup v1 hierarchy is mounted; the lab needs cgroup v1")
-    path = mount / cgroup_name / f"engine-{node}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path / "cgroup.procs"
+    paths = [mount / cgroup_name / f"engine-{node}"]
+    weighted = cpu_hierarchy() / cgroup_name / f"engine-{node}"
+    if weighted not in paths:
+        paths.append(weighted)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+    _write(weighted / "cpu.shares", str(cpu_shares))
+    return [path / "cgroup.procs" for path in paths]
 
 
 def read_quota(cgroup_name: str, node: str) -> tuple[int, int] | None:

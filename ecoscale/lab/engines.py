@@ -129,17 +129,18 @@ def delete_network(config: LabConfig) -> None:
 
 
 # ---------------------------------------------------------------------- engines
-def _preexec(netns: str | None, hostname: str, cgroup_procs: Path):
-    """Runs in the child before exec: the lab's tracking cgroup, own session, own UTS
-    namespace, the node's netns."""
+def _preexec(netns: str | None, hostname: str, cgroup_procs: list[Path]):
+    """Runs in the child before exec: the lab's engine cgroups (tracking and CPU weight),
+    own session, own UTS namespace, the node's netns."""
     libc = ctypes.CDLL(None, use_errno=True)
     name = hostname.encode()
     netns_path = str(NETNS_DIR / netns) if netns else None
-    procs = str(cgroup_procs)
+    procs = [str(p) for p in cgroup_procs]
 
     def enter() -> None:
-        with open(procs, "w") as group:  # before exec: every descendant inherits it
-            group.write(str(os.getpid()))
+        for path in procs:   # before exec: every descendant inherits them
+            with open(path, "w") as group:
+                group.write(str(os.getpid()))
         os.setsid()
         if libc.unshare(CLONE_NEWUTS) != 0 or libc.sethostname(name, len(name)) != 0:
             raise OSError(ctypes.get_errno(), "unshare/sethostname failed")
@@ -206,7 +207,8 @@ def start_engine(config: LabConfig, node: NodeSpec) -> int:
             engine_args(config, node), stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, close_fds=True, env=env,
             preexec_fn=_preexec(node.netns, hostname(node.name),
-                                create_engine_group(config.cgroup_name, node.name)))
+                                create_engine_group(config.cgroup_name, node.name,
+                                                    config.engine_cpu_shares)))
     return process.pid
 
 

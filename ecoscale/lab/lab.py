@@ -182,6 +182,15 @@ class Lab:
         tmp.write_text(json.dumps(state, indent=1, sort_keys=True, default=str) + "\n")
         tmp.replace(self.state_file)
 
+    def record_moves(self, measurement: dict[str, Any]) -> None:
+        """Keep the latest move measurement (``evaluation.moves``, JSON-ready): `lab status`
+        prints it, `lab evaluate` takes its period from it. A new `lab up` forgets it."""
+        self.save(moves=measurement)
+
+    def recorded_moves(self) -> dict[str, Any] | None:
+        """The latest move measurement of this lab, if any."""
+        return self.state().get("moves") or None
+
     def _fingerprint(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self.config), default=str))
 
@@ -220,6 +229,7 @@ class Lab:
                            "(LabConfig.gateway_port / prometheus_port)")
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.save(config=self._fingerprint(), phase="starting", app=None, spec_id=None,
+                  moves=None,
                   created={"docker_gwbridge": not link_exists(GWBRIDGE),
                            **{key: not path.exists() for key, path in HOST_FOLDERS.items()}})
 
@@ -546,6 +556,7 @@ class Lab:
             "docker_host": self.docker_host, "prometheus_url": self.prometheus_url,
             "frontend_url": self.frontend_url, "emulated": True, "note": EMULATION_NOTE,
             "emulation": self.config.emulation(host_cpus()), "nodes": [], "services": {},
+            "moves": state.get("moves") or None,
         }
         swarm_nodes: dict[str, dict[str, str]] = {}
         manager_alive = engines.engine_pid(self.config, self.manager) is not None

@@ -150,7 +150,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             terminalreporter.write_line(f"{key}: {value}")
 
 
-LAB_TEST_ORDER = ("test_lab.py", "test_profile_on_lab.py", "test_evaluate_on_lab.py")
+LAB_TEST_ORDER = ("test_lab.py", "test_profile_on_lab.py", "test_moves_on_lab.py",
+                  "test_evaluate_on_lab.py")
 """Run first, in this order: the lab's own tests check the substrate on a lab no other test
 has touched, and the profiler and the live evaluation measure before the daemon tests
 restart Prometheus (series of tasks gone during the outage come back from its WAL without

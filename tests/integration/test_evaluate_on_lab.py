@@ -2,22 +2,27 @@
 policy table planned from the lab's measured profile, against a compressed window of load.
 
 A smoke test of the whole loop (plan, deploy, daemon, Swarm moves, Prometheus, report), not
-the evaluation itself, on the time scale `lab evaluate` accepts: periods of 3 move times
-(24 s) and a load that rises at most 25 % between two decisions. The window, WorldCup98 from
-1998-06-30 18:00 UTC for 4 hours in 10 minutes (25 periods of about 10 trace minutes), climbs
-from a quiet start (about 30 % of the SLO load, where the table runs most services on old)
-to the evening peak (85 % of it, all-new). On this 2-core lab a move stalls the app for a
-period or two, so the SLO is asked to hold in most periods, not all. The replay of the same
-window (`ecoscale lab evaluate --replay-only --start 1998-06-30T18:00 --duration 4h
---minutes 10 --peak-fraction 0.85 --headroom 0.05 --policies ecoscale`) has 21 of 26 slots
-on old in the first 7 periods and 26 on new from period 20."""
+the evaluation itself, on the time scale `lab evaluate` accepts: periods of 3 measured move
+times (`lab moves`: 8.5-11 s here, so periods of 26-33 s) and a load that rises at most 25 %
+between two decisions. The window, WorldCup98 from 1998-06-30 18:00 UTC for 4 hours in 25
+periods of about 10 trace minutes (11-14 minutes of wall time), climbs from a quiet start
+(about 30 % of the SLO load, where the table runs most services on old) to the evening peak
+(85 % of it, all-new). The replay of the same window (`ecoscale lab evaluate --replay-only
+--start 1998-06-30T18:00 --duration 4h --minutes 10 --peak-fraction 0.85 --headroom 0.05
+--policies ecoscale`) has 21 of 26 slots on old in the first 7 periods and 26 on new from
+period 20."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pandas as pd
 from conftest import REPORT
 
-from ecoscale.evaluation.evaluate import EvaluationOptions, evaluate
+from ecoscale.evaluation.evaluate import EvaluationOptions, evaluate, with_move_time
+from ecoscale.evaluation.timescale import choose_period
+
+PERIODS = 25
 
 
 def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_slo(
@@ -25,12 +30,20 @@ def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_
     # The peak is 85 % of the SLO load (at the SLO load all-new itself sits on the SLO, and
     # 24-s p99 windows on a busy 2-core machine scatter around it); the plan keeps 5 % of
     # the SLO free.
-    options = EvaluationOptions(minutes=10.0, policies=("ecoscale",), peak_fraction=0.85,
-                                headroom=0.05, start="1998-06-30T18:00", duration="4h")
+    # 25 periods of 3 measured move times each (test_moves_on_lab measured them on this lab,
+    # or the evaluation measures them now, as `lab evaluate` does)
+    options = with_move_time(
+        EvaluationOptions(policies=("ecoscale",), peak_fraction=0.85, headroom=0.05,
+                          start="1998-06-30T18:00", duration="4h"),
+        social_network, live=True)
+    period_s = choose_period(options.move_time_s)
+    options = replace(options, minutes=PERIODS * period_s / 60)
+    REPORT["lab evaluate: move time (s), period (s)"] = (round(options.move_time_s, 1),
+                                                         period_s)
     table = evaluate(options, tmp_path, log=print)
     steps = pd.read_csv(tmp_path / "measured_steps.csv")
     steps = steps[steps.policy == "ecoscale"].reset_index(drop=True)
-    assert len(steps) >= 22   # 25 periods; the last may be cut by the run's end
+    assert len(steps) >= PERIODS - 3   # the last may be cut by the run's end
     settled = steps.iloc[3:]   # the first periods still carry the warm-up
     peak_at = int(steps.load_qps.idxmax())
     quiet = settled[(settled.index < peak_at)
@@ -56,6 +69,7 @@ def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_
 
     report = (tmp_path / "report.md").read_text()
     assert "EMULATED" in report and "MODELLED" in report
+    assert f"Move time: {options.move_source}" in report
     row = table.set_index("policy").loc["ecoscale"]
     assert row.moves_measured > 0 and row.daemon_rss_mb > 0
     for name in ("comparison.csv", "lab_evaluation.png", "lab_carbon.png"):

@@ -8,6 +8,7 @@ import os
 import signal
 import statistics
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -15,7 +16,7 @@ from conftest import CPU_HEAVY, REPORT, host_traces
 
 from ecoscale.adapters.files import load_topology
 from ecoscale.adapters.swarm import forced_spec, paused_update_message, update_service
-from ecoscale.lab import engines
+from ecoscale.lab import cgroups, engines
 from ecoscale.lab.lab import Lab
 from ecoscale.lab.queries import (
     cpu_query,
@@ -70,6 +71,16 @@ def test_nodes_are_separate_engines_labelled_by_generation(lab):
     assert nodes["old-1"]["cpu_quota"] == (10_000, 10_000) and nodes["new-1"]["cpu_quota"] is None
     assert status["emulation"]["old"]["cpu_factor"] == 0.5
     assert status["emulation"]["old"]["cfs_quota_us"] == 10_000
+    # Each engine, with all it spawns, runs at a low CPU weight: a task start yields to the app.
+    cpu_mount = cgroups.cpu_hierarchy()
+    for name, node in nodes.items():
+        groups = dict(line.split(":", 2)[1:] for line in
+                      Path(f"/proc/{node['engine_pid']}/cgroup").read_text().splitlines())
+        cpu_group = next(path for controllers, path in groups.items()
+                         if "cpu" in controllers.split(","))
+        assert cpu_group == f"/{lab.config.cgroup_name}/engine-{name}"
+        shares = (cpu_mount / cpu_group.lstrip("/") / "cpu.shares").read_text()
+        assert int(shares) == lab.config.engine_cpu_shares < 1024
 
 
 def test_up_is_idempotent(lab):

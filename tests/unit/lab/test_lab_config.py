@@ -60,6 +60,8 @@ def test_with_nodes_counts_and_addresses():
     ({"gateway_port": 80}, "gateway_port must be"),
     ({"gateway_port": 19090, "prometheus_port": 19090}, "must differ"),
     ({"scrape_interval_s": 0.1}, "scrape_interval_s"),
+    ({"engine_cpu_shares": 1}, "engine_cpu_shares must be an integer in 2..262144"),
+    ({"engine_cpu_shares": 64.5}, "engine_cpu_shares must be an integer"),
     ({"timeout_s": 1}, "timeout_s"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_invalid_settings_are_reported_with_a_fix(changes, fragment):

@@ -184,3 +184,25 @@ def test_replay_only_without_all_new_still_reports_savings(capsys):
     assert "all-new runs too, as the reference for savings" in captured.err
     row = next(line for line in captured.out.splitlines() if line.lstrip().startswith("ecoscale"))
     assert "nan" not in row.lower() and "-0.000" not in captured.out
+
+
+def test_a_table_level_that_would_overcommit_a_slotted_lab_is_named_with_its_figure():
+    from types import SimpleNamespace
+
+    from ecoscale.evaluation.evaluate import overcommitting_levels
+    from ecoscale.lab.config import LabConfig
+    from ecoscale.model.placement import Placement, ServicePlacement
+
+    def level(max_load_qps: float, replicas: int) -> SimpleNamespace:
+        placement = Placement(items=tuple((f"s{i}", ServicePlacement("old", replicas))
+                                          for i in range(10)))
+        return SimpleNamespace(max_load_qps=max_load_qps, placement=placement)
+
+    table = SimpleNamespace(levels=(level(20, 1), level(60, 4)))
+    slotted = LabConfig.with_nodes(old_node_cpus=None, slot_cpus=0.05, state_dir="/tmp/l")
+    # 2 host CPUs less 0.5 kept: 30 slots of 0.05; 10 x 1 fit, 10 x 4 do not
+    found = overcommitting_levels(slotted, 2, {"ecoscale": table})
+    assert found == ["ecoscale up to 60 req/s: 40 slots = 2.00 of 1.5 CPUs (old 40 x 0.05; 2 "
+                     "host CPUs, 0.5 kept for dockerd, Prometheus, the gateway and the load "
+                     "generator)"]
+    assert overcommitting_levels(LabConfig(state_dir="/tmp/l"), 2, {"ecoscale": table}) == []
