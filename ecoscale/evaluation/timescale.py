@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from ecoscale.errors import UsageError
 
 LAB_MOVE_TIME_S = 8.0
-"""How long a start-first move of one service takes on the lab (s): a constraint change
-moves a task in about 8 s (shared/notes/swarm-lab.md, "Timing seen"). `--move-time`
-overrides it; a later lab measurement (`lab status`, issue 14 part 2) fills
-``EvaluationOptions.move_time_s``."""
+"""The move time assumed when none is measured (s): a constraint change moves a task in
+about 8 s (shared/notes/swarm-lab.md, "Timing seen"). A live evaluation measures it
+instead (`ecoscale lab moves`, ``evaluation.moves``: 7-11 s here); only a `--replay-only`
+run on a lab without a measurement uses this, and says so."""
 MOVE_TIMES_PER_PERIOD = 3.0
 """A decision period spans at least this many move times: a move settles, and the
 one-period query window refills with the new placement, before the next decision."""
