@@ -427,8 +427,10 @@ def summarise(frame: pd.DataFrame, trace: PolicyTrace) -> dict[str, Any]:
 def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.DataFrame:
     """Run every policy on the lab and the replay on the same traces; write the report."""
     lab = Lab.attach(log=None)
-    time_scale(with_move_time(options, lab))   # before the lab is touched: a refusal costs
-    out.mkdir(parents=True, exist_ok=True)     # nothing
+    # checked before the lab is touched, with the move time known so far: a refusal costs
+    # nothing; checked again once the move time is measured
+    time_scale(with_move_time(options, lab))
+    out.mkdir(parents=True, exist_ok=True)
     if not lab.healthy():
         log("bringing the lab up")
         lab.up()

@@ -556,7 +556,7 @@ class Lab:
             "docker_host": self.docker_host, "prometheus_url": self.prometheus_url,
             "frontend_url": self.frontend_url, "emulated": True, "note": EMULATION_NOTE,
             "emulation": self.config.emulation(host_cpus()), "nodes": [], "services": {},
-            "moves": state.get("moves") or None,
+            "moves": self.recorded_moves(),
         }
         swarm_nodes: dict[str, dict[str, str]] = {}
         manager_alive = engines.engine_pid(self.config, self.manager) is not None
