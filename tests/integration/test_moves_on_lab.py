@@ -5,12 +5,12 @@ Prometheus, old task gone) and its p99 set against steady load; `lab status` pri
 Runs before test_evaluate_on_lab (conftest.LAB_TEST_ORDER), whose evaluation then takes its
 period from this measurement, as `lab evaluate` does after a user's `lab moves`.
 
-Seen on this 2-core machine (6 runs of 2-6 moves at 60 and 98 req/s, engines at CPU weight
+Seen on this 2-core machine (7 runs of 2-6 moves at 60 and 98 req/s, engines at CPU weight
 64, one of them a clean-clone `.ci/run`): move time 7.2-11.2 s (running 1.6-4.7 s, scraped
 2.9-11.5 s, old gone 7.2-11.2 s); no request failed during any move (about 450-1100 per
 move); client-side p99 during a move at 98 req/s 83-412 ms against a steady 42-636 ms
 (ratio to the worst steady window 0.6-1.9);
-server-side p99 during a move 79-157 ms against 65-92 ms before it (the bound below is
+server-side p99 during a move 78-157 ms against 49-92 ms before it (the bound below is
 3 x max(before, SLO) >= 210 ms; a stall of the app for seconds would exceed it).
 """
 
