@@ -24,14 +24,14 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.lab.prometheus import SERVICE_JOB, SERVICE_LABEL
 from ecoscale.lab.queries import p99_ms_query
-from ecoscale.lab.system import host_cpus
+from ecoscale.lab.system import NotYet, host_cpus
 from ecoscale.loadgen.generator import LoadResult, RequestRecord, percentile, run_load
 
 if TYPE_CHECKING:
@@ -107,40 +107,38 @@ class MoveMeasurement:
     notes: tuple[str, ...] = field(default=())
 
     @property
+    def _totals(self) -> list[float]:
+        """The move times of the finished moves (s)."""
+        return [m.total_s for m in self.moves if m.total_s is not None]
+
+    @property
     def move_time_s(self) -> float | None:
         """The median move time of the finished moves (s); None when none finished."""
-        totals = [m.total_s for m in self.moves if m.total_s is not None]
-        return statistics.median(totals) if totals else None
+        return statistics.median(self._totals) if self._totals else None
 
     @property
     def slowest_s(self) -> float | None:
-        totals = [m.total_s for m in self.moves if m.total_s is not None]
-        return max(totals) if totals else None
+        return max(self._totals) if self._totals else None
 
     @property
     def p99_during_ms(self) -> float:
-        """The worst p99 during a move (ms)."""
-        values = [m.p99_during_ms for m in self.moves if m.p99_during_ms == m.p99_during_ms]
-        return max(values) if values else float("nan")
+        """The worst client-side p99 during a move (ms)."""
+        return _worst(m.p99_during_ms for m in self.moves)
 
     @property
     def p99_steady_ms(self) -> float:
-        """The worst p99 of the steady windows around the moves (ms)."""
-        values = [v for m in self.moves for v in (m.p99_before_ms, m.p99_after_ms) if v == v]
-        return max(values) if values else float("nan")
+        """The worst client-side p99 of the steady windows around the moves (ms)."""
+        return _worst(v for m in self.moves for v in (m.p99_before_ms, m.p99_after_ms))
 
     @property
     def server_p99_during_ms(self) -> float:
         """The worst server-side p99 during a move (ms)."""
-        values = [m.server_p99_during_ms for m in self.moves
-                  if m.server_p99_during_ms == m.server_p99_during_ms]
-        return max(values) if values else float("nan")
+        return _worst(m.server_p99_during_ms for m in self.moves)
 
     @property
     def server_p99_steady_ms(self) -> float:
-        values = [m.server_p99_before_ms for m in self.moves
-                  if m.server_p99_before_ms == m.server_p99_before_ms]
-        return max(values) if values else float("nan")
+        """The worst server-side p99 of the steady windows before the moves (ms)."""
+        return _worst(m.server_p99_before_ms for m in self.moves)
 
     @property
     def over_slo(self) -> int:
@@ -153,7 +151,7 @@ class MoveMeasurement:
     def text(self) -> str:
         """One line: the move time (s) and the p99 during moves against steady load."""
         time_s, slowest = self.move_time_s, self.slowest_s
-        finished = sum(1 for m in self.moves if m.total_s is not None)
+        finished = len(self._totals)
         head = (f"{time_s:.1f} s (median of {finished}/{len(self.moves)} moves, "
                 f"slowest {slowest:.1f} s)" if time_s is not None
                 else f"no move of {len(self.moves)} finished")
@@ -181,6 +179,11 @@ class MoveMeasurement:
         return cls(app=raw["app"], rate_qps=float(raw["rate_qps"]), moves=moves,
                    slo_ms=raw.get("slo_ms"), measured_at=raw.get("measured_at", ""),
                    source=raw.get("source", ""), notes=tuple(raw.get("notes", ())))
+
+
+def _worst(values: Iterable[float]) -> float:
+    """The largest of the values that are not NaN (no data); NaN when none is."""
+    return max((v for v in values if not math.isnan(v)), default=float("nan"))
 
 
 def window_latency(records: Sequence[RequestRecord], start_s: float, end_s: float
@@ -246,7 +249,7 @@ def _phases(lab: Lab, service: str, source: str, target: str, port: int,
         return {**done, "answering_s": False, "scraped_s": False}
     try:
         answers = lab.probe([service]).get(service, {})
-    except EcoscaleError:
+    except (NotYet, EcoscaleError):   # the gateway not answering: not answering yet
         answers = {}
     done["answering_s"] = all(isinstance(answers.get(a), dict)
                               and answers[a].get("service") == service for a in addresses)
