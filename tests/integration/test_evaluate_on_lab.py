@@ -4,13 +4,13 @@ policy table planned from the lab's measured profile, against a compressed windo
 A smoke test of the whole loop (plan, deploy, daemon, Swarm moves, Prometheus, report), not
 the evaluation itself, on the time scale `lab evaluate` accepts: periods of 3 measured move
 times (`lab moves`: 8.5-11 s here, so periods of 26-33 s) and a load that rises at most 25 %
-between two decisions. The window, WorldCup98 from 1998-06-30 18:00 UTC for 4 hours in 25
-periods of about 10 trace minutes (11-14 minutes of wall time), climbs from a quiet start
+between two decisions. The window, WorldCup98 from 1998-06-30 18:00 UTC for 4 hours in 20
+periods of 12 trace minutes (10-11 minutes of wall time), climbs from a quiet start
 (about 30 % of the SLO load, where the table runs most services on old) to the evening peak
 (85 % of it, all-new). The replay of the same window (`ecoscale lab evaluate --replay-only
---start 1998-06-30T18:00 --duration 4h --minutes 10 --peak-fraction 0.85 --headroom 0.05
---policies ecoscale`) has 21 of 26 slots on old in the first 7 periods and 26 on new from
-period 20."""
+--start 1998-06-30T18:00 --duration 4h --minutes 9.67 --move-time 9.5 --peak-fraction 0.85
+--headroom 0.05 --policies ecoscale`) saves 40.9 % against all-new with 5 % of periods over
+the SLO."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ from conftest import REPORT
 from ecoscale.evaluation.evaluate import EvaluationOptions, evaluate, with_move_time
 from ecoscale.evaluation.timescale import choose_period
 
-PERIODS = 25
+PERIODS = 20
+"""The fewest periods over the 4-h window whose load rises at most 25 % between two decisions
+(23.8 %, into period 6; 18 periods would rise 32 %): 20 x 29-33 s, 10-11 minutes."""
 
 
 def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_slo(
@@ -30,7 +32,7 @@ def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_
     # The peak is 85 % of the SLO load (at the SLO load all-new itself sits on the SLO, and
     # 24-s p99 windows on a busy 2-core machine scatter around it); the plan keeps 5 % of
     # the SLO free.
-    # 25 periods of 3 measured move times each (test_moves_on_lab measured them on this lab,
+    # 20 periods of 3 measured move times each (test_moves_on_lab measured them on this lab,
     # or the evaluation measures them now, as `lab evaluate` does)
     options = with_move_time(
         EvaluationOptions(policies=("ecoscale",), peak_fraction=0.85, headroom=0.05,
@@ -65,10 +67,11 @@ def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_
     # new at peak
     assert peak.slots_new.mean() > quiet.slots_new.mean() + 3, peak[
         ["load_qps", "slots_old", "slots_new"]]
-    # at 3 measured move times per period: 86 % and 95 % in runs here, 95 % in a clean-clone
-    # .ci/run, on 2026-12-02 (periods of 28-33 s); at the earlier 10-s periods 67-89 %.
-    # Issue 14 asks for >= 90 %.
-    assert within >= 0.7, f"within the SLO in only {within:.0%} of periods"
+    # at 3 measured move times per period (24-33 s), 2026-12-02: 86 %, 95 % and 95 % in runs
+    # of 25 periods here and 95 % and 100 % in two clean-clone .ci/runs, 94 % in a run of the
+    # 20 periods now asked (17 settled: one miss is 6 points); at the earlier 10-s periods
+    # 67-89 %. The bound allows 4 misses in 17. Issue 14 asks for >= 90 %.
+    assert within >= 0.75, f"within the SLO in only {within:.0%} of periods"
 
     report = (tmp_path / "report.md").read_text()
     assert "EMULATED" in report and "MODELLED" in report

@@ -8,6 +8,8 @@ import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,8 +25,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0):
-    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
+def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0, detail=None):
+    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``, with what
+    ``detail()`` returns (e.g. the tail of a log) in the message."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
@@ -32,7 +35,34 @@ def wait_for(what: str, check, timeout_s: float, poll_s: float = 1.0):
         if last:
             return last
         time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r})")
+    extra = f"\n{detail()}" if detail is not None else ""
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last: {last!r}){extra}")
+
+
+def daemon_detail(log: Path, port: int, lines: int = 30) -> str:
+    """What a daemon that did not do what a test waited for says about itself, for the
+    failure message: its /healthz (level, escalation, the last loop's note) and the last
+    ``lines`` lines of its log ``log``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+            health = reply.read().decode()
+    except urllib.error.HTTPError as exc:        # 503: unhealthy, the body says why
+        health = exc.read().decode()
+    except OSError as exc:
+        health = f"(no answer: {exc})"
+    text = log.read_text() if log.exists() else "(no log)"
+    tail = "\n".join(text.splitlines()[-lines:])
+    return f"daemon /healthz: {health}\ndaemon log, last {lines} lines:\n{tail}"
+
+
+def daemon_gauge(port: int, name: str) -> float | None:
+    """The value of the unlabelled gauge ``name`` on the /metrics of the daemon on ``port``
+    (None when it is not there)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return round(float(line.split()[1]), 1)
+    return None
 
 
 def daemon_events(log: Path, event: str) -> list[dict]:
@@ -60,13 +90,14 @@ class Load:
     """Open-loop load on ``url`` in the background, in 2-s rounds at ``rate`` req/s (which may
     be changed meanwhile), until closed. ``tolerate_errors``: a round that raises (services
     unreachable while a node is down) is dropped and the next one starts; otherwise the error
-    ends the load thread."""
+    ends the load thread, and ``error`` keeps it."""
 
     def __init__(self, url: str, rate: float, tolerate_errors: bool = False,
                  app: str = "socialNetwork"):
         self.url, self.rate, self.tolerate_errors = url, rate, tolerate_errors
         self.topology = load_topology(app)
         self.stop = threading.Event()
+        self.error: Exception | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -76,9 +107,13 @@ class Load:
             seed += 1
             errors = contextlib.suppress(Exception) if self.tolerate_errors \
                 else contextlib.nullcontext()
-            with errors:
-                run_load(self.url, self.topology, rate_qps=self.rate, duration_s=2.0,
-                         seed=seed)
+            try:
+                with errors:
+                    run_load(self.url, self.topology, rate_qps=self.rate, duration_s=2.0,
+                             seed=seed)
+            except Exception as exc:
+                self.error = exc
+                raise
 
     def close(self) -> None:
         self.stop.set()
