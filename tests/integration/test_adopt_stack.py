@@ -14,10 +14,9 @@ and (where it was stop-first) the update order. A config whose query returns not
 
 The profile's per-service curves are own times derived from the server spans
 (``service_latency: server-span`` in the pool file, ``ecoscale.model.spans``), and the plan
-is made at twice the measured SLO (``RUN_SLO_FACTOR``), every level up to the SLO load holding
-it. The profiler gives
-every service back as it found it, its own update settings included (asserted before the
-daemon runs).
+is made at twice the measured SLO (``RUN_SLO_FACTOR``), every level up to the SLO load
+holding it. The profiler gives every service back as it found it, its own update settings
+included (asserted before the daemon runs).
 
 The whole module adds 7-10 minutes to `./test.sh` on a busy 2-core machine (lab up and the
 lab's own app deployed first: 17 s). Measured in runs here (2026-12-02): the stack deployed

@@ -56,12 +56,16 @@ def daemon_detail(log: Path, port: int, lines: int = 30) -> str:
 
 
 def daemon_gauge(port: int, name: str) -> float | None:
-    """The value of the unlabelled gauge ``name`` on the /metrics of the daemon on ``port``
-    (None when it is not there)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith(f"{name} "):
-                return round(float(line.split()[1]), 1)
+    """The value, rounded to 0.1, of the unlabelled gauge ``name`` on the /metrics of the
+    daemon on ``port`` (None when it is not there or the daemon does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            lines = reply.read().decode().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(f"{name} "):
+            return round(float(line.split()[1]), 1)
     return None
 
 
