@@ -42,4 +42,4 @@ lint-imports --no-cache
 # pyproject's testpaths hold the unit tests alone (plain `pytest`); without paths in the
 # arguments this runs every test: unit and integration. --durations: the 20 slowest tests
 # are listed at the end, to see where the suite's time goes (its target: under 60 minutes)
-exec python3 -m pytest -o testpaths="tests/unit tests/integration" --durations=20 "$@"
+exec python3 -m pytest --durations=20 -o testpaths="tests/unit tests/integration" "$@"

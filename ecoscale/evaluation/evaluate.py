@@ -30,6 +30,7 @@ import pandas as pd
 
 from ecoscale.adapters.clock import SYSTEM_CLOCK
 from ecoscale.adapters.files import LAB_PROFILE, load_profile, load_topology, write_table
+from ecoscale.adapters.hostcpu import read_cpu_times, stolen_share, stolen_text
 from ecoscale.adapters.placing import place as apply_and_wait
 from ecoscale.adapters.prometheus import PrometheusClient
 from ecoscale.adapters.tracefiles import load_load_trace
@@ -461,6 +462,7 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     emulation = lab.config.emulation(os.cpu_count() or 1)
     slot_cpus = {g: float(spec["cpus_per_replica"]) for g, spec in emulation.items()}
     frames, rows = [], []
+    stolen: dict[str, float | None] = {}
     for policy in options.policies:
         log(f"{policy}: {scenario.steps} periods of {options.period_s:g} s "
             f"(~{scenario.steps * options.period_s / 60:.0f} min)")
@@ -469,7 +471,10 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
             first = EcoscalePolicy(policy, planned[policy]).initial_placement(
                 float(scenario.load_qps[0]), float(scenario.ci_g_per_kwh[0]))
             start = dict(first.items)
+        cpu_before = read_cpu_times()
         trace = run_policy_live(lab, policy, scenario, options, tables, out, log, start)
+        stolen[policy] = stolen_share(cpu_before, read_cpu_times())
+        log(f"{policy}: {stolen_text(stolen[policy])}")
         frame = measured_frame(trace, scenario, slot_cpus)
         frames.append(frame)
         rows.append(summarise(frame, trace))
@@ -480,7 +485,7 @@ def evaluate(options: EvaluationOptions, out: Path, log: Any = print) -> pd.Data
     simulated = simulated_summary(options, scenario, simulated_tables)
     table = compare(measured, simulated)
     table.to_csv(out / "comparison.csv", index=False, float_format="%.4f")
-    write_report(out, options, scenario, table, steps, emulation, profile, scale)
+    write_report(out, options, scenario, table, steps, emulation, profile, scale, stolen)
     return table
 
 
@@ -608,7 +613,10 @@ def compare(measured: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(out: Path, options: EvaluationOptions, scenario: Scenario,
                  table: pd.DataFrame, steps: pd.DataFrame, emulation: dict[str, Any],
-                 profile: Any, scale: TimeScale | None = None) -> None:
+                 profile: Any, scale: TimeScale | None = None,
+                 stolen: Mapping[str, float | None] | None = None) -> None:
+    """report.md and its plots in ``out``; ``stolen``: per policy, the share of the host's
+    CPU demand the hypervisor took while it ran (``adapters.hostcpu``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -691,6 +699,7 @@ def write_report(out: Path, options: EvaluationOptions, scenario: Scenario,
         "slot, MODELLED power curve x measured CPU utilisation, PUE) x the compressed grid "
         "intensity; no power was measured (no RAPL)",
         f"- {UTILISATION_RULE}: {utilisation_sources_text(steps)}",
+        *(f"- {policy}: {stolen_text(share)}" for policy, share in (stolen or {}).items()),
         f"- simulated: `ecoscale replay` with profile '{profile.name}' ({profile.kind}) on the "
         "same compressed traces and steps, with the daemon's decision function on the live "
         "run's tables and control settings (holds, cooldowns and the rate limit span the "

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ecoscale.adapters.hostcpu import read_cpu_times, stolen_share, stolen_text
 from ecoscale.errors import EcoscaleError, UsageError
 from ecoscale.lab.prometheus import SERVICE_JOB, SERVICE_LABEL
 from ecoscale.lab.queries import p99_ms_query
@@ -36,6 +37,7 @@ from ecoscale.loadgen.generator import LoadResult, RequestRecord, percentile, ru
 
 if TYPE_CHECKING:
     from ecoscale.lab.lab import Lab
+    from ecoscale.model.topology import Topology
 
 PHASES = ("running_s", "answering_s", "scraped_s", "old_gone_s")
 """The phases of a move, in the order they usually end (s after the update call)."""
@@ -44,6 +46,16 @@ DEFAULT_WINDOW_S = 30.0
 """Wall time given to each move (s): the move, then steady load until the next one."""
 DEFAULT_SETTLE_S = 10.0
 """Steady load before the first move (s): the first move's 'before' window."""
+WARM_UP_ROUND_S = 10.0
+"""Steady load of one warm-up round (s). Before the first move, rounds run until the front
+end's server-side p99 over a round is within WARM_P99_OVER_SLO x the SLO, or for at most
+WARM_UP_MAX_S. Right after a deploy that re-created every service, the lab's app was seen at
+a steady p99 of 320-450 ms at 98 req/s (SLO 70 ms) for over a minute: moves measured then
+time the cold start, not the move."""
+WARM_UP_MAX_S = 120.0
+"""The longest warm-up (s); the measurement's notes say when the app was not warm by then."""
+WARM_P99_OVER_SLO = 2.0
+"""A warm app's steady p99 at the SLO load is within this many times the SLO."""
 POLL_S = 0.25
 """How often the phases are checked (s): their resolution, plus one check's own time."""
 
@@ -292,7 +304,8 @@ def measure_moves(lab: Lab, services: Sequence[str], *, rate_qps: float,
                   log: Callable[[str], None] = lambda _m: None) -> MoveMeasurement:
     """Under constant load ``rate_qps`` (req/s), move each service of ``services`` in turn
     between 'new' and 'old', ``moves`` times in all (one per ``window_s``), starting from
-    'new'; time every move and its p99; save the result in the lab's state."""
+    'new' after a warm-up (``_warm_up``); time every move and its p99; save the result in
+    the lab's state."""
     lab.require_up()
     deployed = lab.app()
     if deployed is None:
@@ -308,6 +321,8 @@ def measure_moves(lab: Lab, services: Sequence[str], *, rate_qps: float,
                                 "generations (`ecoscale lab up`)")
     for service in services:
         lab.place(service, "new")
+    cpu_before = read_cpu_times()
+    warmed = _warm_up(lab, deployed.topology, rate_qps, slo_ms, log)
     duration = settle_s + moves * window_s
     log(f"moves: {moves} moves of {', '.join(services)} at {rate_qps:g} req/s, one per "
         f"{window_s:g} s ({duration:g} s)")
@@ -342,9 +357,47 @@ def measure_moves(lab: Lab, services: Sequence[str], *, rate_qps: float,
     measurement = MoveMeasurement(
         app=deployed.name, rate_qps=rate_qps, moves=timed, slo_ms=slo_ms,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        source=_source(lab), notes=_notes(load))
+        source=_source(lab),
+        notes=(warmed, *_notes(load), stolen_text(stolen_share(cpu_before, read_cpu_times()))))
     lab.record_moves(measurement.to_dict())
     return measurement
+
+
+def warm(p99_ms: float | None, slo_ms: float | None) -> bool:
+    """Whether a steady round's server-side p99 (ms; None: no data) shows the app warm: within
+    WARM_P99_OVER_SLO x ``slo_ms`` (without an SLO, one round is the warm-up)."""
+    if slo_ms is None:
+        return True
+    return p99_ms is not None and math.isfinite(p99_ms) and p99_ms <= WARM_P99_OVER_SLO * slo_ms
+
+
+def warm_up_note(seconds: float, p99_ms: float | None, slo_ms: float | None,
+                 rate_qps: float) -> str:
+    """What the warm-up found, for the measurement's notes."""
+    p99 = "no data" if p99_ms is None or not math.isfinite(p99_ms) else f"{p99_ms:.0f} ms"
+    if warm(p99_ms, slo_ms):
+        bound = f" (<= {WARM_P99_OVER_SLO:g} x the SLO)" if slo_ms is not None else ""
+        return (f"warm-up: {seconds:.0f} s at {rate_qps:g} req/s, then a server-side p99 of "
+                f"{p99}{bound}")
+    return (f"warm-up: NOT steady after {seconds:.0f} s at {rate_qps:g} req/s (server-side "
+            f"p99 {p99}, over {WARM_P99_OVER_SLO:g} x the SLO of {slo_ms:g} ms): the moves "
+            "below ran on an app that was already slow")
+
+
+def _warm_up(lab: Lab, topology: Topology, rate_qps: float, slo_ms: float | None,
+             log: Callable[[str], None]) -> str:
+    """Steady load in rounds until the app is warm (``warm``) or WARM_UP_MAX_S; returns
+    the note saying what was found."""
+    began = time.monotonic()
+    while True:
+        start = time.time()
+        run_load(lab.frontend_url, topology, rate_qps, WARM_UP_ROUND_S, seed=7)
+        p99 = _server_p99(lab, topology.frontend, start, time.time())
+        seconds = time.monotonic() - began
+        if warm(p99, slo_ms) or seconds + WARM_UP_ROUND_S > WARM_UP_MAX_S:
+            note = warm_up_note(seconds, p99, slo_ms, rate_qps)
+            log(f"moves: {note}")
+            return note
 
 
 def _server_p99(lab: Lab, frontend: str, start: float, end: float) -> float | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from ecoscale.adapters.files import read_yaml, write_yaml
+from ecoscale.adapters.hostcpu import read_cpu_times, stolen_share
 from ecoscale.errors import EcoscaleError
 from ecoscale.lab import Lab, LabConfig
 from ecoscale.lab.apps import emulation_path
@@ -39,6 +40,11 @@ on old (+2 ms of work on 70 % of requests) is within a short window's p99 noise 
 2-core machine (+-15 ms); at 5 ms it queues on the old node and stands clear of the noise."""
 HOST_FOLDERS = ("/run/docker", "/run/containerd", "/run/netns")
 """Host folders the engines and `ip netns` create outside the lab's own folder."""
+QUIET_WAIT_S = 120.0
+"""The longest wait for a quiet host CPU before one ``measures`` test (s)."""
+QUIET_BUDGET_S = 360.0
+"""The longest wait for a quiet host CPU over the whole session (s): a machine that stays
+noisy costs the suite at most this, and the tests then run (and report the steal)."""
 REPORT: dict[str, object] = {}
 """Measured figures, printed at the end of the session (lab up / deploy times, p99s...)."""
 
@@ -143,6 +149,49 @@ def cpu_heavy_lab(social_network: Lab, tmp_path: Path) -> Iterator[Lab]:
     social_network.deploy(APP)
 
 
+_quiet_waited_s = [0.0]
+CPU_BEFORE = pytest.StashKey()
+"""The host's CPU times when a test's call began (``hostcpu.CpuTimes``)."""
+
+
+def steal_since(item) -> str:
+    """The share of the host's CPU demand the hypervisor took since ``item``'s call began."""
+    share = stolen_share(item.stash.get(CPU_BEFORE, None), read_cpu_times())
+    return "not known" if share is None else f"{100 * share:.0f} %"
+
+
+@pytest.fixture(autouse=True)
+def host_cpu_steal(request):
+    """Before a test marked ``measures``, wait (bounded: QUIET_WAIT_S, QUIET_BUDGET_S) for a
+    quiet host CPU (``waiting.wait_for_quiet_cpu``); for such a test, the share of the host's
+    CPU demand stolen by the hypervisor while it ran goes into the session's REPORT (a failed
+    integration test's report says it too: ``pytest_runtest_makereport``)."""
+    from waiting import wait_for_quiet_cpu
+    measures = request.node.get_closest_marker("measures") is not None
+    waited, probe = 0.0, None
+    if measures:
+        waited, probe = wait_for_quiet_cpu(
+            max(0.0, min(QUIET_WAIT_S, QUIET_BUDGET_S - _quiet_waited_s[0])))
+        _quiet_waited_s[0] += waited
+    request.node.stash[CPU_BEFORE] = read_cpu_times()
+    yield
+    if measures:
+        REPORT.setdefault("host CPU demand stolen by the hypervisor, measuring tests", {})[
+            request.node.name[:60]] = (
+            f"{steal_since(request.node)} (waited {waited:.0f} s for a quiet CPU before it, "
+            "last probe " + ("not known" if probe is None else f"{100 * probe:.0f} %") + ")")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # noqa: ARG001
+    """A failed integration test's report says how much CPU the hypervisor took meanwhile."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and CPU_BEFORE in item.stash:
+        report.sections.append(("host CPU", "demand stolen by the hypervisor during the test: "
+                                + steal_since(item)))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
     if REPORT:
         terminalreporter.section("ecoscale lab: measured")
@@ -163,12 +212,15 @@ INTEGRATION_DIR = Path(__file__).parent
 
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ARG001
     """Every test under tests/integration is marked ``integration`` (none can be forgotten;
-    ``-m "not integration"`` leaves them out), and the lab's own tests run first."""
+    ``-m "not integration"`` leaves them out). The unit tests run first (a freshly started
+    machine settles meanwhile), then the lab's own tests, then the rest."""
     for item in items:
         if item.path.is_relative_to(INTEGRATION_DIR):
             item.add_marker(pytest.mark.integration)
 
     def rank(item) -> int:
+        if not item.path.is_relative_to(INTEGRATION_DIR):
+            return -1
         name = item.path.name
         return LAB_TEST_ORDER.index(name) if name in LAB_TEST_ORDER else len(LAB_TEST_ORDER)
 

@@ -273,6 +273,7 @@ def test_the_stack_runs_the_operators_metrics(stack: ServedStack, lab: Lab):
     REPORT["stack: spanmetrics QPS at 30 req/s offered"] = round(qps, 1)
 
 
+@pytest.mark.measures
 def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, lab: Lab,
                                                           work: Path):
     client = lab.client()

@@ -135,6 +135,7 @@ def bystander(social_network):
     service.remove()
 
 
+@pytest.mark.measures
 def test_load_steps_move_services_and_p99_recovers(social_network, daemon_dir, bystander):
     lab = social_network
     folder, table = daemon_dir

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pandas as pd
+import pytest
 from conftest import REPORT
 
 from ecoscale.evaluation.evaluate import EvaluationOptions, evaluate, with_move_time
@@ -27,6 +28,7 @@ PERIODS = 20
 (23.8 %, into period 6; 18 periods would rise 32 %): 20 x 29-33 s, 10-11 minutes."""
 
 
+@pytest.mark.measures
 def test_short_evaluation_uses_old_at_low_load_new_at_peak_and_mostly_meets_the_slo(
         social_network, tmp_path):
     # The peak is 85 % of the SLO load (at the SLO load all-new itself sits on the SLO, and

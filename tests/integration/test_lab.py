@@ -108,6 +108,7 @@ def test_each_microservice_is_a_managed_swarm_service_on_new(social_network):
         assert [(t["node"], t["state"]) for t in placed[name]["tasks"]] == [("new-1", "running")]
 
 
+@pytest.mark.measures
 def test_load_through_the_entry_point_and_p99_from_prometheus(social_network):
     lab = social_network
     rate, seconds = 60.0, 20.0
@@ -223,6 +224,7 @@ def sliced_p99_ms(lab: Lab, service: str, window_s: float, end: float) -> float:
     return statistics.median(found)
 
 
+@pytest.mark.measures
 def test_cpu_bound_p99_rises_on_the_old_node_while_io_bound_barely_moves(cpu_heavy_lab):
     """Each service alone on old, against both on new, at the same load: the CPU-bound
     service's work doubles on the half-speed node and queues on its single CPU; the I/O-bound

@@ -13,6 +13,7 @@ profiles into its temporary folder."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import CPU_HEAVY
 
 from ecoscale.adapters.files import load_profile, read_yaml
@@ -28,6 +29,7 @@ SHORT = {"loads_qps": [15.0, 30.0, 45.0, 60.0, 90.0], "warmup_s": 3.0, "measure_
 PRUNE = 0.1   # low: a critical service wrongly pruned never reaches the ranking
 
 
+@pytest.mark.measures
 def test_profile_ranks_cpu_heavy_over_io_bound_and_resumes(cpu_heavy_lab, tmp_path, capsys):
     out = tmp_path / "lab.yaml"
     assert run_profile("socialNetwork", "lab", out, False, dict(SHORT),

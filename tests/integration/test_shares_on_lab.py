@@ -182,6 +182,7 @@ def packed_on_one_node(client, share: float) -> dict | None:
     return seen
 
 
+@pytest.mark.measures
 def test_shares_are_reservations_and_sockets_are_the_active_nodes(toy_app, tmp_path):
     lab, topology, profile = toy_app
     client = docker.DockerClient(base_url=lab.docker_host)

@@ -80,6 +80,7 @@ def test_a_placement_that_would_overcommit_the_budget_is_refused_with_the_figure
         "Replicas"] == 1                                  # nothing was changed
 
 
+@pytest.mark.measures
 def test_a_second_old_replica_adds_capacity_in_its_own_slot(slotted):
     lab = slotted
     results = {}

@@ -10,9 +10,12 @@ import pytest
 
 from ecoscale.evaluation.evaluate import EvaluationOptions, with_move_time
 from ecoscale.evaluation.moves import (
+    WARM_P99_OVER_SLO,
     MoveMeasurement,
     MoveTiming,
     recorded,
+    warm,
+    warm_up_note,
     window_latency,
     with_latency,
     with_server_p99,
@@ -131,3 +134,14 @@ def test_the_evaluation_takes_the_given_then_the_recorded_then_the_assumed_move_
     other_app = with_move_time(EvaluationOptions(app="hotelReservation"), RecordingLab(saved))
     assert other_app.move_time_s == LAB_MOVE_TIME_S and "assumed" in other_app.move_source
     assert with_move_time(EvaluationOptions(), None).move_time_s == LAB_MOVE_TIME_S
+
+
+def test_the_app_is_warm_once_a_round_s_p99_is_within_the_bound_of_the_slo():
+    assert warm(60.0, 70.0) and warm(WARM_P99_OVER_SLO * 70.0, 70.0)
+    assert not warm(WARM_P99_OVER_SLO * 70.0 + 1, 70.0)
+    assert not warm(None, 70.0) and not warm(math.nan, 70.0)   # no data is not warm
+    assert warm(None, None)                                    # no SLO: one round
+    assert "then a server-side p99 of 61 ms (<= 2 x the SLO)" in warm_up_note(
+        20.4, 61.0, 70.0, 98.0)
+    cold = warm_up_note(121.0, 384.0, 70.0, 98.0)
+    assert "NOT steady after 121 s" in cold and "384 ms" in cold and "already slow" in cold
