@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.runner import runtestprotocol
 
 from ecoscale.adapters.files import read_yaml, write_yaml
 from ecoscale.adapters.hostcpu import read_cpu_times, stolen_share
@@ -154,6 +155,23 @@ CPU_BEFORE = pytest.StashKey()
 """The host's CPU times when a test's call began (``hostcpu.CpuTimes``)."""
 
 
+STOLEN_DURING = pytest.StashKey()
+"""The share of the host's CPU demand the hypervisor took during a test's call (or None)."""
+REMEASURE_STOLEN_SHARE = 0.15
+"""A ``measures`` test that fails while the hypervisor took at least this share of the host's
+CPU demand is measured once more (``pytest_runtest_protocol``). Seen in clean-clone CI runs
+(2026-12-03): the measuring tests that failed ran at 19-32 % (p99s 3-7x their usual value at
+the same load), those that passed at 1-56 % (a test far from its bounds passes slowed too);
+3-s probes of an idle machine here: 0-13 %."""
+REMEASURE_BY_S = 75 * 60.0
+"""No second measurement that would end after this much session time (s): CI stops at 90
+minutes, and the suite takes 60-63."""
+_SESSION_BEGAN = time.monotonic()
+MEASURING_AGAIN = pytest.StashKey()
+"""True on a ``measures`` test's second attempt (its wait for a quiet CPU is not cut short by
+QUIET_BUDGET_S)."""
+
+
 def steal_since(item) -> str:
     """The share of the host's CPU demand the hypervisor took since ``item``'s call began."""
     share = stolen_share(item.stash.get(CPU_BEFORE, None), read_cpu_times())
@@ -168,17 +186,19 @@ def host_cpu_steal(request):
     integration test's report says it too: ``pytest_runtest_makereport``)."""
     from waiting import wait_for_quiet_cpu
     measures = request.node.get_closest_marker("measures") is not None
+    again = request.node.stash.get(MEASURING_AGAIN, False)
     waited, probe = 0.0, None
     if measures:
-        waited, probe = wait_for_quiet_cpu(
-            max(0.0, min(QUIET_WAIT_S, QUIET_BUDGET_S - _quiet_waited_s[0])))
+        waited, probe = wait_for_quiet_cpu(QUIET_WAIT_S if again else max(
+            0.0, min(QUIET_WAIT_S, QUIET_BUDGET_S - _quiet_waited_s[0])))
         _quiet_waited_s[0] += waited
     request.node.stash[CPU_BEFORE] = read_cpu_times()
     yield
     if measures:
         REPORT.setdefault("host CPU demand stolen by the hypervisor, measuring tests", {})[
             request.node.name[:60]] = (
-            f"{steal_since(request.node)} (waited {waited:.0f} s for a quiet CPU before it, "
+            ("second attempt: " if again else "")
+            + f"{steal_since(request.node)} (waited {waited:.0f} s for a quiet CPU before it, "
             "last probe " + ("not known" if probe is None else f"{100 * probe:.0f} %") + ")")
 
 
@@ -187,9 +207,55 @@ def pytest_runtest_makereport(item, call):  # noqa: ARG001
     """A failed integration test's report says how much CPU the hypervisor took meanwhile."""
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed and CPU_BEFORE in item.stash:
-        report.sections.append(("host CPU", "demand stolen by the hypervisor during the test: "
-                                + steal_since(item)))
+    if report.when == "call" and CPU_BEFORE in item.stash:
+        item.stash[STOLEN_DURING] = stolen_share(item.stash[CPU_BEFORE], read_cpu_times())
+        if report.failed:
+            report.sections.append(("host CPU", "demand stolen by the hypervisor during the "
+                                    "test: " + steal_since(item)))
+
+
+def remeasure_reason(item, reports, attempt_s: float) -> str | None:
+    """Why a ``measures`` test whose attempt gave ``reports`` and took ``attempt_s`` should be
+    measured again (its call failed while the hypervisor took at least REMEASURE_STOLEN_SHARE
+    of the host's CPU demand, and another attempt ends within REMEASURE_BY_S), or None."""
+    call = next((r for r in reports if r.when == "call"), None)
+    stolen = item.stash.get(STOLEN_DURING, None)
+    if (item.get_closest_marker("measures") is None or call is None or not call.failed
+            or stolen is None or stolen < REMEASURE_STOLEN_SHARE
+            or time.monotonic() - _SESSION_BEGAN + attempt_s > REMEASURE_BY_S):
+        return None
+    crash = getattr(call.longrepr, "reprcrash", None)
+    failure = crash.message.splitlines()[0][:200] if crash is not None else "failed"
+    return (f"failed ({failure}) while the hypervisor took {100 * stolen:.0f} % of the host's "
+            f"CPU demand, after {attempt_s:.0f} s")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A ``measures`` test that fails on a machine the hypervisor slowed (``remeasure_reason``)
+    runs once more, its fixtures set up afresh (a new lab deploy, a new tmp_path) after the
+    wait for a quiet CPU; the second attempt's result is the test's, and the first attempt's
+    failure goes into the session's REPORT (and into the second's report, if that fails too).
+    Every other test runs as pytest runs it."""
+    if item.get_closest_marker("measures") is None:
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    began = time.monotonic()
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    why = remeasure_reason(item, reports, time.monotonic() - began)
+    if why is not None:
+        REPORT.setdefault("measured again (the first attempt on a slowed machine)", {})[
+            item.name[:60]] = why
+        first = next(r for r in reports if r.when == "call")
+        item.stash[MEASURING_AGAIN] = True
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        for report in reports:
+            if report.when == "call" and report.failed:
+                report.sections.append(("first attempt", f"{why}\n{first.longreprtext[-3000:]}"))
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001

@@ -8,6 +8,7 @@ Swarm service on the manager.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import urllib.request
 
 import docker
 import pytest
-from waiting import Load, daemon_actions, free_port, wait_for
+from waiting import Load, daemon_actions, daemon_detail, free_port, wait_for
 
 from ecoscale.adapters.files import load_topology, write_table
 from ecoscale.adapters.prometheus import PrometheusClient
@@ -149,16 +150,18 @@ def test_load_steps_move_services_and_p99_recovers(social_network, daemon_dir, b
     daemon = start_process(config, log)
     try:
         # low load: the table puts everything on old
+        detail = functools.partial(daemon_detail, log, port)   # for a failure message
         wait_for("every service on old at low load",
-                 lambda: only_on(lab, load.topology.service_names, "old"), 240, 2)
+                 lambda: only_on(lab, load.topology.service_names, "old"), 240, 2, detail)
         # step up: the CPU-heavy services go to new, and p99 comes back under the SLO
         load.rate = HIGH_QPS
         stepped = time.monotonic()
         wait_for("CPU-heavy services on new after the step up",
-                 lambda: only_on(lab, CPU_HEAVY, "new"), 2 * MOVE_BOUND_S, 1)
+                 lambda: only_on(lab, CPU_HEAVY, "new"), 2 * MOVE_BOUND_S, 1, detail)
         moved_s = time.monotonic() - stepped
         wait_for("p99 under the SLO after the step up",
-                 lambda: measured_p99(lab) < SLO_MS, RECOVER_PERIODS * INTERVAL_S + 60, 2)
+                 lambda: measured_p99(lab) < SLO_MS, RECOVER_PERIODS * INTERVAL_S + 60, 2,
+                 detail)
         recovered_s = time.monotonic() - stepped
         print(f"step up: moved in {moved_s:.0f} s ({moved_s / INTERVAL_S:.1f} periods), p99 "
               f"under the SLO in {recovered_s:.0f} s ({recovered_s / INTERVAL_S:.1f} periods)")
@@ -168,7 +171,7 @@ def test_load_steps_move_services_and_p99_recovers(social_network, daemon_dir, b
         # step down: after the stabilisation window the services go back to old
         load.rate = LOW_QPS
         wait_for("services back on old after the step down",
-                 lambda: only_on(lab, CPU_HEAVY, "old"), 240, 2)
+                 lambda: only_on(lab, CPU_HEAVY, "old"), 240, 2, detail)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert 'ecoscale_actions_total{direction="new"' in metrics
         assert 'ecoscale_actions_total{direction="old"' in metrics
