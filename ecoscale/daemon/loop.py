@@ -233,6 +233,8 @@ class Daemon:
     """What the last node plan could not do as the packing asks (logged when it changes)."""
     sockets: dict[str, int] | None = None
     """Generation -> sockets of the packing in force; None: not a packing."""
+    decision_note: str = ""
+    """The last loop's decision note (level, escalation, a miss; logged when it changes)."""
     adapters: Any = None
     """An ecoscale.daemon.wiring.Adapters: rebuilds a client whose settings a reload changed
     (None: a reload that changes them is refused)."""
@@ -613,6 +615,9 @@ class Daemon:
                    "node_notes": list(self.node_notes),
                    "note": note}
         self.health.update(problems, self.clock.now(), details)
+        if note and note != self.decision_note:   # why it holds, without a line per loop
+            self.log("decision", note=note)
+            self.decision_note = note
         if problems:
             self.log("unhealthy", level="warning", problems=problems)
         return TickReport(now, healthy, tuple(problems), actions, note, node_actions)

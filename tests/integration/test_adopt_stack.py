@@ -345,7 +345,10 @@ def test_adopt_profile_plan_and_run_change_only_placement(stack: ServedStack, la
                               cwd=project_root())
 
     def detail() -> str:
-        return daemon_detail(log, port)
+        levels = [(round(level.max_load_qps, 1), n) for level, n in zip(policy.levels, on_new,
+                                                                         strict=True)]
+        return (f"{daemon_detail(log, port)}\ntable levels (up to req/s, services on new of "
+                f"{len(stack.services)}): {levels}; load {LOW_FRACTION * slo_load:.1f} req/s")
 
     def moved_to_old() -> bool:
         assert daemon.poll() is None, f"the daemon exited ({daemon.returncode}): {detail()}"

@@ -168,10 +168,13 @@ def test_load_steps_move_services_and_p99_recovers(social_network, daemon_dir, b
         assert moved_s <= MOVE_BOUND_S, f"moved in {moved_s:.0f} s, over {MOVE_BOUND_S:.0f} s"
         status, body = healthz(port)
         assert status == 200 and body["healthy"], body
-        # step down: after the stabilisation window the services go back to old
+        # step down: after the stabilisation window (plus one escalation_hold_s for each
+        # escalation that misses at the high load left held) the services go back to old
         load.rate = LOW_QPS
-        wait_for("services back on old after the step down",
-                 lambda: only_on(lab, CPU_HEAVY, "old"), 240, 2, detail)
+        step_backs = body.get("escalation", 0)
+        wait_for(f"services back on old after the step down ({step_backs} escalations held)",
+                 lambda: only_on(lab, CPU_HEAVY, "old"),
+                 240 + step_backs * CONTROL["escalation_hold_s"], 2, detail)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert 'ecoscale_actions_total{direction="new"' in metrics
         assert 'ecoscale_actions_total{direction="old"' in metrics

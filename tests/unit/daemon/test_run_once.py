@@ -390,6 +390,16 @@ def test_an_escalation_and_its_step_back_are_labelled_by_their_cause():
                                                                   ("step-back", True)]
 
 
+def test_a_decision_note_is_logged_when_it_changes_not_every_loop():
+    daemon, log = make(start=LOW)
+    for p99 in (5, 5, 30, 30, 30, 5, 5):      # met, met, three misses (escalation), met
+        tick(daemon, qps=50, p99=p99)
+    notes = [json.loads(x)["note"] for x in log.getvalue().splitlines()
+             if json.loads(x)["event"] == "decision"]
+    assert notes == ["level 1, escalation 0", "level 1, escalation 0, SLO missed",
+                     "level 1, escalation 1, SLO missed", "level 1, escalation 1"], notes
+
+
 def test_a_capped_move_is_logged_with_what_the_table_wanted():
     daemon, log = make(start=placement(a=NEW1, b=OLD1, c=OLD1),
                        control=replace(CONTROL, max_replicas=1))
@@ -432,8 +442,9 @@ def test_run_once_reads_only_the_injected_clock(monkeypatch):
     registry = daemon.telemetry.registry
     assert registry.get_sample_value("ecoscale_loop_duration_seconds_sum") == 0.5  # 2 loops
     assert daemon.health.last_loop_s == began + 0.5            # stamped when it ended
-    first = json.loads(log.getvalue().splitlines()[0])
-    assert first["event"] == "action" and first["ts"] == telemetry.iso_utc(report.epoch_s)
+    first = next(r for x in log.getvalue().splitlines() if (r := json.loads(x))["event"]
+                 == "action")
+    assert first["ts"] == telemetry.iso_utc(report.epoch_s)
 
 
 def test_healthz_ages_the_last_loop_on_the_given_clock():
