@@ -173,10 +173,14 @@ MEASURING_AGAIN = pytest.StashKey()
 QUIET_BUDGET_S)."""
 
 
+def percent(share: float | None) -> str:
+    """A share (0..1) of the host's CPU demand as the reports print it."""
+    return "not known" if share is None else f"{100 * share:.0f} %"
+
+
 def steal_since(item) -> str:
     """The share of the host's CPU demand the hypervisor took since ``item``'s call began."""
-    share = stolen_share(item.stash.get(CPU_BEFORE, None), read_cpu_times())
-    return "not known" if share is None else f"{100 * share:.0f} %"
+    return percent(stolen_share(item.stash.get(CPU_BEFORE, None), read_cpu_times()))
 
 
 @pytest.fixture(autouse=True)
@@ -200,7 +204,7 @@ def host_cpu_steal(request):
             request.node.name[:60]] = (
             ("second attempt: " if again else "")
             + f"{steal_since(request.node)} (waited {waited:.0f} s for a quiet CPU before it, "
-            "last probe " + ("not known" if probe is None else f"{100 * probe:.0f} %") + ")")
+            f"last probe {percent(probe)})")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -212,7 +216,7 @@ def pytest_runtest_makereport(item, call):  # noqa: ARG001
         item.stash[STOLEN_DURING] = stolen_share(item.stash[CPU_BEFORE], read_cpu_times())
         if report.failed:
             report.sections.append(("host CPU", "demand stolen by the hypervisor during the "
-                                    "test: " + steal_since(item)))
+                                    "test: " + percent(item.stash[STOLEN_DURING])))
 
 
 def remeasure_reason(item, reports, attempt_s: float) -> str | None:
@@ -221,14 +225,13 @@ def remeasure_reason(item, reports, attempt_s: float) -> str | None:
     of the host's CPU demand, and another attempt ends within REMEASURE_BY_S), or None."""
     call = next((r for r in reports if r.when == "call"), None)
     stolen = item.stash.get(STOLEN_DURING, None)
-    if (item.get_closest_marker("measures") is None or call is None or not call.failed
-            or stolen is None or stolen < REMEASURE_STOLEN_SHARE
+    if (call is None or not call.failed or stolen is None or stolen < REMEASURE_STOLEN_SHARE
             or time.monotonic() - _SESSION_BEGAN + attempt_s > REMEASURE_BY_S):
         return None
     crash = getattr(call.longrepr, "reprcrash", None)
     failure = crash.message.splitlines()[0][:200] if crash is not None else "failed"
-    return (f"failed ({failure}) while the hypervisor took {100 * stolen:.0f} % of the host's "
-            f"CPU demand, after {attempt_s:.0f} s")
+    return (f"failed ({failure}) while the hypervisor took {percent(stolen)} of the host's CPU "
+            f"demand, after {attempt_s:.0f} s")
 
 
 @pytest.hookimpl(tryfirst=True)

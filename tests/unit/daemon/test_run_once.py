@@ -394,8 +394,8 @@ def test_a_decision_note_is_logged_when_it_changes_not_every_loop():
     daemon, log = make(start=LOW)
     for p99 in (5, 5, 30, 30, 30, 5, 5):      # met, met, three misses (escalation), met
         tick(daemon, qps=50, p99=p99)
-    notes = [json.loads(x)["note"] for x in log.getvalue().splitlines()
-             if json.loads(x)["event"] == "decision"]
+    notes = [r["note"] for x in log.getvalue().splitlines()
+             if (r := json.loads(x))["event"] == "decision"]
     assert notes == ["level 1, escalation 0", "level 1, escalation 0, SLO missed",
                      "level 1, escalation 1, SLO missed", "level 1, escalation 1"], notes
 
