@@ -19,6 +19,9 @@ COLUMNS = [
     "errors", "p50_ms", "p95_ms", "p99_ms", "client_p50_ms", "client_p95_ms", "client_p99_ms",
     "cpu_utilisation", "window_start", "window_end", "warmup_s",
 ]
+WINDOW_COLUMNS = ("window_start", "window_end")
+"""Unix times (s) of a point's measured window, written to the millisecond: at the six
+significant digits of the measured figures a time of 2026 rounds to 10,000 s."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,10 @@ class Row:
         out = []
         for name in COLUMNS:
             value = getattr(self, name)
-            out.append(f"{value:.6g}" if isinstance(value, float) else str(value))
+            if not isinstance(value, float):
+                out.append(str(value))
+            else:
+                out.append(f"{value:.3f}" if name in WINDOW_COLUMNS else f"{value:.6g}")
         return out
 
 

@@ -246,6 +246,17 @@ def test_store_resumes_and_drops_unfinished_points(tmp_path):
     assert len(read_rows(path)) == 2
 
 
+def test_the_raw_csv_keeps_a_windows_times_to_the_millisecond(tmp_path):
+    """A 2026 Unix time at the measured figures' six digits would round to 10,000 s."""
+    path = tmp_path / "raw.csv"
+    start = 1_796_310_123.456
+    append_rows(path, [Row("all-new", 10, E2E, "", 0, 10, 0, 1.23456789, 2, 3,
+                           window_start=start, window_end=start + 15)])
+    (row,) = read_rows(path)
+    assert row.window_start == start and row.window_end == start + 15
+    assert row.p50_ms == 1.23457   # the measured figures keep their six digits
+
+
 def test_criticality_is_measured_against_all_new_at_the_slo_load(social_model):
     # the all-new sweep is saturated right past the SLO load: interpolating it there
     # would inflate the baseline; the reference points measured at the SLO load set it
@@ -265,6 +276,19 @@ def test_criticality_is_measured_against_all_new_at_the_slo_load(social_model):
     assert [e.name for e in plan] == ["reference-new:before", "alone-old:a", "alone-old:b",
                                       "reference-new:after"]
     assert criticality_plan((), slo_load) == []
+
+
+def test_one_stalled_reference_point_does_not_shift_every_rise():
+    # the after reference met a stalled machine (4 x its p99); the before reference and the
+    # all-new sweep at the SLO load agree, and the baseline stays where they put it
+    def e2e(experiment: str, load: float, p99_ms: float) -> Row:
+        return Row(experiment, load, E2E, "", 0, load, 0.0, math.nan, math.nan, p99_ms)
+
+    rows = [e2e("all-new", 1000, 40.0), e2e("all-new", 3000, 60.0),   # 50 ms at 2000 req/s
+            e2e("reference-new:before", 2000, 49.0), e2e("reference-new:after", 2000, 196.0),
+            e2e("alone-old:media-service", 2000, 70.0)]
+    ranking = dict(ranking_measured(rows, ["media-service"], 2000.0))
+    assert ranking["media-service"] == pytest.approx(70.0 - 50.0)   # not 70 - (49 + 196) / 2
 
 
 def test_pruner_uses_the_generational_gap_at_the_pruning_load():
