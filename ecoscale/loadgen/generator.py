@@ -207,6 +207,14 @@ class LoadResult:
     def achieved_qps(self) -> float:
         return len(self.ok) / self.duration_s if self.duration_s > 0 else 0.0
 
+    def completed_qps(self, start_s: float, end_s: float) -> float:
+        """Successful responses per second that completed (intended send + latency) within
+        [start_s, end_s): what a server kept busy by a backlog serves, its throughput."""
+        if end_s <= start_s:
+            raise ValueError(f"the window must end after it starts: {start_s} .. {end_s}")
+        done = sum(1 for r in self.ok if start_s <= r.at_s + r.latency_s < end_s)
+        return done / (end_s - start_s)
+
     def per_step(self) -> list[dict[str, float]]:
         """Per schedule step: target rate, sent, errors, p50 and p99 (ms)."""
         rows = []

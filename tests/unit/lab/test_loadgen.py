@@ -11,6 +11,8 @@ from ecoscale.adapters.files import load_topology
 from ecoscale.emulator.http import HttpServer, Response
 from ecoscale.errors import InputError
 from ecoscale.loadgen.generator import (
+    LoadResult,
+    RequestRecord,
     Target,
     arrival_times,
     mix_of,
@@ -130,6 +132,19 @@ def test_open_loop_latency_counts_queueing_from_the_intended_send_time():
     # at the server (one at a time: 1). Its send lag is wall time (tests/bench/
     # bench_emulator.py prints it), so no bound on it here.
     assert server.most_waiting >= 10
+
+
+def test_completed_qps_counts_successes_by_when_they_completed():
+    # sent at 0.0, 0.1, ..., 1.9 s; each takes 0.5 s more than the one before it took 0.05 s:
+    # a backlog, so completions lag the sends. Every fifth request failed.
+    records = tuple(RequestRecord(i / 10, "e", 0.5 + 0.05 * i, 0 if i % 5 == 4 else 200,
+                                  "timeout" if i % 5 == 4 else "") for i in range(20))
+    result = LoadResult("http://x:1", 0, (10.0, 10.0), 1.0, records, 2.0, 0.0)
+    # completion times 0.5 + 0.15 i: i = 4..9 fall in [1.1, 2.0) (i = 4 and 9 failed)
+    assert result.completed_qps(1.1, 2.0) == pytest.approx(4 / 0.9)
+    assert result.completed_qps(0.0, 10.0) == pytest.approx(16 / 10.0)
+    with pytest.raises(ValueError, match="must end after it starts"):
+        result.completed_qps(2.0, 2.0)
 
 
 def test_errors_are_counted_by_reason_and_excluded_from_latency():

@@ -79,19 +79,25 @@ def test_the_measurement_summarises_its_moves_and_survives_its_saved_form():
                   server_p99_before_ms=25, server_p99_during_ms=75),
              move(old_gone_s=9.5, p99_before_ms=35, p99_during_ms=80, p99_after_ms=45,
                   server_p99_before_ms=28, server_p99_during_ms=65),
-             move(old_gone_s=None, p99_during_ms=90, server_p99_during_ms=72))
+             move(old_gone_s=None, p99_during_ms=90, server_p99_during_ms=72),
+             # the move back of a placement that missed the SLO already (old at the SLO load)
+             move(old_gone_s=8.5, p99_before_ms=40, p99_during_ms=70, p99_after_ms=30,
+                  server_p99_before_ms=115, server_p99_during_ms=77))
     measurement = MoveMeasurement("socialNetwork", 98.0, moves, slo_ms=70.0,
                                   measured_at="2026-12-02T15:00:00Z", source="lab")
-    assert measurement.move_time_s == pytest.approx(8.5)   # median of the finished 7.5, 9.5
+    assert measurement.move_time_s == pytest.approx(8.5)   # median of 7.5, 8.5, 9.5
     assert measurement.slowest_s == 9.5
     assert measurement.p99_during_ms == 90
     assert measurement.p99_steady_ms == 45
-    assert measurement.server_p99_during_ms == 75 and measurement.server_p99_steady_ms == 28
-    assert measurement.over_slo == 2   # server side, as the SLO: 75 and 72 ms over 70
+    assert measurement.server_p99_during_ms == 77 and measurement.server_p99_steady_ms == 115
+    # server side, as the SLO: 75 (from 25) and 72 (no data before) ms over 70; the move
+    # back at 77 ms started at 115 ms: not the move's doing
+    assert measurement.over_slo == 2 and measurement.started_over_slo == 1
     text = measurement.text()
-    assert text.startswith("8.5 s (median of 2/3 moves, slowest 9.5 s) at 98 req/s")
-    assert "exceeded during 2 move(s)" in text
-    assert "up to 75 ms server side (steady up to 28), 90 ms client side" in text
+    assert text.startswith("8.5 s (median of 3/4 moves, slowest 9.5 s) at 98 req/s")
+    assert ("a move pushed p99 over it 2 time(s) (1 move(s) started over it: the placement "
+            "they left did not hold it at this load)") in text
+    assert "up to 77 ms server side (steady up to 115), 90 ms client side" in text
     saved = measurement.to_dict()
     assert saved["move_time_s"] == pytest.approx(8.5) and saved["text"] == text
     again = recorded(saved)
