@@ -135,8 +135,8 @@ def test_open_loop_latency_counts_queueing_from_the_intended_send_time():
 
 
 def test_completed_qps_counts_successes_by_when_they_completed():
-    # sent at 0.0, 0.1, ..., 1.9 s; each takes 0.5 s more than the one before it took 0.05 s:
-    # a backlog, so completions lag the sends. Every fifth request failed.
+    # request i sent at i / 10 s and answered 0.5 + 0.05 i s later (a growing backlog, so
+    # completions lag the sends); every fifth request failed
     records = tuple(RequestRecord(i / 10, "e", 0.5 + 0.05 * i, 0 if i % 5 == 4 else 200,
                                   "timeout" if i % 5 == 4 else "") for i in range(20))
     result = LoadResult("http://x:1", 0, (10.0, 10.0), 1.0, records, 2.0, 0.0)
